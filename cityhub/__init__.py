@@ -1,0 +1,1 @@
+"""cityhub: the city hub platform tooling (cluster, toolchain paths, CLI)."""

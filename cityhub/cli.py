@@ -1,0 +1,66 @@
+"""`cityhub`: the platform engineer's entry point.
+
+    cityhub cluster up|down|status     the embedded control plane (etcd, apiserver, ..., kwok)
+    cityhub up [--stack dev]           cluster (unless $KUBECONFIG names one) + `pulumi up`
+    cityhub destroy [--stack dev]      `pulumi destroy` of the stack
+    cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline environment
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from cityhub import cluster, paths
+from cityhub.pulumi_env import pulumi_env
+
+
+def run_pulumi(args: list[str], check: bool = True) -> int:
+    cmd = [str(paths.tool("pulumi")), *args]
+    code = subprocess.run(cmd, cwd=paths.repo_root(), env=pulumi_env(), check=False).returncode
+    if check and code != 0:
+        raise SystemExit(f"cityhub: `pulumi {' '.join(args)}` failed with exit code {code}")
+    return code
+
+
+def select_stack(stack: str) -> None:
+    if run_pulumi(["stack", "select", stack], check=False) != 0:
+        run_pulumi(["stack", "init", stack])
+
+
+def cmd_up(ns: argparse.Namespace) -> int:
+    if not os.environ.get("KUBECONFIG"):
+        if cluster.main(["up"]) != 0:
+            return 1
+    select_stack(ns.stack)
+    return run_pulumi(["up", "--yes", "--stack", ns.stack, *ns.pulumi_args], check=False)
+
+
+def cmd_destroy(ns: argparse.Namespace) -> int:
+    select_stack(ns.stack)
+    return run_pulumi(["destroy", "--yes", "--stack", ns.stack, *ns.pulumi_args], check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pulumi"]:
+        return run_pulumi(argv[1:], check=False)
+    if argv[:1] == ["cluster"]:
+        return cluster.main(argv[1:])
+    parser = argparse.ArgumentParser(prog="cityhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func in (("up", cmd_up), ("destroy", cmd_destroy)):
+        p = sub.add_parser(name)
+        p.add_argument("--stack", default="dev", help="stack name (config in stacks/Pulumi.<stack>.yaml)")
+        p.add_argument("pulumi_args", nargs="*", help="extra arguments for pulumi, after --")
+        p.set_defaults(func=func)
+    sub.add_parser("cluster", help="cityhub cluster up|down|status")
+    sub.add_parser("pulumi", help="run the pinned pulumi CLI offline")
+    ns = parser.parse_args(argv)
+    return int(ns.func(ns))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources that build the city hub."""
