@@ -14,6 +14,7 @@ line, and stops it when done.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -98,16 +99,14 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         return language_pb2.LanguageHandshakeResponse()
 
     def GetPluginInfo(self, request: Any, context: Any) -> Any:
-        import pulumi
-
-        return plugin_pb2.PluginInfo(version=pulumi.__version__)
+        return plugin_pb2.PluginInfo(version=importlib.metadata.version("pulumi"))
 
     def _packages(self, info: Any) -> list[dict[str, str]]:
         return _query(_python(info), _LIST_PLUGINS)  # type: ignore[no-any-return]
 
     def GetRequiredPackages(self, request: Any, context: Any) -> Any:
         packages = [
-            language_pb2.PackageDependency(name=p["name"], kind="resource", version=p["version"], server=p["server"])
+            plugin_pb2.PackageDependency(name=p["name"], kind="resource", version=p["version"], server=p["server"])
             for p in self._packages(request.info)
         ]
         return language_pb2.GetRequiredPackagesResponse(packages=packages)
