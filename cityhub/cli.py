@@ -1,9 +1,9 @@
 """`cityhub`: the platform engineer's entry point.
 
-    cityhub cluster up|down|status     the embedded control plane (etcd, apiserver, ..., kwok)
-    cityhub up [--stack dev]           cluster (unless $KUBECONFIG names one) + `pulumi up`
-    cityhub destroy [--stack dev]      `pulumi destroy` of the stack
-    cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline environment
+cityhub cluster up|down|status     the embedded control plane (etcd, apiserver, ..., kwok)
+cityhub up [--stack dev]           cluster (unless $KUBECONFIG names one) + `pulumi up`
+cityhub destroy [--stack dev]      `pulumi destroy` of the stack
+cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline environment
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ def select_stack(stack: str) -> None:
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
-    if not os.environ.get("KUBECONFIG"):
-        if cluster.main(["up"]) != 0:
-            return 1
+    if not os.environ.get("KUBECONFIG") and cluster.main(["up"]) != 0:
+        return 1
     select_stack(ns.stack)
     return run_pulumi(["up", "--yes", "--stack", ns.stack, *ns.pulumi_args], check=False)
 
@@ -49,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_pulumi(argv[1:], check=False)
     if argv[:1] == ["cluster"]:
         return cluster.main(argv[1:])
-    parser = argparse.ArgumentParser(prog="cityhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="cityhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func in (("up", cmd_up), ("destroy", cmd_destroy)):
         p = sub.add_parser(name)

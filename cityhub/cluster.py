@@ -1,8 +1,9 @@
 """The embedded default cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok.
 
-    python -m cityhub.cluster up       start everything (a no-op when it is already up)
+    python -m cityhub.cluster up       start everything; a no-op when it is already up, and when some
+                                       process died (crash, reboot) restart just those, keeping the data
     python -m cityhub.cluster status   each process, its pid, port and state; exit 1 unless all run
-    python -m cityhub.cluster down     stop everything it started and free its ports
+    python -m cityhub.cluster down     stop everything it started, free its ports, delete its data
 
 The cluster is a convenience for a laptop or CI: everything listens on 127.0.0.1, nodes are simulated
 by kwok (3 CPU nodes, 2 GPU inference nodes), and the only thing the rest of cityhub gets from it is the
@@ -12,7 +13,7 @@ cluster is used by pointing KUBECONFIG at it instead.
 State lives under <state>/cluster (CITYHUB_STATE overrides <repo>/.state): pki/, conf/ (component
 kubeconfigs, kwok config), etcd-data/, logs/<process>.log and state.json (pid, command line, ports).
 Ports are picked free on 127.0.0.1; CITYHUB_<PROCESS>_PORT (e.g. CITYHUB_APISERVER_PORT) pins one.
-Linux only: process liveness is read from /proc.
+CITYHUB_CLUSTER_TIMEOUT (seconds, default 180) bounds each wait. Linux only: liveness comes from /proc.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import http.client
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -156,8 +158,32 @@ def kubeconfig_path() -> Path:
 # ---------------------------------------------------------------------------------------------- ports
 
 
+LOWEST_PORT = 10000
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The range the kernel takes source ports of outgoing connections from."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
 def free_port(exclude: set[int] | frozenset[int] = frozenset()) -> int:
-    """A port the kernel considers free on HOST, not in `exclude` (ports already promised to others)."""
+    """A free port on HOST, not in `exclude` (ports already promised to others).
+
+    Picked below the ephemeral range rather than by binding to port 0 (which returns an ephemeral
+    port): once a server on an ephemeral port stops, the kernel may hand that port to any outgoing
+    connection as its source port, and the server cannot be restarted on its recorded port.
+    """
+    low, _ = ephemeral_port_range()
+    if low - LOWEST_PORT >= 1000:
+        for _ in range(200):
+            port = random.randrange(LOWEST_PORT, low)
+            if port not in exclude and port_is_free(port):
+                return port
+    # A machine whose ephemeral range leaves no room below it: let the kernel choose.
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((HOST, 0))
@@ -203,8 +229,9 @@ def pick_port(env_var: str, taken: set[int], env: dict[str, str] | None = None) 
 
 def pick_ports(env: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
     """Every process's ports, pinned ones (env) checked first so a conflict fails before anything starts."""
+    env = dict(os.environ) if env is None else env
     taken: set[int] = set()
-    pinned = [(p, r) for p in PROCESSES for r in PORT_ROLES[p] if (env or os.environ).get(port_env_var(p, r))]
+    pinned = [(p, r) for p in PROCESSES for r in PORT_ROLES[p] if env.get(port_env_var(p, r))]
     ports: dict[str, dict[str, int]] = {p: {} for p in PROCESSES}
     for process, role in pinned:
         ports[process][role] = pick_port(port_env_var(process, role), taken, env)
@@ -238,9 +265,13 @@ class KeyPair:
 
     @property
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        return private_pem(self.key)
+
+
+def private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -386,6 +417,9 @@ CERTS: dict[str, tuple[str, tuple[str, ...], bool, bool]] = {
     "apiserver": ("kube-apiserver", (), True, False),
     "etcd-server": ("cityhub-etcd", (), True, True),  # client usage too: etcd also presents it to peers
     "apiserver-etcd-client": ("kube-apiserver-etcd-client", (), False, True),
+    # What the apiserver presents to kubelets (kwok's server) for logs/exec; a real kubelet would
+    # authorize it by asking the apiserver, where system:masters may do anything.
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",), False, True),
     "admin": ("cityhub-admin", ("system:masters",), False, True),
     "controller-manager": ("system:kube-controller-manager", (), False, True),
     "scheduler": ("system:kube-scheduler", (), False, True),
@@ -398,16 +432,27 @@ CERTS: dict[str, tuple[str, tuple[str, ...], bool, bool]] = {
 }
 
 
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
 def generate_pki(directory: Path) -> Pki:
     ca = make_ca()
     write_pair(ca, directory, "ca")
+    # The front proxy (aggregated APIs such as metrics-server) gets its own CA: a cert it signs may
+    # assert any user in request headers, so it must not be a cert the main CA hands out for other uses.
+    # Configuring it also stops the controller-manager and scheduler from logging every 20s that the
+    # requestheader CA is missing from kube-system/extension-apiserver-authentication.
+    front_proxy_ca = make_ca("cityhub-front-proxy-ca")
+    write_pair(front_proxy_ca, directory, "front-proxy-ca")
+    write_pair(issue(front_proxy_ca, FRONT_PROXY_CLIENT, client=True), directory, "front-proxy-client")
     for name, (cn, orgs, server, client) in CERTS.items():
         dns, ips = (LOOPBACK_DNS, LOOPBACK_IPS) if server else ((), ())
         if name == "apiserver":
             dns, ips = APISERVER_DNS_NAMES, (HOST, SERVICE_IP)
         write_pair(issue(ca, cn, orgs=orgs, dns=dns, ips=ips, server=server, client=client), directory, name)
+    # The service-account token signing key: a bare key pair, the apiserver needs no certificate for it.
     sa = new_key()
-    write_private(directory / "sa.key", KeyPair(ca.cert, sa).key_pem)
+    write_private(directory / "sa.key", private_pem(sa))
     public = sa.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -564,7 +609,7 @@ def is_running(rec: ProcessRecord) -> bool:
     return proc_start_time(rec.pid) == rec.start_time
 
 
-def child_env(name: str) -> dict[str, str]:
+def child_env(name: str, lay: Layout) -> dict[str, str]:
     env = dict(os.environ)
     # etcd and kwok read flags from ETCD_*/KWOK_* variables; a developer's would silently change them.
     for key in list(env):
@@ -572,11 +617,13 @@ def child_env(name: str) -> dict[str, str]:
             del env[key]
     if name == "kwok":
         # kwok otherwise also loads ~/.kwok/kwok.yaml: keep a developer's kwokctl setup out of ours.
-        env["KWOK_WORKDIR"] = str(layout().conf / "kwok-workdir")
+        env["KWOK_WORKDIR"] = str(lay.conf / "kwok-workdir")
     return env
 
 
-def launch(name: str, cmd: list[str], ports: dict[str, int], log_path: Path) -> ProcessRecord:
+def launch(
+    name: str, cmd: list[str], ports: dict[str, int], log_path: Path, env: dict[str, str] | None = None
+) -> ProcessRecord:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         # A new session: the process outlives this CLI and down can signal its whole group.
@@ -586,7 +633,7 @@ def launch(name: str, cmd: list[str], ports: dict[str, int], log_path: Path) -> 
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=child_env(name),
+            env=env,
             cwd=log_path.parent,
         )
     _children[child.pid] = child
@@ -740,8 +787,8 @@ def etcd_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> list[st
         f"--peer-trusted-ca-file={pki.ca}",
         "--peer-client-cert-auth=true",
         "--auto-compaction-retention=1",
-        # The data is disposable (down deletes it, a crash means a fresh up): skip fsync, it dominates
-        # etcd latency on CI disks.
+        # fsync dominates etcd latency on CI disks and buys little here: a crashed or killed etcd loses
+        # nothing (the page cache survives it), only a power cut could, and this data is a dev cluster's.
         "--unsafe-no-fsync=true",
         "--log-level=warn",
     ]
@@ -766,8 +813,15 @@ def apiserver_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> li
         f"--service-account-signing-key-file={pki.sa_key}",
         # The apiserver calls the simulated kubelets (kwok) for logs/exec; verify them against our CA.
         f"--kubelet-certificate-authority={pki.ca}",
-        f"--kubelet-client-certificate={pki.crt('admin')}",
-        f"--kubelet-client-key={pki.key('admin')}",
+        f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+        f"--requestheader-client-ca-file={pki.crt('front-proxy-ca')}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki.crt('front-proxy-client')}",
+        f"--proxy-client-key-file={pki.key('front-proxy-client')}",
         "--allow-privileged=true",
         # The `kubernetes` Service's endpoints would be 127.0.0.1, which Endpoints validation rejects
         # (loopback); no pod really runs here to use them, so do not reconcile them at all.
@@ -799,7 +853,6 @@ def controller_manager_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int
         f"--cluster-signing-cert-file={pki.ca}",
         f"--cluster-signing-key-file={pki.key('ca')}",
         "--use-service-account-credentials=true",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
         # Default controller set; node IPAM stays idle (no --allocate-node-cidrs): kwok assigns pod IPs.
         "--controllers=*",
         "--profiling=false",
@@ -810,7 +863,6 @@ def scheduler_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> li
     return [
         *_delegated_auth(lay, pki, "scheduler"),
         f"--secure-port={ports['kube-scheduler']['secure']}",
-        "--profiling=false",
     ]
 
 
@@ -830,6 +882,8 @@ def kwok_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> list[st
         f"--tls-private-key-file={pki.key('kwok-serving')}",
         f"--cidr={POD_CIDR}",
         "--node-lease-duration-seconds=40",
+        # At INFO kwok logs every lease renewal of every node (tens of thousands of lines a day).
+        "--v=WARN",
     ]
 
 
@@ -907,7 +961,8 @@ def api_client(kubeconfig: Path) -> Any:
 
 
 def apply_nodes(kubeconfig: Path, specs: tuple[NodeSpec, ...] = NODES) -> None:
-    """Create the simulated nodes, or bring existing ones back to their declared labels/taints/resources."""
+    """Create the simulated nodes, or bring existing ones back to their declared labels, taints (the
+    whole list is replaced) and resources."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -975,7 +1030,7 @@ def wait_default_service_account(kubeconfig: Path, timeout: float) -> None:
             )
 
 
-# ------------------------------------------------------------------------------------------- commands
+# ------------------------------------------------------------------------------------------------ cli
 
 
 def say(message: str = "") -> None:
@@ -998,7 +1053,10 @@ def apiserver_health(lay: Layout, state: ClusterState) -> tuple[bool, str]:
     rec = state.find("kube-apiserver")
     if rec is None:
         return False, "not started"
-    ok, detail = health_check("kube-apiserver", Pki(lay.pki), rec.port)()
+    try:
+        ok, detail = health_check("kube-apiserver", Pki(lay.pki), rec.port)()
+    except (OSError, ssl.SSLError) as e:
+        return False, f"cannot load the admin certificate from {lay.pki}: {e}"
     return ok, "ok" if ok else detail
 
 
@@ -1022,7 +1080,10 @@ def status() -> int:
     healthy, detail = apiserver_health(lay, state)
     say(f"  apiserver: {detail} ({state.apiserver}/readyz)")
     say(f"  kubeconfig: {state.kubeconfig}")
-    return 0 if healthy and all(r[3] == "running" for r in rows) else 1
+    dead = [r[0] for r in rows if r[3] != "running"]
+    if dead:
+        say(f"  {', '.join(dead)} not running: `cityhub cluster up` restarts it; logs in {lay.logs}")
+    return 0 if healthy and not dead else 1
 
 
 def remove_cluster_dir(lay: Layout, keep_logs: bool = True) -> None:
@@ -1038,11 +1099,16 @@ def remove_cluster_dir(lay: Layout, keep_logs: bool = True) -> None:
             entry.unlink()
 
 
-def stop_all(lay: Layout, state: ClusterState) -> list[str]:
-    """Stop every recorded process (reverse start order); returns problems (ports still open)."""
-    for rec in reversed(state.processes):
-        say(f"  {rec.name:<24} pid {rec.pid:<8} {stop(rec)}")
+def stop_all(state: ClusterState) -> list[str]:
+    """Stop every recorded process (reverse start order); returns what went wrong, for the user."""
     problems = []
+    for rec in reversed(state.processes):
+        try:
+            outcome = stop(rec)
+        except ClusterError as e:
+            outcome = "STILL RUNNING"
+            problems.append(f"{e.step}: {e}")
+        say(f"  {rec.name:<24} pid {rec.pid:<8} {outcome}")
     for rec in state.processes:
         for role, port in rec.ports.items():
             if not wait_until(lambda p=port: not port_accepts(p), 5.0):
@@ -1055,43 +1121,81 @@ def down() -> int:
     with state_lock():
         state = load_state(lay)
         say(f"cityhub cluster down ({lay.root})")
-        problems = stop_all(lay, state) if state else []
         if state is None:
             say("  no cluster state: nothing to stop")
-        remove_cluster_dir(lay)
+        problems = stop_all(state) if state else []
+        # Keep the state while one of our processes survives, so a later down can still find it.
+        if state is None or not any(is_running(r) for r in state.processes):
+            remove_cluster_dir(lay)
     for problem in problems:
-        print(f'cityhub cluster down: step "free ports" failed: {problem}', file=sys.stderr)
+        print(f'cityhub cluster down: step "stop processes" failed: {problem}', file=sys.stderr)
     if not problems:
         say("  stopped; ports are free")
     return 1 if problems else 0
 
 
-def check_existing(lay: Layout) -> bool:
-    """True when a healthy cluster is already up. Cleans up a dead or partial one so up starts fresh."""
+def existing_cluster(lay: Layout) -> ClusterState | None:
+    """The recorded cluster, or None after removing leftovers that cannot be resumed."""
     state = load_state(lay)
     if state is None:
         if lay.root.exists() and any(e != lay.logs for e in lay.root.iterdir()):
             say("  found cluster files without a state file: removing them and starting fresh")
             remove_cluster_dir(lay)
-        return False
-    dead = [r[0] for r in process_rows(state) if r[3] != "running"]
-    if not dead:
-        rec = state.find("kube-apiserver")
-        check = health_check("kube-apiserver", Pki(lay.pki), rec.port) if rec else None
-        # The processes run: give a just-started apiserver a moment before calling it unhealthy.
-        if check is not None and wait_until(lambda: check()[0], 30.0, 0.5):
-            return True
+        return None
+    if all(state.find(name) is not None for name in PROCESSES):
+        return state
+    # An earlier up was killed before it had started every process: nothing worth resuming.
+    say("  an earlier up did not finish: stopping what it started and starting fresh")
+    problems = stop_all(state)
+    if problems:
+        raise ClusterError("clean up unfinished cluster", "; ".join(problems))
+    remove_cluster_dir(lay)
+    return None
+
+
+def dead_processes(state: ClusterState) -> list[str]:
+    return [row[0] for row in process_rows(state) if row[3] != "running"]
+
+
+def wait_apiserver_ready(lay: Layout, state: ClusterState, timeout: float = 30.0) -> None:
+    rec = state.find("kube-apiserver")
+    assert rec is not None
+    check = health_check("kube-apiserver", Pki(lay.pki), rec.port)
+    # The processes run: give a just-(re)started apiserver a moment before calling it unhealthy.
+    if not wait_until(lambda: check()[0], timeout, 0.5):
         raise ClusterError(
             "check running cluster",
-            f"all processes run but the apiserver is not ready ({apiserver_health(lay, state)[1]}); "
-            "run `cityhub cluster down` and `cityhub cluster up` again",
+            f"every process runs but the apiserver is not ready ({apiserver_health(lay, state)[1]}); "
+            f"see {lay.logs}, or run `cityhub cluster down` and `cityhub cluster up` to start fresh",
         )
-    say(f"  previous cluster is broken ({', '.join(dead)} not running): stopping the rest and starting fresh")
-    problems = stop_all(lay, state)
-    if problems:
-        raise ClusterError("clean up previous cluster", "; ".join(problems))
-    remove_cluster_dir(lay)
-    return False
+
+
+def restart(lay: Layout, state: ClusterState, dead: list[str]) -> None:
+    """Start the dead processes again with their recorded command lines: same ports, certificates and
+    etcd data, so whatever was deployed (and Pulumi's record of it) survives a crash or a reboot."""
+    timeout = step_timeout()
+    pki = Pki(lay.pki)
+    for name in PROCESSES:
+        rec = state.find(name)
+        if name not in dead or rec is None:
+            continue
+        # A killed multi-threaded process shows as a zombie as soon as its main thread is gone, but
+        # its other threads close the sockets a moment later: give the ports that moment.
+        busy = [str(p) for p in rec.ports.values() if not wait_until(lambda p=p: port_is_free(p), 10.0)]
+        if busy:
+            raise ClusterError(
+                f"restart {name}",
+                f"its port {', '.join(busy)} on {HOST} is now used by another process; free it, or run "
+                "`cityhub cluster down` to discard this cluster and start fresh",
+            )
+        with step(f"restart {name}"):
+            paths.tool(name)
+            new = launch(name, rec.cmd, rec.ports, Path(rec.log), child_env(name, lay))
+        state.processes[state.processes.index(rec)] = new
+        save_state(lay, state)
+        took = wait_healthy(new, health_check(name, pki, new.port), timeout)
+        say(f"  {name:<24} pid {new.pid:<8} restarted, healthy in {took:.1f}s")
+    create_nodes(lay, timeout)
 
 
 def print_usage_hint(state: ClusterState) -> None:
@@ -1120,17 +1224,25 @@ def start(lay: Layout) -> ClusterState:
         server = f"https://{HOST}:{ports['kube-apiserver']['secure']}"
         write_kubeconfigs(lay, pki, server)
         write_kwok_config(lay)
-    say(f"  {'pki':<24} CA and {len(CERTS)} certificates in {lay.pki} ({time.monotonic() - t0:.1f}s)")
+    say(f"  {'pki':<24} CAs and certificates in {lay.pki} ({time.monotonic() - t0:.1f}s)")
     state = ClusterState(apiserver=server, kubeconfig=str(lay.kubeconfig))
     for name in PROCESSES:
         with step(f"start {name}"):
-            rec = launch(name, command(name, lay, pki, ports), ports[name], lay.log(name))
+            rec = launch(
+                name, command(name, lay, pki, ports), ports[name], lay.log(name), child_env(name, lay)
+            )
         state.processes.append(rec)
         # Recorded before waiting, so `down` can stop it even if this step fails or we are killed.
         save_state(lay, state)
         took = wait_healthy(rec, health_check(name, pki, rec.port), timeout)
         port_list = ",".join(map(str, rec.ports.values()))
         say(f"  {name:<24} pid {rec.pid:<8} port {port_list:<12} healthy in {took:.1f}s")
+    create_nodes(lay, timeout)
+    return state
+
+
+def create_nodes(lay: Layout, timeout: float) -> None:
+    """Create (or repair) the simulated nodes and wait until pods can be scheduled and admitted."""
     with step("create nodes"):
         apply_nodes(lay.kubeconfig)
     with step("wait for nodes"):
@@ -1139,7 +1251,6 @@ def start(lay: Layout) -> ClusterState:
     say(f"  {'nodes':<24} {len(NODES)} kwok nodes Ready ({pools}) in {took:.1f}s")
     with step("wait for default service account"):
         wait_default_service_account(lay.kubeconfig, timeout)
-    return state
 
 
 def up() -> int:
@@ -1147,25 +1258,39 @@ def up() -> int:
     t0 = time.monotonic()
     say(f"cityhub cluster up ({lay.root})")
     with state_lock():
-        if check_existing(lay):
-            state = load_state(lay)
-            assert state is not None
+        with step("check running cluster"):
+            state = existing_cluster(lay)
+            dead = dead_processes(state) if state else []
+            if state is not None and not dead:
+                wait_apiserver_ready(lay, state)
+        if state is not None and not dead:
             say("  already up: every process runs and the apiserver is ready; nothing to do")
-            print_usage_hint(state)
-            return 0
-        try:
-            state = start(lay)
-        except BaseException:
-            # Leave nothing half-started behind; logs stay for the post-mortem.
-            partial = load_state(lay)
-            if partial is not None:
-                say("  stopping what was started:")
-                stop_all(lay, partial)
-            remove_cluster_dir(lay)
-            raise
-    say(f"cluster up in {time.monotonic() - t0:.1f}s")
+        elif state is not None:
+            say(f"  not running: {', '.join(dead)}; restarting with the recorded command lines (data kept)")
+            try:
+                restart(lay, state, dead)
+            except ClusterError as e:
+                hint = "the cluster's data is kept; `cityhub cluster down` discards it, then up starts fresh"
+                raise ClusterError(e.step, f"{e}\n  {hint}") from e
+            say(f"cluster up in {time.monotonic() - t0:.1f}s")
+        else:
+            state = start_fresh(lay)
+            say(f"cluster up in {time.monotonic() - t0:.1f}s")
     print_usage_hint(state)
     return 0
+
+
+def start_fresh(lay: Layout) -> ClusterState:
+    try:
+        return start(lay)
+    except BaseException:
+        # Leave nothing half-started behind (also on Ctrl-C); logs stay for the post-mortem.
+        partial = load_state(lay)
+        if partial is not None:
+            say("  stopping what was started:")
+            stop_all(partial)
+        remove_cluster_dir(lay)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

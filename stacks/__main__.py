@@ -1,12 +1,24 @@
-"""The hub program: reads and validates the stack's configuration, then wires the components together."""
+"""The hub program: validate the stack's whole configuration, then build the hub on each cluster.
+
+Validation runs before any resource is declared, so a bad configuration fails `pulumi preview` and
+`pulumi up` with the list of problems and leaves the cluster untouched.
+"""
 
 import pulumi
 
-from components.foundation import Foundation, FoundationArgs
+from cityhub.config import ConfigError, load_config, raw_stack_config
+from components.hub import ClusterHub, ClusterHubArgs
 
-config = pulumi.Config("cityhub")
-foundation = Foundation(
-    "hub",
-    FoundationArgs(city=config.require("city"), division_code=config.require("divisionCode")),
-)
-pulumi.export("systemNamespace", foundation.namespace_name)
+try:
+    config = load_config(raw_stack_config())
+except ConfigError as error:
+    # RunError ends the program with the message alone, without a Python traceback.
+    raise pulumi.RunError(str(error)) from None
+
+hubs = {c.name: ClusterHub(c.name, ClusterHubArgs(config=config, cluster=c)) for c in config.clusters}
+
+pulumi.export("mode", config.mode)
+pulumi.export("systemNamespace", "cityhub-system")
+pulumi.export("departments", {slug: info for hub in hubs.values() for slug, info in hub.departments.items()})
+pulumi.export("sharedServices", {name: hub.endpoints for name, hub in hubs.items()})
+pulumi.export("gpuPool", {name: hub.gpu_pool for name, hub in hubs.items() if hub.gpu_pool})

@@ -17,6 +17,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -45,8 +46,9 @@ for dist in md.distributions():
             except Exception:
                 continue
             if spec.get("resource"):
-                name = spec.get("name") or dist.metadata["Name"].removeprefix("pulumi_").removeprefix("pulumi-")
-                out.append({"name": name, "version": spec.get("version", ""), "server": spec.get("server", "")})
+                name = spec.get("name") or dist.metadata["Name"].removeprefix("pulumi-")
+                version, server = spec.get("version", ""), spec.get("server", "")
+                out.append({"name": name, "version": version, "server": server})
 print(json.dumps(out))
 """
 _LIST_DEPENDENCIES = (
@@ -79,7 +81,9 @@ def _python(info: language_pb2.ProgramInfo | None) -> str:
             path = Path(info.root_directory) / path
         python = path / "bin" / "python"
         if not python.exists():
-            raise RuntimeError(f"runtime.options.virtualenv: {path} has no bin/python; create it or fix the path")
+            raise RuntimeError(
+                f"runtime.options.virtualenv: {path} has no bin/python; create it or fix the path"
+            )
         return str(python)
     return sys.executable
 
@@ -106,14 +110,18 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
 
     def GetRequiredPackages(self, request: Any, context: Any) -> Any:
         packages = [
-            plugin_pb2.PackageDependency(name=p["name"], kind="resource", version=p["version"], server=p["server"])
+            plugin_pb2.PackageDependency(
+                name=p["name"], kind="resource", version=p["version"], server=p["server"]
+            )
             for p in self._packages(request.info)
         ]
         return language_pb2.GetRequiredPackagesResponse(packages=packages)
 
     def GetRequiredPlugins(self, request: Any, context: Any) -> Any:
         plugins = [
-            plugin_pb2.PluginDependency(name=p["name"], kind="resource", version=p["version"], server=p["server"])
+            plugin_pb2.PluginDependency(
+                name=p["name"], kind="resource", version=p["version"], server=p["server"]
+            )
             for p in self._packages(request.info)
         ]
         return language_pb2.GetRequiredPluginsResponse(plugins=plugins)
@@ -188,7 +196,9 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         stderr_chunks: list[bytes] = []
         # A policy pack prints its gRPC port on stdout and then serves until killed: stream stdout as it
         # comes, and drain stderr on a thread so a chatty pack cannot block on a full pipe.
-        drain = threading.Thread(target=lambda: stderr_chunks.extend(iter(proc.stderr.readline, b"")), daemon=True)  # type: ignore[union-attr]
+        drain = threading.Thread(
+            target=lambda: stderr_chunks.extend(iter(proc.stderr.readline, b"")), daemon=True
+        )  # type: ignore[union-attr]
         drain.start()
         assert proc.stdout is not None
         for line in iter(proc.stdout.readline, b""):
@@ -219,11 +229,16 @@ def main(argv: list[str]) -> int:
     # The engine may pass flags meant for Pulumi's own host (-root, -binary, -typechecker, ...).
     args, _unknown = parser.parse_known_args(argv)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    language_pb2_grpc.add_LanguageRuntimeServicer_to_server(PythonLanguageHost(args.engine_address, args.tracing), server)
+    language_pb2_grpc.add_LanguageRuntimeServicer_to_server(
+        PythonLanguageHost(args.engine_address, args.tracing), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
     threading.Thread(target=_exit_with_parent, daemon=True).start()
+    # The engine stops its plugins with SIGINT (then SIGKILL): that is a normal shutdown, not an error.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop(grace=1))
     server.wait_for_termination()
     return 0
 

@@ -13,13 +13,23 @@ import pytest
 
 from cityhub import cluster, paths
 
-REQUIRED_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl", "pulumi")
+REQUIRED_TOOLS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kubectl",
+    "pulumi",
+)
 
 
 def require_toolchain() -> None:
     missing = [t for t in REQUIRED_TOOLS if not (paths.bin_dir() / t).exists()]
     if missing:
-        pytest.fail(f"toolchain binaries missing ({', '.join(missing)}): run hack/toolchain.sh", pytrace=False)
+        pytest.fail(
+            f"toolchain binaries missing ({', '.join(missing)}): run hack/toolchain.sh", pytrace=False
+        )
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import grpc
-import importlib.metadata
 import pytest
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc
@@ -34,7 +34,9 @@ def test_reports_the_sdk_version(host: language_pb2_grpc.LanguageRuntimeStub) ->
 
 
 def test_requires_the_kubernetes_plugin_the_sdk_asks_for(host: language_pb2_grpc.LanguageRuntimeStub) -> None:
-    info = language_pb2.ProgramInfo(root_directory=str(paths.repo_root()), program_directory=str(paths.repo_root()))
+    info = language_pb2.ProgramInfo(
+        root_directory=str(paths.repo_root()), program_directory=str(paths.repo_root())
+    )
     packages = host.GetRequiredPackages(language_pb2.GetRequiredPackagesRequest(info=info)).packages
     kubernetes = [p for p in packages if p.name == "kubernetes"]
     assert kubernetes and kubernetes[0].version == "4.25.0"

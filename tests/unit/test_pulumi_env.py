@@ -13,7 +13,12 @@ from cityhub.pulumi_env import pulumi_env
 @pytest.fixture(autouse=True)
 def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CITYHUB_STATE", str(tmp_path))
-    for var in ("KUBECONFIG", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_BACKEND_URL"):
+    for var in (
+        "KUBECONFIG",
+        "PULUMI_CONFIG_PASSPHRASE",
+        "PULUMI_CONFIG_PASSPHRASE_FILE",
+        "PULUMI_BACKEND_URL",
+    ):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
 

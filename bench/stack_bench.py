@@ -1,0 +1,153 @@
+"""Benchmark: `pulumi preview` and a no-op `pulumi up` of the hub program for 10, 50 and 200 departments.
+
+    .venv/bin/python bench/stack_bench.py [--departments 10 50 200] [--repeat 3] [--out bench/results.json]
+
+Runs against $KUBECONFIG if set, else starts a private embedded cluster and stops it afterwards. Each size
+gets its own copy of the project and its own file backend; the stack is created once (`up`, timed too,
+without intermediate checkpoints), then measured with no changes, then destroyed. Times are wall-clock
+seconds, best and median of --repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from city import city_config
+
+from cityhub import cluster, paths
+from cityhub.pulumi_env import pulumi_env
+
+
+def pulumi(root: Path, env: dict[str, str], *args: str, setup: bool = False) -> float:
+    """Run pulumi in `root`; return its wall time. Fails loudly: a benchmark of a failure is no benchmark."""
+    cmd = [str(paths.tool("pulumi")), "--non-interactive", "--cwd", str(root), *args, "--stack", "bench"]
+    if setup:
+        # Creating and destroying the stack are setup, not what is measured. The file backend rewrites the
+        # whole state after every step, so a 2,400-resource create costs O(N^2) in checkpoint writes
+        # (50 departments: 132 s with checkpoints); skip them here to keep the benchmark short.
+        env = env | {"PULUMI_SKIP_CHECKPOINTS": "true"}
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    took = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"pulumi {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return took
+
+
+def project(root: Path, departments: int) -> None:
+    repo = paths.repo_root()
+    shutil.copy(repo / "Pulumi.yaml", root / "Pulumi.yaml")
+    shutil.copytree(
+        repo / "stacks", root / "stacks", ignore=shutil.ignore_patterns("__pycache__", "Pulumi.*.yaml")
+    )
+    (root / ".venv").symlink_to(repo / ".venv")
+    stack = {"config": city_config(departments)}
+    (root / "stacks" / "Pulumi.bench.yaml").write_text(
+        yaml.safe_dump(stack, allow_unicode=True), encoding="utf-8"
+    )
+
+
+def measure(departments: int, repeat: int, kubeconfig: str, workdir: Path) -> dict[str, Any]:
+    root = workdir / f"d{departments}"
+    root.mkdir()
+    project(root, departments)
+    (root / "backend").mkdir()
+    env = pulumi_env() | {
+        "KUBECONFIG": kubeconfig,
+        "PULUMI_BACKEND_URL": (root / "backend").as_uri(),
+        "PULUMI_CONFIG_PASSPHRASE": "bench",
+    }
+    env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    pulumi(root, env, "stack", "init")
+    row: dict[str, Any] = {"departments": departments}
+    row["create_up"] = pulumi(root, env, "up", "--yes", "--skip-preview", setup=True)
+    state = json.loads(
+        subprocess.run(
+            [str(paths.tool("pulumi")), "--cwd", str(root), "stack", "export", "--stack", "bench"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
+    )
+    row["resources"] = sum(
+        1 for r in state["deployment"]["resources"] if r.get("custom") and "providers" not in r["type"]
+    )
+    previews = [pulumi(root, env, "preview", "--expect-no-changes") for _ in range(repeat)]
+    # `up --yes` previews and then updates, as `cityhub up` runs it.
+    noops = [pulumi(root, env, "up", "--yes", "--expect-no-changes") for _ in range(repeat)]
+    row |= {
+        "preview_best": min(previews),
+        "preview_median": statistics.median(previews),
+        "noop_up_best": min(noops),
+        "noop_up_median": statistics.median(noops),
+    }
+    row["destroy"] = pulumi(root, env, "destroy", "--yes", "--skip-preview", setup=True)
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| departments | k8s resources | create `up` | `preview` best / median "
+        "| no-op `up --yes` best / median | destroy |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['departments']} | {r['resources']} | {r['create_up']:.1f} s "
+            f"| {r['preview_best']:.1f} / {r['preview_median']:.1f} s "
+            f"| {r['noop_up_best']:.1f} / {r['noop_up_median']:.1f} s | {r['destroy']:.1f} s |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--departments", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    ns = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="cityhub-bench-") as tmp:
+        workdir = Path(tmp)
+        kubeconfig = os.environ.get("KUBECONFIG")
+        own_cluster = not kubeconfig
+        if own_cluster:
+            os.environ["CITYHUB_STATE"] = str(workdir / "state")
+            if cluster.main(["up"]) != 0:
+                return 1
+            kubeconfig = str(workdir / "state" / "cluster" / "kubeconfig")
+        try:
+            rows = []
+            for n in ns.departments:
+                rows.append(measure(n, ns.repeat, str(kubeconfig), workdir))
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            if own_cluster:
+                cluster.main(["down"])
+    print(table(rows))
+    if ns.out:
+        ns.out.write_text(
+            json.dumps({"cpus": os.cpu_count(), "rows": rows}, indent=2) + "\n", encoding="utf-8"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The validated stack configuration as typed, immutable values: what the components are built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Mode = Literal["normal", "emergency"]
+Level = Literal["市", "区", "街道"]
+DataGrade = Literal["一般", "重要", "核心"]
+
+LEVEL_LABELS: dict[str, str] = {"市": "city", "区": "district", "街道": "street"}
+"""Kubernetes label values are ASCII, so levels and grades are labelled with these English words."""
+GRADE_LABELS: dict[str, str] = {"一般": "general", "重要": "important", "核心": "core"}
+GRADE_RANK: dict[str, int] = {"一般": 0, "重要": 1, "核心": 2}
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What a department's namespace may consume. Quantities are Kubernetes quantity strings."""
+
+    cpu: str
+    """CPU cores, requested and limited, e.g. "8" or "500m"."""
+    memory: str
+    """Memory, requested and limited, e.g. "16Gi"."""
+    pods: int | None = None
+    """Maximum pods; None means no limit."""
+    gpu: int = 0
+    """GPUs (nvidia.com/gpu) that may be requested."""
+    storage: str = "0"
+    """Total persistent volume capacity that may be claimed."""
+
+    def overlay(self, changes: dict[str, str | int]) -> Quota:
+        """This quota with the keys in `changes` replaced (used for emergencyQuota)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Department:
+    """A department (委办局) and everything the hub needs to know to give it a tenancy."""
+
+    slug: str
+    name: str
+    credit_code: str
+    level: Level
+    division_code: str
+    zone: str
+    data_grade: DataGrade
+    emergency_responder: bool
+    quota: Quota
+    """The normal-mode quota."""
+    emergency_quota: Quota
+    """The emergency-mode quota: `quota` with the department's emergencyQuota keys applied."""
+    cluster: str
+
+    @property
+    def namespace(self) -> str:
+        return f"dept-{self.slug}"
+
+    def quota_for(self, mode: Mode) -> Quota:
+        return self.emergency_quota if mode == "emergency" else self.quota
+
+
+@dataclass(frozen=True)
+class Zone:
+    slug: str
+    name: str
+    public: bool
+    """Reachable from, and may reach, outside the cluster."""
+
+
+@dataclass(frozen=True)
+class Flow:
+    source: str
+    """Zone whose pods open the connection."""
+    target: str
+    """Zone whose pods accept it."""
+    ports: tuple[int, ...] = ()
+    """TCP ports; empty means all."""
+
+
+@dataclass(frozen=True)
+class SharedService:
+    name: str
+    display_name: str
+    port: int
+    zones: tuple[str, ...]
+    """Zones whose departments may call the service."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    role: Literal["hub", "edge"] = "hub"
+    division_code: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    @property
+    def ambient(self) -> bool:
+        """True when the cluster is whatever $KUBECONFIG points at (no explicit provider needed)."""
+        return self.kubeconfig is None and self.context is None
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str
+    operator: str = "Exists"
+    value: str | None = None
+    effect: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuPool:
+    gpus: int = 0
+    node_selector: dict[str, str] = field(default_factory=lambda: {"cityhub.io/pool": "gpu-inference"})
+    tolerations: tuple[Toleration, ...] = (Toleration(key="nvidia.com/gpu", effect="NoSchedule"),)
+
+
+@dataclass(frozen=True)
+class StorageClassSpec:
+    name: str
+    tier: str
+    encrypted: bool
+    max_grade: DataGrade
+    default: bool = False
+    provisioner: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def allows(self, grade: DataGrade) -> bool:
+        return GRADE_RANK[grade] <= GRADE_RANK[self.max_grade]
+
+
+@dataclass(frozen=True)
+class Storage:
+    mode: Literal["preprovisioned", "dynamic"]
+    classes: tuple[StorageClassSpec, ...]
+    volumes_per_class: int = 4
+    volume_size: str = "10Gi"
+    host_path_root: str = "/var/lib/cityhub/volumes"
+
+
+@dataclass(frozen=True)
+class ContainerLimits:
+    default_request_cpu: str = "100m"
+    default_request_memory: str = "128Mi"
+    default_cpu: str = "500m"
+    default_memory: str = "512Mi"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    city: str
+    division_code: str
+    mode: Mode
+    clusters: tuple[Cluster, ...]
+    districts: dict[str, str]
+    """Division code -> district name."""
+    zones: tuple[Zone, ...]
+    flows: tuple[Flow, ...]
+    shared_services: tuple[SharedService, ...]
+    limits: ContainerLimits
+    gpu_pool: GpuPool
+    storage: Storage | None
+    departments: tuple[Department, ...]
+    operator: dict[str, object] = field(default_factory=dict)
+    monitoring: dict[str, object] = field(default_factory=dict)
+
+    def zone(self, slug: str) -> Zone:
+        return next(z for z in self.zones if z.slug == slug)
+
+    def departments_on(self, cluster: str) -> tuple[Department, ...]:
+        return tuple(d for d in self.departments if d.cluster == cluster)

@@ -1,0 +1,137 @@
+"""Compute: priority classes, each department's quota and container defaults, and 平急切换.
+
+Normal/emergency mode (平急切换) changes exactly two things per department, both here:
+- its ResourceQuotas (`quota` in normal mode, `emergencyQuota` in emergency mode), and
+- its right to the emergency priority: a quota scoped to the `cityhub-emergency` PriorityClass allows
+  no pods except for emergency responders in emergency mode (and the namespace's priority-class label,
+  set by DepartmentTenancy from `priority_class_for`, tells the operator which class to use).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from cityhub.config_model import ContainerLimits, Department, Mode, Quota
+from components import labels
+
+EMERGENCY_PRIORITY = "cityhub-emergency"
+NORMAL_PRIORITY = "cityhub-normal"
+PRIORITY_VALUES = {EMERGENCY_PRIORITY: 1_000_000, NORMAL_PRIORITY: 100_000}
+"""Well below system-cluster-critical (2e9), so the cluster's own pods always win."""
+PRIORITY_DESCRIPTIONS = {
+    EMERGENCY_PRIORITY: "cityhub: emergency response (急时), preempts normal work",
+    NORMAL_PRIORITY: "cityhub: normal work (平时)",
+}
+
+UNLIMITED_PODS = 10_000
+"""Stands for "no pod limit" in the emergency-priority quota: cpu and memory quotas bind long before."""
+
+
+def priority_class_for(dept: Department, mode: Mode) -> str:
+    """The PriorityClass a department's workloads run at: emergency responders move up in emergency mode."""
+    return EMERGENCY_PRIORITY if mode == "emergency" and dept.emergency_responder else NORMAL_PRIORITY
+
+
+def quota_hard(quota: Quota) -> dict[str, str]:
+    """The ResourceQuota `hard` map for a department's compute quota."""
+    hard = {
+        "requests.cpu": quota.cpu,
+        "limits.cpu": quota.cpu,
+        "requests.memory": quota.memory,
+        "limits.memory": quota.memory,
+        "requests.nvidia.com/gpu": str(quota.gpu),
+    }
+    if quota.pods is not None:
+        hard["pods"] = str(quota.pods)
+    return hard
+
+
+def emergency_priority_hard(dept: Department, mode: Mode) -> dict[str, str]:
+    """The pods a department may run at the emergency priority in this mode."""
+    if priority_class_for(dept, mode) != EMERGENCY_PRIORITY:
+        return {"pods": "0"}
+    pods = dept.quota_for(mode).pods
+    return {"pods": str(pods if pods is not None else UNLIMITED_PODS)}
+
+
+@dataclass(frozen=True)
+class ComputeArgs:
+    departments: tuple[Department, ...]
+    namespaces: dict[str, pulumi.Input[str]]
+    """Department slug -> its namespace (from DepartmentTenancy, so quotas wait for the namespace)."""
+    mode: Mode = "normal"
+    limits: ContainerLimits = field(default_factory=ContainerLimits)
+
+
+class Compute(pulumi.ComponentResource):
+    """PriorityClasses for normal and emergency work, and per department a compute ResourceQuota
+    (cpu, memory, pods, nvidia.com/gpu), a quota gating the emergency priority, and a LimitRange giving
+    containers default requests and limits (so every pod counts against the quota)."""
+
+    quotas: dict[str, dict[str, str]]
+    """Department slug -> the compute quota in force."""
+
+    def __init__(self, name: str, args: ComputeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("cityhub:compute:Compute", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        for priority, value in PRIORITY_VALUES.items():
+            k8s.scheduling.v1.PriorityClass(
+                f"{name}-{priority}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=priority, labels=labels.common()),
+                value=value,
+                global_default=False,
+                preemption_policy="PreemptLowerPriority",
+                description=PRIORITY_DESCRIPTIONS[priority],
+                opts=child,
+            )
+        self.quotas = {}
+        for dept in args.departments:
+            ns = args.namespaces[dept.slug]
+            hard = quota_hard(dept.quota_for(args.mode))
+            self.quotas[dept.slug] = hard
+            k8s.core.v1.ResourceQuota(
+                f"{name}-{dept.slug}-compute",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name="compute", namespace=ns, labels=labels.common()),
+                spec=k8s.core.v1.ResourceQuotaSpecArgs(hard=hard),
+                opts=child,
+            )
+            k8s.core.v1.ResourceQuota(
+                f"{name}-{dept.slug}-emergency-priority",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name="emergency-priority", namespace=ns, labels=labels.common()
+                ),
+                spec=k8s.core.v1.ResourceQuotaSpecArgs(
+                    hard=emergency_priority_hard(dept, args.mode),
+                    scope_selector=k8s.core.v1.ScopeSelectorArgs(
+                        match_expressions=[
+                            k8s.core.v1.ScopedResourceSelectorRequirementArgs(
+                                scope_name="PriorityClass", operator="In", values=[EMERGENCY_PRIORITY]
+                            )
+                        ]
+                    ),
+                ),
+                opts=child,
+            )
+            k8s.core.v1.LimitRange(
+                f"{name}-{dept.slug}-defaults",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name="container-defaults", namespace=ns, labels=labels.common()
+                ),
+                spec=k8s.core.v1.LimitRangeSpecArgs(
+                    limits=[
+                        k8s.core.v1.LimitRangeItemArgs(
+                            type="Container",
+                            default_request={
+                                "cpu": args.limits.default_request_cpu,
+                                "memory": args.limits.default_request_memory,
+                            },
+                            default={"cpu": args.limits.default_cpu, "memory": args.limits.default_memory},
+                        )
+                    ]
+                ),
+                opts=child,
+            )
+        self.register_outputs({"quotas": self.quotas})

@@ -1,0 +1,122 @@
+"""One cluster's share of the city hub: every component, wired in the order they depend on each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from cityhub.config_model import Cluster, HubConfig, Storage
+from components.component_operator import ComponentOperator, ComponentOperatorArgs
+from components.compute import Compute, ComputeArgs, priority_class_for
+from components.foundation import Foundation, FoundationArgs
+from components.gpu_pool import GpuInferencePool, GpuInferencePoolArgs
+from components.monitoring import Monitoring, MonitoringArgs
+from components.network import Network, NetworkArgs
+from components.storage import StorageTiers, StorageTiersArgs
+from components.tenancy import DepartmentTenancy, DepartmentTenancyArgs
+
+
+@dataclass(frozen=True)
+class ClusterHubArgs:
+    config: HubConfig
+    cluster: Cluster
+
+
+class ClusterHub(pulumi.ComponentResource):
+    """The hub on one cluster (the city hub or a district edge cluster): the system namespace and shared
+    service endpoints, a tenancy per department assigned to the cluster, network policies, quotas and
+    priorities, the GPU pool, storage tiers, and the operator and monitoring slots. Child names start
+    with the cluster's name, so several clusters can live in one stack."""
+
+    departments: dict[str, dict[str, object]]
+    """Department slug -> namespace, display name, zone, priority class, quotas, storage classes."""
+    endpoints: dict[str, str]
+    gpu_pool: dict[str, object] | None
+
+    def __init__(self, name: str, args: ClusterHubArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("cityhub:hub:ClusterHub", name, {}, opts)
+        config, cluster = args.config, args.cluster
+        child = pulumi.ResourceOptions(parent=self)
+        if not cluster.ambient:
+            provider = k8s.Provider(
+                f"{name}-cluster", kubeconfig=cluster.kubeconfig, context=cluster.context, opts=child
+            )
+            child = pulumi.ResourceOptions(parent=self, providers={"kubernetes": provider})
+        departments = config.departments_on(cluster.name)
+
+        foundation = Foundation(
+            name,
+            FoundationArgs(
+                city=config.city, division_code=config.division_code, shared_services=config.shared_services
+            ),
+            opts=child,
+        )
+        namespaces: dict[str, pulumi.Input[str]] = {}
+        for dept in departments:
+            tenancy = DepartmentTenancy(
+                f"{name}-{dept.slug}",
+                DepartmentTenancyArgs(department=dept, priority_class=priority_class_for(dept, config.mode)),
+                opts=child,
+            )
+            namespaces[dept.slug] = tenancy.namespace_name
+        Network(
+            name,
+            NetworkArgs(
+                zones=config.zones,
+                flows=config.flows,
+                shared_services=config.shared_services,
+                departments=departments,
+                namespaces=namespaces,
+                system_namespace=foundation.namespace_name,
+            ),
+            opts=child,
+        )
+        compute = Compute(
+            name,
+            ComputeArgs(
+                departments=departments, namespaces=namespaces, mode=config.mode, limits=config.limits
+            ),
+            opts=child,
+        )
+        storage = StorageTiers(
+            name,
+            StorageTiersArgs(
+                storage=config.storage or Storage(mode="dynamic", classes=()),
+                departments=departments,
+                namespaces=namespaces,
+                mode=config.mode,
+            ),
+            opts=child,
+        )
+        self.gpu_pool = None
+        if config.gpu_pool.gpus > 0:
+            pool = GpuInferencePool(name, GpuInferencePoolArgs(pool=config.gpu_pool), opts=child)
+            self.gpu_pool = {
+                "namespace": pool.namespace_name,
+                "gpus": config.gpu_pool.gpus,
+                **pool.scheduling,
+            }
+        ComponentOperator(name, ComponentOperatorArgs(settings=config.operator), opts=child)
+        Monitoring(
+            name,
+            MonitoringArgs(settings=config.monitoring, departments=tuple(d.slug for d in departments)),
+            opts=child,
+        )
+
+        self.endpoints = foundation.endpoints
+        self.departments = {
+            d.slug: {
+                "namespace": namespaces[d.slug],
+                "displayName": d.name,
+                "zone": d.zone,
+                "dataGrade": d.data_grade,
+                "priorityClass": priority_class_for(d, config.mode),
+                "quota": compute.quotas[d.slug],
+                "storageClasses": storage.allowed[d.slug],
+                "storageQuota": d.quota_for(config.mode).storage,
+            }
+            for d in departments
+        }
+        self.register_outputs({"departments": self.departments, "endpoints": self.endpoints})

@@ -1,0 +1,104 @@
+"""The backend driver interface: the whole contract between the operator core and a backend.
+
+A driver module (named by `x-cityhub.driver` in its component type's schema) exposes
+`create_driver(env: Mapping[str, str]) -> Driver`; the core imports it by name, so it never depends on a
+particular backend. A driver reads its own settings from `env` (CITYHUB_<BACKEND>_…).
+
+Every method is idempotent and must tolerate partly created backend objects. Backend object names follow
+from the request alone (namespace, name, uid), never from random values, so a retry or a restart after a
+crash finds the same objects instead of creating duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Request:
+    """One component request, with its plan resolved: what a driver needs to act on it."""
+
+    namespace: str
+    name: str
+    uid: str
+    """metadata.uid: distinguishes a request from a deleted one that had the same name."""
+    department: str
+    """The requesting department (its namespace)."""
+    spec: Mapping[str, Any]
+    """The request's spec as applied (with CRD defaults)."""
+    limits: Mapping[str, int]
+    """Effective limits, within the plan: durations in seconds, quantities in bytes, integers as such."""
+    plan: str = ""
+    offering: str = ""
+    created_at: int = 0
+    """metadata.creationTimestamp in Unix seconds: stable, so drivers can keep outputs byte-identical."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What `ensure` made: endpoints (not secret), credentials (secret) and the ids of the backend objects."""
+
+    endpoints: Mapping[str, str]
+    """Go to status.endpoints and to the Secret; never secret."""
+    credentials: Mapping[str, str]
+    """Go to the Secret only: never to status, events or logs."""
+    backend: Mapping[str, str] = field(default_factory=dict)
+    """Backend object ids (status.backend), e.g. {"stream": "…", "account": "A…"}."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What `observe` saw: whether the backend objects match the request, and if not, what differs."""
+
+    in_sync: bool
+    drift: tuple[str, ...] = ()
+    """One short sentence per difference, e.g. "stream traffic-events is missing"."""
+
+
+class BackendError(Exception):
+    """A backend call failed; the message says what happened, never a credential."""
+
+
+class TemporaryBackendError(BackendError):
+    """Try again later: the backend is unreachable, timed out or busy. The core retries with backoff."""
+
+
+class PermanentBackendError(BackendError):
+    """The backend refuses the request as written; retrying the same spec cannot help.
+
+    `reason` is a CamelCase condition reason; the message says what to change.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """A backend for one component type."""
+
+    async def ensure(self, request: Request) -> Result:
+        """Create or update the request's backend objects to match it; return endpoints and credentials."""
+        ...
+
+    async def observe(self, request: Request) -> Observation:
+        """Compare the backend objects with the request without changing anything (drift detection)."""
+        ...
+
+    async def delete(self, request: Request) -> None:
+        """Remove every backend object of the request, and make its credentials stop working.
+
+        Succeeds when they are already gone.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections; called once at operator shutdown."""
+        ...
