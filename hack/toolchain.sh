@@ -142,7 +142,7 @@ print_versions() {
   printf '%-28s %s\n' kubectl "$("$BIN/kubectl" version --client 2>/dev/null | awk '/Client/{print $3}')"
   printf '%-28s %s\n' kwok "$("$BIN/kwok" --version 2>/dev/null | awk '{print $3}' | tr -d ,)"
   printf '%-28s %s\n' pulumi "$("$BIN/pulumi" version 2>/dev/null)"
-  printf '%-28s %s\n' pulumi-language-python "$("$VENV/bin/python" -c 'import pulumi; print(pulumi.__version__)' 2>/dev/null) (sdk)"
+  printf '%-28s %s\n' pulumi-language-python "cityhub hack/langhost + exec script of sdk/v3 v$PULUMI_VERSION (pulumi SDK $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null))"
   printf '%-28s %s\n' pulumi-resource-kubernetes "$(cat "$BIN/.pulumi-resource-kubernetes.version" 2>/dev/null)"
   printf '%-28s %s\n' pulumi-kubernetes "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("pulumi-kubernetes"))' 2>/dev/null) (sdk)"
 }
