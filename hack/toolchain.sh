@@ -141,6 +141,7 @@ print_versions() {
   done
   printf '%-28s %s\n' kubectl "$("$BIN/kubectl" version --client 2>/dev/null | awk '/Client/{print $3}')"
   printf '%-28s %s\n' kwok "$("$BIN/kwok" --version 2>/dev/null | awk '{print $3}' | tr -d ,)"
+  printf '%-28s %s\n' nats-server "$("$BIN/nats-server" --version 2>/dev/null | awk '{print $2}')"
   printf '%-28s %s\n' pulumi "$("$BIN/pulumi" version 2>/dev/null)"
   printf '%-28s %s\n' pulumi-language-python "cityhub hack/langhost + exec script of sdk/v3 v$PULUMI_VERSION (pulumi SDK $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null))"
   printf '%-28s %s\n' pulumi-resource-kubernetes "$(cat "$BIN/.pulumi-resource-kubernetes.version" 2>/dev/null)"
@@ -154,6 +155,7 @@ python_env || fail "python environment: pip install -e .[dev]"
 build_etcd
 build_kwok
 build_kubernetes
+NATS_SERVER_VERSION=$NATS_SERVER_VERSION bash "$ROOT/hack/nats.sh" || fail "nats-server v$NATS_SERVER_VERSION: go install"
 build_pulumi
 [ -x "$VENV/bin/python" ] && build_pulumi_kubernetes
 log "done in $((SECONDS - t0))s; binaries in $BIN"
