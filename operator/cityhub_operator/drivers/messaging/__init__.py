@@ -191,9 +191,11 @@ class Keys:
 
     def system_account_jwt(self) -> str:
         return natsjwt.account_jwt(
-            self.system_account, self.operator, SYSTEM_ACCOUNT,
+            self.system_account,
+            self.operator,
+            SYSTEM_ACCOUNT,
             {"limits": natsjwt.unlimited_account_limits(jetstream=False)},
-        )  # fmt: skip
+        )
 
     def operator_jwt(self) -> str:
         return natsjwt.operator_jwt(self.operator, self.system_account.public)
@@ -292,7 +294,7 @@ class MessagingDriver:
                 name=name,
                 connect_timeout=self.settings.timeout,
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=3,  # then closed; the pool reconnects on next use
                 reconnect_time_wait=0.5,
                 error_cb=quiet,
             )
@@ -429,12 +431,16 @@ class MessagingDriver:
                 {
                     "sub": self.keys.account(reader).public,
                     "name": import_name(dept, name),
-                    "nats": {"subject": f"city.{dept}.{name}.>", "kind": "stream", "type": "activation",
-                             "version": 2},
+                    "nats": {
+                        "subject": f"city.{dept}.{name}.>",
+                        "kind": "stream",
+                        "type": "activation",
+                        "version": 2,
+                    },
                 },
                 account_key,
                 issued_at=request.created_at or 1,
-            )  # fmt: skip
+            )
             entry = {
                 "name": import_name(dept, name),
                 "subject": f"city.{dept}.{name}.>",
@@ -489,9 +495,8 @@ class MessagingDriver:
         nats_claims = await self._lookup_nats(dept, missing=None)
         if nats_claims is None:
             return  # the department's account never existed: nothing of this request can exist
-        readers = readers_of(_by_name(nats_claims.get("exports")).get(export_name(name))) | self._readers(
-            request
-        )
+        exported = _by_name(nats_claims.get("exports")).get(export_name(name))
+        readers = readers_of(exported) | self._readers(request, strict=False)
         for reader in sorted(readers):
             await self._modify_account(reader, _without_import(import_name(dept, name)), create=False)
         user = self.keys.user(request).public
@@ -514,8 +519,10 @@ class MessagingDriver:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _readers(self, request: Request) -> set[str]:
+    def _readers(self, request: Request, *, strict: bool = True) -> set[str]:
         readers = {s["department"] for s in request.spec.get("shareWith") or []}
+        if not strict:
+            return readers - {request.department}
         if request.department in readers:
             raise PermanentBackendError(
                 "InvalidShare",

@@ -96,8 +96,9 @@ class LocalServer:
     store and account JWTs) stays in `directory`, so `start()` after `stop()` finds the same state.
     """
 
-    def __init__(self, directory: Path, secret: bytes, *, port: int | None = None,
-                 max_file_store: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, directory: Path, secret: bytes, *, port: int | None = None, max_file_store: str | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.secret = secret
         self.port = port or free_port()
@@ -112,14 +113,21 @@ class LocalServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         conf = self.directory / "nats-server.conf"
         conf.write_text(
-            server_config(self.secret, store_dir=str(self.directory), listen=f"127.0.0.1:{self.port}",
-                          server_name=f"cityhub-local-{self.port}", max_file_store=self.max_file_store)
-        )  # fmt: skip
+            server_config(
+                self.secret,
+                store_dir=str(self.directory),
+                listen=f"127.0.0.1:{self.port}",
+                server_name=f"cityhub-local-{self.port}",
+                max_file_store=self.max_file_store,
+            )
+        )
         log = (self.directory / "nats-server.log").open("ab")
         self.process = subprocess.Popen(
-            [str(nats_server_binary()), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+            [str(nats_server_binary()), "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -163,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=4222)
     args = parser.parse_args(argv)
     if args.command == "run":
-        server = LocalServer(args.dir, args.secret_file.read_text(encoding="utf-8").strip().encode(),
-                             port=args.port).start()  # fmt: skip
+        server = LocalServer(
+            args.dir, args.secret_file.read_text(encoding="utf-8").strip().encode(), port=args.port
+        ).start()
         print(f"nats-server pid {server.process.pid if server.process else '?'} at {server.url}", flush=True)
         try:
             while server.process and server.process.poll() is None:
@@ -183,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sys.stdout.write(
         server_config(
-            secret, store_dir=args.store_dir, listen=args.listen, server_name=args.server_name,
-            http=args.http, max_file_store=args.max_file_store,
+            secret,
+            store_dir=args.store_dir,
+            listen=args.listen,
+            server_name=args.server_name,
+            http=args.http,
+            max_file_store=args.max_file_store,
         )
-    )  # fmt: skip
+    )
     return 0
 
 

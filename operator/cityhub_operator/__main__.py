@@ -1,0 +1,52 @@
+"""Run the operator: `python -m cityhub_operator` (settings from CITYHUB_* environment variables).
+
+Locally it uses $KUBECONFIG (e.g. the embedded cluster's); in a pod, its service account.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import kopf
+
+from cityhub_operator import handlers, registry, schemas
+from cityhub_operator.settings import OperatorSettings
+
+
+def main() -> int:
+    try:
+        settings = OperatorSettings.from_env()
+        declared = schemas.component_types()
+        unknown = [c for c in settings.components if c not in declared]
+        if unknown:
+            raise ValueError(
+                f"Invalid CITYHUB_COMPONENTS={','.join(settings.components)}: needs to name declared "
+                f"component types ({', '.join(sorted(declared))}); unknown: {', '.join(unknown)}"
+            )
+        types = [declared[n] for n in (settings.components or sorted(declared))]
+        drivers = {t.name: registry.load_driver(t, os.environ) for t in types}
+    except (ValueError, registry.DriverLoadError, schemas.SchemaError) as e:
+        print(f"cityhub-operator: {e}", file=sys.stderr)
+        return 2
+    kopf.configure(
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
+        verbose=settings.log_level == "DEBUG",
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    logging.getLogger("cityhub_operator").setLevel(settings.log_level)
+    ops = kopf.OperatorRegistry()
+    handlers.register(ops, settings, drivers, types)
+    kopf.run(
+        registry=ops,
+        standalone=True,  # one replica (Deployment strategy Recreate); no peering CRD needed
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The few Kubernetes writes the operator makes itself: the connection Secret of each request.
+
+Uses the official client in worker threads (kopf owns the watch streams and the status patches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "cityhub-operator"}
+
+
+class SecretConflict(Exception):
+    """A Secret of the wanted name exists and belongs to someone else."""
+
+
+def api_client() -> client.ApiClient:
+    """In a pod: the service account; elsewhere: $KUBECONFIG (or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _encode(data: Mapping[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+
+
+class Secrets:
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.core = client.CoreV1Api(api or api_client())
+
+    async def apply(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        owner: Mapping[str, Any],
+        labels: Mapping[str, str],
+    ) -> bool:
+        """Create or update the Secret, owned by `owner`; returns whether anything changed."""
+        return await asyncio.to_thread(self._apply, namespace, name, _encode(data), owner, dict(labels))
+
+    async def delete(self, namespace: str, name: str, owner_uid: str) -> None:
+        """Delete the Secret if it is the owner's; a missing one is fine."""
+        await asyncio.to_thread(self._delete, namespace, name, owner_uid)
+
+    def _apply(
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, str],
+        owner: Mapping[str, Any],
+        labels: dict[str, str],
+    ) -> bool:
+        meta = owner["metadata"]
+        reference = client.V1OwnerReference(
+            api_version=owner["apiVersion"],
+            kind=owner["kind"],
+            name=meta["name"],
+            uid=meta["uid"],
+            controller=True,
+            block_owner_deletion=True,
+        )
+        labels = {**labels, **MANAGED_BY}
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=name, namespace=namespace, labels=labels, owner_references=[reference]
+            ),
+            type="Opaque",
+            data=data,
+        )
+        for _ in range(3):
+            try:
+                existing = self.core.read_namespaced_secret(name, namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                try:
+                    self.core.create_namespaced_secret(namespace, body)
+                    return True
+                except ApiException as e2:
+                    if e2.status == 409:
+                        continue
+                    raise
+            owners = existing.metadata.owner_references or []
+            if not any(o.uid == meta["uid"] for o in owners):
+                raise SecretConflict(
+                    f"Secret {namespace}/{name} exists and does not belong to {owner['kind']} "
+                    f"{meta['name']}: set spec.secretName to a free name, or delete that Secret"
+                )
+            current_labels = existing.metadata.labels or {}
+            if (existing.data or {}) == data and all(current_labels.get(k) == v for k, v in labels.items()):
+                return False
+            body.metadata.resource_version = existing.metadata.resource_version
+            try:
+                self.core.replace_namespaced_secret(name, namespace, body)
+                return True
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        raise RuntimeError(f"Secret {namespace}/{name}: kept conflicting with concurrent writers")
+
+    def _delete(self, namespace: str, name: str, owner_uid: str) -> None:
+        try:
+            existing = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return
+            raise
+        if not any(o.uid == owner_uid for o in existing.metadata.owner_references or []):
+            return  # not ours: leave it
+        try:
+            self.core.delete_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -1,0 +1,175 @@
+"""Helpers to run the operator as a process against a cluster: for integration tests, benchmarks and demos.
+
+proc = OperatorProcess(kubeconfig, env={...}, log=path).start()
+... proc.kill()   # SIGKILL, like a crash
+proc.start()      # a new process picks up where the old one left off
+proc.stop()       # SIGTERM, by PID
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+from cityhub_operator import crds
+from cityhub_operator.schemas import GROUP, VERSION
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def api(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True, kubectl_bin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    binary = kubectl_bin or str(
+        Path(os.environ.get("CITYHUB_CACHE", Path.home() / ".cache" / "cityhub")) / "bin" / "kubectl"
+    )
+    proc = subprocess.run(
+        [binary, "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def apply(
+    kubeconfig: Path, docs: Iterable[Mapping[str, Any]], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    text = yaml.safe_dump_all(list(docs), allow_unicode=True)
+    return kubectl(
+        kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=text, check=check
+    )
+
+
+def install_crds(kubeconfig: Path) -> None:
+    apply(kubeconfig, crds.render_crds())
+    kubectl(
+        kubeconfig,
+        "wait",
+        "--for",
+        "condition=Established",
+        "--timeout=60s",
+        *(f"crd/{c['metadata']['name']}" for c in crds.render_crds()),
+    )
+
+
+def ensure_namespaces(kubeconfig: Path, names: Iterable[str]) -> None:
+    apply(kubeconfig, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names])
+
+
+def channel(namespace: str, name: str, offering: str = "messaging", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MessagingChannel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"offering": offering, **spec},
+    }
+
+
+def condition(obj: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return c
+    return {}
+
+
+def list_requests(api_client: client.ApiClient, plural: str = "messagingchannels") -> list[dict[str, Any]]:
+    out = client.CustomObjectsApi(api_client).list_cluster_custom_object(GROUP, VERSION, plural)
+    return list(out["items"])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class OperatorProcess:
+    """`python -m cityhub_operator` in its own process group, stopped by PID."""
+
+    def __init__(self, kubeconfig: Path, env: Mapping[str, str], log: Path) -> None:
+        self.kubeconfig, self.env, self.log = kubeconfig, dict(env), log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])),
+            "CITYHUB_HEALTH_PORT": "0",
+            "CITYHUB_METRICS_PORT": "0",
+            **self.env,
+        }
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cityhub_operator"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no finalizers released — a crash."""
+        if self.alive():
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the operator process (Linux /proc)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The operator's JSON log lines (CITYHUB_LOG_FORMAT=json)."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out

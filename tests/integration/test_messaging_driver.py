@@ -1,0 +1,278 @@
+"""The messaging driver alone against a real nats-server (JetStream, decentralized JWT auth)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+from cityhub_operator.driver import PermanentBackendError, Request, TemporaryBackendError
+from cityhub_operator.drivers.messaging import MessagingDriver, NatsSettings
+from cityhub_operator.drivers.messaging.server import LocalServer, nats_server_binary
+from nats.aio.client import RawCredentials
+
+pytestmark = pytest.mark.integration
+SECRET = b"integration-test-secret-0123456789-abcdefghijklmnop"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    try:
+        nats_server_binary()
+    except FileNotFoundError as e:
+        pytest.fail(str(e), pytrace=False)
+    srv = LocalServer(tmp_path_factory.mktemp("nats"), SECRET, max_file_store="1G").start()
+    yield srv
+    srv.stop()
+
+
+def settings(server: LocalServer, **over: Any) -> NatsSettings:
+    return NatsSettings(url=server.url, secret=SECRET, public_url=server.url, timeout=3.0, **over)
+
+
+def request(department: str, name: str, *, share: tuple[str, ...] = (), **limits: int) -> Request:
+    spec = {"offering": "messaging", "storage": "file", "shareWith": [{"department": d} for d in share]}
+    limits = {"maxAge": 3600, "maxBytes": 64 * 2**20, "maxMessages": 10_000, **limits}
+    return Request(
+        namespace=department,
+        name=name,
+        uid=str(uuid.uuid4()),
+        department=department,
+        spec=spec,
+        limits=limits,
+        plan="standard",
+        offering="messaging",
+        created_at=int(time.time()),
+    )
+
+
+def run(server: LocalServer, body: Callable[[MessagingDriver], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        driver = MessagingDriver(settings(server))
+        try:
+            return await body(driver)
+        finally:
+            await driver.close()
+
+    return asyncio.run(main())
+
+
+class Client:
+    """A department application connected with the credentials a Secret would hold."""
+
+    def __init__(self, conn: nats.aio.client.Client, errors: list[Exception]) -> None:
+        self.conn, self.errors = conn, errors
+
+    @classmethod
+    async def connect(cls, url: str, creds: str) -> Client:
+        errors: list[Exception] = []
+
+        async def on_error(e: Exception) -> None:
+            errors.append(e)
+
+        conn = await nats.connect(
+            url,
+            user_credentials=RawCredentials(creds),
+            error_cb=on_error,
+            allow_reconnect=False,
+            connect_timeout=3,
+        )
+        return cls(conn, errors)
+
+    def violations(self) -> list[str]:
+        return [str(e) for e in self.errors if "permissions violation" in str(e).lower()]
+
+    async def receives(self, subject: str, publish: Callable[[], Awaitable[None]]) -> list[bytes]:
+        got: list[bytes] = []
+
+        async def on_msg(msg: Any) -> None:
+            got.append(msg.data)
+
+        sub = await self.conn.subscribe(subject, cb=on_msg)
+        await self.conn.flush()
+        await publish()
+        await asyncio.sleep(0.3)
+        await sub.unsubscribe()
+        return got
+
+
+def test_credentials_publish_and_consume_only_on_the_departments_subjects(server: LocalServer) -> None:
+    req = request("jiaotong", "traffic-events", maxMessages=500)
+
+    async def body(driver: MessagingDriver) -> None:
+        result = await driver.ensure(req)
+        assert result.endpoints["subjects"] == "city.jiaotong.traffic-events.>"
+        assert result.backend["stream"] == "traffic-events"
+        assert set(result.credentials) == {"user.creds"}
+        app = await Client.connect(result.endpoints["url"], result.credentials["user.creds"])
+        js = app.conn.jetstream()
+        ack = await js.publish("city.jiaotong.traffic-events.cam-17", b"congestion")
+        assert ack.stream == "traffic-events"
+        sub = await js.pull_subscribe("city.jiaotong.traffic-events.>", durable="dashboard")
+        (msg,) = await sub.fetch(1, timeout=3)
+        assert msg.data == b"congestion"
+        await msg.ack()
+        info = await js.stream_info("traffic-events")
+        assert (info.config.max_msgs, info.config.max_bytes, round(info.config.max_age)) == (
+            500,
+            64 * 2**20,
+            3600,
+        )
+        # Another department's subjects: refused both ways.
+        await app.conn.publish("city.yingji.alerts.x", b"spoof")
+        await app.conn.subscribe("city.yingji.>")
+        await app.conn.flush()
+        await asyncio.sleep(0.3)
+        violations = app.violations()
+        assert any('publish to "city.yingji.alerts.x"' in v for v in violations), violations
+        assert any('subscription to "city.yingji.>"' in v for v in violations), violations
+        # Streams belong to the operator: the department's credentials cannot delete or create them.
+        with pytest.raises(
+            (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError)
+        ):
+            await js.delete_stream("traffic-events")
+        assert (await js.stream_info("traffic-events")).config.name == "traffic-events"
+        await app.conn.close()
+
+    run(server, body)
+
+
+def test_ensure_is_idempotent_and_deterministic(server: LocalServer) -> None:
+    req = request("chengguan", "cases")
+
+    async def body(driver: MessagingDriver) -> None:
+        first = await driver.ensure(req)
+        jwt_before = await driver._lookup("chengguan")
+        second = await driver.ensure(req)
+        assert first == second  # same credentials, byte for byte
+        assert await driver._lookup("chengguan") == jwt_before  # nothing pushed the second time
+        admin = await driver._admin_conn("chengguan")
+        names = await admin.jetstream().streams_info()
+        assert [s.config.name for s in names].count("cases") == 1
+        observed = await driver.observe(req)
+        assert observed.in_sync, observed.drift
+
+    run(server, body)
+
+    # A fresh driver (an operator restart) derives the same keys and credentials.
+    async def again(driver: MessagingDriver) -> None:
+        assert (await driver.ensure(req)).credentials == first_creds
+
+    first_creds = run(server, lambda d: d.ensure(req)).credentials
+    run(server, again)
+
+
+def test_sharing_is_explicit_and_revocable(server: LocalServer) -> None:
+    source = request("yingji", "alerts", share=("jiaotong",))
+    reader = request("jiaotong", "inbox")
+    outsider = request("weijian", "inbox")
+
+    async def body(driver: MessagingDriver) -> None:
+        src = await driver.ensure(source)
+        granted = await Client.connect(server.url, (await driver.ensure(reader)).credentials["user.creds"])
+        other = await Client.connect(server.url, (await driver.ensure(outsider)).credentials["user.creds"])
+        pub = await Client.connect(server.url, src.credentials["user.creds"])
+
+        async def publish() -> None:
+            await pub.conn.publish("city.yingji.alerts.typhoon", b"signal 8")
+            await pub.conn.flush()
+
+        assert await granted.receives("shared.yingji.alerts.>", publish) == [b"signal 8"]
+        assert await other.receives("shared.yingji.alerts.>", publish) == []  # not granted: nothing arrives
+        await other.conn.subscribe("city.yingji.>")  # nor may it read the source subjects
+        await other.conn.flush()
+        await asyncio.sleep(0.2)
+        assert any("city.yingji.>" in v for v in other.violations())
+
+        # Withdraw the grant: the reader stops receiving.
+        await driver.ensure(dataclasses.replace(source, spec={"shareWith": []}))
+        assert await granted.receives("shared.yingji.alerts.>", publish) == []
+        claims = await driver._lookup("jiaotong")
+        assert not claims["nats"].get("imports")
+        # Grant again, then delete the channel: imports and export go, readers get nothing.
+        await driver.ensure(source)
+        assert await granted.receives("shared.yingji.alerts.>", publish) == [b"signal 8"]
+        await driver.delete(source)
+        assert not (await driver._lookup("jiaotong"))["nats"].get("imports")
+        assert not (await driver._lookup("yingji"))["nats"].get("exports")
+        for c in (granted, other, pub):
+            await c.conn.close()
+
+    run(server, body)
+
+
+def test_delete_revokes_the_credentials_and_removes_the_stream(server: LocalServer) -> None:
+    req = request("huanbao", "air-quality")
+
+    async def body(driver: MessagingDriver) -> None:
+        creds = (await driver.ensure(req)).credentials["user.creds"]
+        app = await Client.connect(server.url, creds)
+        await driver.delete(req)
+        await asyncio.sleep(0.3)
+        assert app.conn.is_closed or not app.conn.is_connected  # the server dropped the revoked user
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await Client.connect(server.url, creds)
+        admin = await driver._admin_conn("huanbao")
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await admin.jetstream().stream_info("air-quality")
+        await driver.delete(req)  # idempotent
+        observed = await driver.observe(req)
+        assert not observed.in_sync
+
+    run(server, body)
+
+
+def test_drift_is_observed_and_repaired(server: LocalServer) -> None:
+    req = request("shuiwu", "levels", share=("yingji",))
+
+    async def body(driver: MessagingDriver) -> None:
+        await driver.ensure(req)
+        admin = await driver._admin_conn("shuiwu")
+        await admin.jetstream().delete_stream("levels")  # out of band
+        await driver._modify_account("yingji", lambda c: c.update(imports=[]))
+        observed = await driver.observe(req)
+        assert not observed.in_sync
+        assert any("stream levels is missing" in d for d in observed.drift), observed.drift
+        assert any("lacks import shuiwu/levels" in d for d in observed.drift), observed.drift
+        await driver.ensure(req)
+        assert (await driver.observe(req)).in_sync
+
+    run(server, body)
+
+
+def test_backend_refusal_is_permanent_and_leaves_nothing(server: LocalServer) -> None:
+    req = request("ziranziyuan", "imagery", maxBytes=5 * 2**30)  # the server allows 1G of file store
+
+    async def body(driver: MessagingDriver) -> None:
+        with pytest.raises(PermanentBackendError) as refused:
+            await driver.ensure(req)
+        assert refused.value.reason == "BackendRefused"
+        assert "spec.limits.maxBytes" in str(refused.value)
+        admin = await driver._admin_conn("ziranziyuan")
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await admin.jetstream().stream_info("imagery")
+        bad = request("ziranziyuan", "self", share=("ziranziyuan",))
+        with pytest.raises(
+            PermanentBackendError, match=r"spec\.shareWith lists the channel's own department"
+        ):
+            await driver.ensure(bad)
+
+    run(server, body)
+
+
+def test_unreachable_server_is_a_temporary_error(tmp_path: Path) -> None:
+    down = LocalServer(tmp_path, SECRET)  # never started: nothing listens on its port
+
+    async def body(driver: MessagingDriver) -> None:
+        with pytest.raises(TemporaryBackendError, match="cannot connect to NATS"):
+            await driver.ensure(request("jiaotong", "x"))
+
+    run(down, body)

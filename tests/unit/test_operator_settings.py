@@ -1,0 +1,134 @@
+"""Settings from environment variables, limit units, the catalog and the driver registry."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+from cityhub_operator import catalog, registry, schemas, units
+from cityhub_operator.drivers.messaging import NatsSettings
+from cityhub_operator.settings import OperatorSettings
+
+
+def test_defaults_and_values() -> None:
+    assert OperatorSettings.from_env({}) == OperatorSettings()
+    s = OperatorSettings.from_env(
+        {
+            "CITYHUB_NAMESPACES": "jiaotong, yingji",
+            "CITYHUB_DRIFT_INTERVAL": "30",
+            "CITYHUB_LOG_FORMAT": "PLAIN",
+            "CITYHUB_METRICS_PORT": "0",
+            "CITYHUB_COMPONENTS": "messaging",
+        }
+    )
+    assert s.namespaces == ("jiaotong", "yingji") and s.drift_interval == 30 and s.log_format == "plain"
+    assert s.metrics_port == 0 and s.components == ("messaging",)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"CITYHUB_DRIFT_INTERVAL": "soon"},
+            "Invalid CITYHUB_DRIFT_INTERVAL=soon: needs to be a number of seconds",
+        ),
+        (
+            {"CITYHUB_DRIFT_INTERVAL": "0"},
+            "Invalid CITYHUB_DRIFT_INTERVAL=0: needs to be a number of seconds, at",
+        ),
+        ({"CITYHUB_METRICS_PORT": "99999"}, "Invalid CITYHUB_METRICS_PORT=99999: needs to be a TCP port"),
+        (
+            {"CITYHUB_WORKER_LIMIT": "-1"},
+            "Invalid CITYHUB_WORKER_LIMIT=-1: needs to be a non-negative integer",
+        ),
+        ({"CITYHUB_LOG_FORMAT": "xml"}, "Invalid CITYHUB_LOG_FORMAT=xml: needs to be one of json, plain"),
+        (
+            {"CITYHUB_NAMESPACES": "Jiao_Tong"},
+            "Invalid CITYHUB_NAMESPACES=Jiao_Tong: needs to be a comma-separated",
+        ),
+    ],
+)
+def test_invalid_settings_say_what_they_need(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(")):
+        OperatorSettings.from_env(env)
+
+
+def test_nats_settings(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("x" * 40 + "\n")
+    s = NatsSettings.from_env(
+        {"CITYHUB_NATS_URL": "nats://127.0.0.1:4222", "CITYHUB_NATS_SECRET_FILE": str(secret)}
+    )
+    assert s.secret == b"x" * 40 and s.public_url == s.url and s.timeout == 5.0
+    with pytest.raises(
+        ValueError, match=r"^Invalid CITYHUB_NATS_URL='http://x': needs to be nats://host:port"
+    ):
+        NatsSettings.from_env({"CITYHUB_NATS_URL": "http://x", "CITYHUB_NATS_SECRET_FILE": str(secret)})
+    with pytest.raises(
+        ValueError, match=r"^Invalid CITYHUB_NATS_SECRET: needs to hold at least 32 characters"
+    ):
+        NatsSettings.from_env({"CITYHUB_NATS_URL": "nats://a:1", "CITYHUB_NATS_SECRET": "short"})
+    with pytest.raises(
+        ValueError, match=r"^Invalid CITYHUB_NATS_SECRET_FILE=/nope: needs to be a readable file"
+    ):
+        NatsSettings.from_env({"CITYHUB_NATS_URL": "nats://a:1", "CITYHUB_NATS_SECRET_FILE": "/nope"})
+    with pytest.raises(
+        ValueError, match=r"^Invalid CITYHUB_NATS_REPLICAS=9: needs to be an integer from 1 to 5"
+    ):
+        NatsSettings.from_env(
+            {"CITYHUB_NATS_URL": "nats://a:1", "CITYHUB_NATS_SECRET": "y" * 32, "CITYHUB_NATS_REPLICAS": "9"}
+        )
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "number"),
+    [
+        ("duration", "90m", 5400),
+        ("duration", "7d", 604800),
+        ("quantity", "10Gi", 10 * 2**30),
+        ("quantity", "5M", 5_000_000),
+        ("quantity", 1024, 1024),
+        ("integer", 7, 7),
+        ("integer", "7", 7),
+    ],
+)
+def test_units(kind: str, value: object, number: int) -> None:
+    assert units.parse(kind, value) == number
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [("duration", "7 days"), ("quantity", "1.5Gi"), ("integer", 0), ("integer", True), ("quantity", -1)],
+)
+def test_bad_units(kind: str, value: object) -> None:
+    with pytest.raises(ValueError, match="needs to be"):
+        units.parse(kind, value)
+
+
+def test_an_invalid_catalog_entry_is_reported_as_such() -> None:
+    ctype = schemas.component_types()["messaging"]
+    offering = {
+        "componentType": "messaging",
+        "defaultPlan": "p",
+        "plans": [{"name": "p", "limits": {"maxAge": "a week"}}],
+    }
+    with pytest.raises(catalog.Unmet) as e:
+        catalog.resolve(ctype, {}, "m", offering, ["m"])
+    assert e.value.reason == "InvalidOffering" and "ask the platform team" in str(e.value)
+    with pytest.raises(catalog.Unmet) as e:
+        catalog.resolve(ctype, {}, "m", {"componentType": "maps", "plans": []}, ["other"])
+    assert e.value.reason == "OfferingTypeMismatch"
+
+
+def test_the_registry_loads_drivers_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctype = schemas.component_types()["messaging"]
+    env = {"CITYHUB_NATS_URL": "nats://127.0.0.1:1", "CITYHUB_NATS_SECRET": "z" * 32}
+    driver = registry.load_driver(ctype, env)
+    assert type(driver).__module__ == "cityhub_operator.drivers.messaging"
+    missing = types.SimpleNamespace(**{**ctype.__dict__, "driver": "cityhub_operator.drivers.nope"})
+    with pytest.raises(registry.DriverLoadError, match="component type messaging: cannot import"):
+        registry.load_driver(missing, env)  # type: ignore[arg-type]
+    not_a_driver = types.SimpleNamespace(**{**ctype.__dict__, "driver": "json"})
+    with pytest.raises(registry.DriverLoadError, match="json has no create_driver"):
+        registry.load_driver(not_a_driver, env)  # type: ignore[arg-type]
