@@ -158,6 +158,14 @@ build_kubernetes
 NATS_SERVER_VERSION=$NATS_SERVER_VERSION bash "$ROOT/hack/nats.sh" || fail "nats-server v$NATS_SERVER_VERSION: go install"
 build_pulumi
 [ -x "$VENV/bin/python" ] && build_pulumi_kubernetes
+# Component backends (one script each, e.g. hack/backends/keycloak.sh): pinned, cached, idempotent.
+# Each gets CITYHUB_CACHE, CITYHUB_BIN and CITYHUB_VENV and names what it installs on stderr.
+for script in "$ROOT"/hack/backends/*.sh; do
+  [ -e "$script" ] || continue
+  name=$(basename "$script" .sh)
+  log "backend $name"
+  CITYHUB_CACHE=$CACHE CITYHUB_BIN=$BIN CITYHUB_VENV=$VENV timed bash "$script" || fail "backend $name: $script"
+done
 log "done in $((SECONDS - t0))s; binaries in $BIN"
 print_versions
 if [ ${#FAILED[@]} -gt 0 ]; then
