@@ -102,3 +102,19 @@ class Driver(Protocol):
     async def close(self) -> None:
         """Release connections; called once at operator shutdown."""
         ...
+
+
+@runtime_checkable
+class Prober(Protocol):
+    """Optional: a black-box probe of a provisioned component through the department's own credentials.
+
+    A driver that implements it lets the operator measure what a department experiences (an OIDC token, a
+    publish/consume round trip, a tile fetch, an inference call), not just whether the backend object exists.
+    """
+
+    async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
+        """Use the component as the department would, with `secret` (the request's Secret data, decoded).
+
+        Returns when it works; raises BackendError (Temporary… when it is unreachable) saying what failed.
+        """
+        ...
