@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from cityhub_operator import conditions
+from cityhub_operator import conditions, outcomes, probes
 from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import Driver
 from cityhub_operator.reconcile import Emit, OfferingLookup, Reconciler, RetryLater, SecretStore
@@ -97,6 +97,9 @@ def register(
 
     for ctype in types:
         _register_type(registry, ctype, reconcilers, settings)
+        request_of = lambda b, k=ctype.kind: reconcilers[k].request(b)  # noqa: E731  (filled at startup)
+        probes.register(registry, ctype, drivers[ctype.name], request_of)
+    probes.register_feedback(registry, [t.name for t in types])
     return reconcilers
 
 
@@ -113,6 +116,7 @@ def _register_type(
     ) -> None:
         """Create or update the backend objects and the Secret (kopf retries on RetryLater)."""
         if reason == "resume" and _settled(body):
+            outcomes.OUTCOMES.condition(ctype.name, body, {})
             return  # already Ready for this generation: the drift timer keeps checking it
         try:
             await reconcilers[ctype.kind].ensure(

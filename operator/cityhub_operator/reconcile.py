@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cityhub_operator import catalog, conditions, metrics
+from cityhub_operator import catalog, conditions, metrics, outcomes
 from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import (
     BackendError,
@@ -138,6 +138,7 @@ class Reconciler:
             metrics.IN_FLIGHT.labels(self.controller).dec()
             metrics.RECONCILE_TOTAL.labels(self.controller, result).inc()
             metrics.RECONCILE_TIME.labels(self.controller).observe(time.perf_counter() - started)
+            outcomes.OUTCOMES.condition(self.ctype.name, body, status)
 
     async def _ensure(
         self,
@@ -219,6 +220,8 @@ class Reconciler:
         )
         if not was_ready:
             verb = "Updated" if provisioned else "Provisioned"
+            if not provisioned:
+                outcomes.OUTCOMES.provisioned(self.ctype.name, body, request.created_at)
             emit(
                 "Normal",
                 verb,
@@ -291,6 +294,7 @@ class Reconciler:
                 raise RetryLater(message, delay) from e
             emit("Normal", "Deleted", "backend objects deleted and credentials revoked")
         await self.secrets.delete(request.namespace, secret_name(body), meta["uid"])
+        outcomes.OUTCOMES.forget(self.ctype.name, body)
         self.log.info("deleted %s %s (deletionPolicy %s)", self.ctype.kind, request.key, policy)
 
     # -- drift -------------------------------------------------------------------------------------

@@ -517,6 +517,48 @@ class MessagingDriver:
         except nats.js.errors.APIError as e:
             raise TemporaryBackendError(f"NATS stream {dept}/{name}: delete failed: {_error_text(e)}") from e
 
+    async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
+        """A publish/consume round trip as the department: connect with the Secret's user.creds, publish
+        on a probe subject of its own (city.<d>._cityhub.probe.<name>: no stream stores it, so the
+        department's data is untouched) and receive it back; then read the channel's stream info."""
+        creds, url = secret.get("user.creds"), secret.get("url")
+        if not creds or not url:
+            raise PermanentBackendError("SecretIncomplete", "the Secret lacks url or user.creds")
+        dept, name = request.department, request.name
+
+        async def quiet(e: Exception) -> None:
+            log.debug("probe connection %s: %s", request.key, type(e).__name__)
+
+        try:
+            conn = await nats.connect(
+                servers=[u.strip() for u in url.split(",")],
+                user_credentials=RawCredentials(creds),
+                name="cityhub-probe",
+                connect_timeout=self.settings.timeout,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=quiet,
+            )
+        except (*_TEMPORARY, nats.errors.Error) as e:
+            raise TemporaryBackendError(f"cannot connect to NATS at {url}: {_error_text(e)}") from e
+        try:
+            subject = f"city.{dept}._cityhub.probe.{name}"
+            sub = await conn.subscribe(subject, max_msgs=1)
+            await conn.publish(subject, b"probe")
+            msg = await sub.next_msg(timeout=self.settings.timeout)
+            if msg.data != b"probe":
+                raise TemporaryBackendError(f"probe round trip on {subject} returned other data")
+            info = await conn.jetstream(timeout=self.settings.timeout).stream_info(name)
+            if info.config.name != name:
+                raise TemporaryBackendError(f"stream {name} answered as {info.config.name}")
+        except nats.js.errors.NotFoundError as e:
+            raise TemporaryBackendError(f"stream {name} is missing") from e
+        except (*_TEMPORARY, nats.errors.Error, nats.js.errors.APIError) as e:
+            raise TemporaryBackendError(f"probe of {request.key}: {_error_text(e)}") from e
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
     # -- helpers -----------------------------------------------------------------------------------
 
     def _readers(self, request: Request, *, strict: bool = True) -> set[str]:

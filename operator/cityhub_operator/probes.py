@@ -1,0 +1,186 @@
+"""Black-box probes: every Ready request of a driver that implements `Prober` is used, on a timer, the way
+its department uses it — with the credentials in the request's own Secret.
+
+Each probe yields success or failure (cityhub_probe_total), its duration (cityhub_probe_duration_seconds),
+an Apdex zone against the offering's thresholds (catalog spec.apdex), and moves the component between
+ready and down (outcomes.py: incidents). Settings, from the environment:
+
+    CITYHUB_PROBE_INTERVAL   seconds between probes of one component (default 30; 0 turns probes off)
+    CITYHUB_PROBE_TIMEOUT    seconds a probe may take before it counts as failed (default 10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from cityhub_operator import conditions, metrics
+from cityhub_operator.conditions import READY
+from cityhub_operator.driver import BackendError, Driver, Prober, Request
+from cityhub_operator.outcomes import OUTCOMES, Outcomes, labels_of
+from cityhub_operator.schemas import GROUP, VERSION, ComponentType
+
+log = logging.getLogger("cityhub_operator.probes")
+DEFAULT_APDEX_THRESHOLD = 0.5
+"""Seconds; used when an offering sets no spec.apdex.thresholdSeconds."""
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    interval: float = 30.0
+    timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ProbeSettings:
+        env = os.environ if env is None else env
+        return cls(
+            interval=_seconds(env, "CITYHUB_PROBE_INTERVAL", cls.interval, allow_zero=True),
+            timeout=_seconds(env, "CITYHUB_PROBE_TIMEOUT", cls.timeout, allow_zero=False),
+        )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 if allow_zero else value > 0):  # also false for NaN
+        needs = "a number of seconds, 0 to turn probes off" if allow_zero else "a positive number of seconds"
+        raise ValueError(f"Invalid {name}={raw}: needs to be {needs}")
+    return value
+
+
+def apdex_zone(seconds: float | None, offering: Mapping[str, Any] | None) -> str:
+    """satisfied (<= T), tolerating (<= the tolerating bound, default 4T) or frustrated (slower or failed)."""
+    if seconds is None:
+        return "frustrated"
+    apdex = (offering or {}).get("apdex") or {}
+    threshold = float(apdex.get("thresholdSeconds") or DEFAULT_APDEX_THRESHOLD)
+    tolerating = float(apdex.get("toleratingSeconds") or 4 * threshold)
+    if seconds <= threshold:
+        return "satisfied"
+    return "tolerating" if seconds <= tolerating else "frustrated"
+
+
+SecretReader = Callable[[str, str], Mapping[str, str] | None]
+
+
+def read_secret(namespace: str, name: str) -> Mapping[str, str] | None:
+    """The Secret's data, decoded; None if it does not exist."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from cityhub_operator.kube import api_client
+
+    global _core
+    if _core is None:
+        _core = client.CoreV1Api(api_client())
+    try:
+        secret = _core.read_namespaced_secret(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+_core: Any = None
+
+
+@dataclass
+class ProbeRunner:
+    ctype: ComponentType
+    driver: Driver
+    request_of: Callable[[Mapping[str, Any]], Request]
+    settings: ProbeSettings
+    secrets: SecretReader = read_secret
+    outcomes: Outcomes = OUTCOMES
+
+    async def probe(self, body: Mapping[str, Any], offering: Mapping[str, Any] | None) -> str | None:
+        """Probe one request if it is Ready; returns its state afterwards, or None when not probed."""
+        status, meta = body.get("status") or {}, body["metadata"]
+        if meta.get("deletionTimestamp") or not conditions.is_true(status.get("conditions"), READY):
+            return None
+        if not isinstance(self.driver, Prober):
+            return None
+        labels = labels_of(self.ctype.name, body)
+        apdex = (offering or {}).get("apdex") or {}
+        metrics.APDEX_THRESHOLD.labels(labels[1], labels[2]).set(
+            float(apdex.get("thresholdSeconds") or DEFAULT_APDEX_THRESHOLD)
+        )
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            secret_name = status.get("connectionSecret") or f"{meta['name']}-connection"
+            secret = await asyncio.to_thread(self.secrets, labels[0], secret_name)
+            if secret is None:
+                raise BackendError(f"Secret {secret_name} is missing")
+            await asyncio.wait_for(self.driver.probe(self.request_of(body), secret), self.settings.timeout)
+        except (BackendError, TimeoutError) as e:
+            error = str(e) or f"no answer within {self.settings.timeout:g}s"
+        except Exception as e:  # a probe must never take the timer down; the failure is what we measure
+            error = f"{type(e).__name__}: {e}"
+        elapsed = time.perf_counter() - started
+        if error is None:
+            metrics.PROBES.labels(*labels, "success").inc()
+            metrics.PROBE_TIME.labels(*labels).observe(elapsed)
+            metrics.APDEX.labels(*labels, apdex_zone(elapsed, offering)).inc()
+        else:
+            metrics.PROBES.labels(*labels, "failure").inc()
+            metrics.APDEX.labels(*labels, "frustrated").inc()
+        before = self.outcomes.state(self.ctype.name, labels[0], meta["name"])
+        after = self.outcomes.probed(self.ctype.name, body, error is None)
+        if error is not None and before != after:
+            log.warning("probe of %s %s/%s failed: %s", self.ctype.kind, labels[0], meta["name"], error)
+        elif error is None and before != after and before is not None:
+            log.info("probe of %s %s/%s passes again", self.ctype.kind, labels[0], meta["name"])
+        return after
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    ctype: ComponentType,
+    driver: Driver,
+    request_of: Callable[[Mapping[str, Any]], Request],
+    settings: ProbeSettings | None = None,
+) -> ProbeRunner | None:
+    """Add a probe timer for `ctype` if its driver implements Prober and probes are on."""
+    settings = settings or ProbeSettings.from_env()
+    if settings.interval <= 0 or not isinstance(driver, Prober):
+        return None
+    runner = ProbeRunner(ctype, driver, request_of, settings)
+
+    @kopf.timer(GROUP, VERSION, ctype.plural, registry=registry, id="probe", interval=settings.interval)
+    async def probe(body: kopf.Body, offerings: kopf.Index[str, Any], **_: Any) -> None:
+        """Use the component as its department does; the outcome goes to metrics, not to status."""
+        offering = next(iter(offerings.get((body.get("spec") or {}).get("offering", ""), [])), None)
+        await runner.probe(body, offering)
+
+    return runner
+
+
+def register_feedback(registry: kopf.OperatorRegistry, component_types: list[str]) -> None:
+    """Aggregate ComponentFeedback ratings into cityhub_feedback_* (no finalizer: nothing to clean up)."""
+    from cityhub_operator.outcomes import Feedback
+
+    feedback = Feedback(component_types)
+
+    @kopf.on.event(GROUP, VERSION, "componentfeedbacks", registry=registry, id="feedback")
+    def seen(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        """Count the rating (again when it changes; not at all once deleted)."""
+        uid = body["metadata"]["uid"]
+        if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
+            feedback.remove(uid)
+        else:
+            feedback.record(uid, body["metadata"]["namespace"], body.get("spec") or {})
