@@ -192,6 +192,23 @@ def catalog_crd() -> dict[str, Any]:
     )
 
 
+def feedback_crd() -> dict[str, Any]:
+    """The namespaced ComponentFeedback CRD: departments' ratings (schemas/feedback.schema.json)."""
+    doc = schemas._load(schemas.schemas_dir() / "feedback.schema.json")
+    meta = doc["x-cityhub"]
+    return _crd(
+        kind=meta["kind"],
+        plural=meta["plural"],
+        singular=meta["singular"],
+        short_names=list(meta.get("shortNames", [])),
+        categories=list(meta.get("categories", [])),
+        scope="Namespaced",
+        schema=doc,
+        columns=copy.deepcopy(meta.get("printerColumns", [])),
+        status=False,
+    )
+
+
 def request_crd(ctype: ComponentType) -> dict[str, Any]:
     """The namespaced request CRD of one component type."""
     columns = [*REQUEST_COLUMNS_BEFORE, *ctype.printer_columns, *REQUEST_COLUMNS_AFTER]
@@ -209,7 +226,9 @@ def request_crd(ctype: ComponentType) -> dict[str, Any]:
 
 
 def render_crds() -> list[dict[str, Any]]:
-    """Every CRD cityhub installs: the catalog first, then one request kind per component type (by name)."""
+    """Every CRD cityhub installs: the catalog first, then one request kind per component type (by name).
+
+    ComponentFeedback (feedback_crd) is installed next to these; it is not a request kind."""
     return [catalog_crd(), *(request_crd(t) for _, t in sorted(schemas.component_types().items()))]
 
 
