@@ -78,7 +78,7 @@ STANDARDS: tuple[Standard, ...] = (
     ),
     Standard(
         "department-namespace-labels",
-        "Department namespaces carry the department, level, division, zone, data grade and credit code labels.",
+        "Department namespaces carry department, level, division, zone, data grade and credit code labels.",
         MANDATORY,
         rules.department_namespace_labels,
         per_resource=True,

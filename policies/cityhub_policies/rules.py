@@ -25,7 +25,6 @@ from cityhub_policies.model import (
     containers,
     pod_spec,
 )
-
 from components import labels
 
 Config = Mapping[str, Any]
@@ -85,7 +84,9 @@ def namespace_guardrails(resources: Sequence[Resource], config: Config) -> list[
         if not limits.get(name):
             missing.append("a LimitRange (container defaults)")
         if not any(is_default_deny(p) for p in policies.get(name, [])):
-            missing.append("a default-deny NetworkPolicy (podSelector {}, policyTypes [Ingress, Egress], no rules)")
+            missing.append(
+                "a default-deny NetworkPolicy (podSelector {}, policyTypes [Ingress, Egress], no rules)"
+            )
         if missing:
             out.append(
                 Violation(
@@ -196,8 +197,9 @@ def graded_data_encrypted(resources: Sequence[Resource], config: Config) -> list
                 shown = f"class {cls}" if cls else "no storage class (and the stack has no default class)"
                 out.append(
                     Violation(
-                        f"{r.title}: claim '{claim}' holds {grade} data (namespace {r.namespace}) on {shown}, "
-                        f"which is not encrypted: use one of {', '.join(sorted(encrypted)) or '(none declared)'}",
+                        f"{r.title}: claim '{claim}' holds {grade} data (namespace {r.namespace}) "
+                        f"on {shown}, which is not encrypted: use one of "
+                        f"{', '.join(sorted(encrypted)) or '(none declared)'}",
                         r.urn,
                     )
                 )
@@ -223,7 +225,7 @@ def department_namespace_labels(resource: Resource, config: Config) -> list[Viol
 
 def common_labels(resource: Resource, config: Config) -> list[Violation]:
     """Every Kubernetes object the stack creates says it is part of cityhub and who manages it."""
-    if not resource.is_kubernetes or "Provider" in resource.type or resource.type.startswith("kubernetes:yaml"):
+    if not resource.is_kubernetes or resource.type.startswith(("kubernetes:yaml", "pulumi:providers")):
         return []
     required = list(config.get("labels") or DEFAULT_COMMON_LABELS)
     missing = [k for k in required if not resource.labels.get(k)]
@@ -310,4 +312,3 @@ def no_privileged_pods(resource: Resource, config: Config) -> list[Violation]:
             resource.urn,
         )
     ]
-
