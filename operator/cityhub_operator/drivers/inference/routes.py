@@ -1,0 +1,106 @@
+"""Routes: what the gateway knows about each endpoint, one JSON file per endpoint.
+
+The driver writes them (embedded mode: files in a directory; cluster mode: keys of a ConfigMap the gateway
+mounts, which kubelet turns into the same files); the gateway reads them. A route holds the SHA-256 of the
+endpoint's API key, never the key, so the routes can be read by the gateway without being a credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SUFFIX = ".json"
+
+
+def endpoint_name(department: str, name: str) -> str:
+    """The public model name of a department's endpoint: <department>.<name> ('.' is in no DNS label)."""
+    return f"{department}.{name}"
+
+
+def api_key(secret: bytes, namespace: str, name: str, uid: str) -> str:
+    """The endpoint's API key: derived from the request (uid included), so a recreated endpoint gets a new
+    one and every reconcile writes the same one."""
+    mac = hmac.new(secret, f"inference-key\0{namespace}/{name}/{uid}".encode(), hashlib.sha256).digest()
+    return "chk_" + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint: str
+    """Public model name, <department>.<name>: the {name} of /v2/models/{name}/… at the gateway."""
+    department: str
+    uid: str
+    server: str
+    """Base URL of the V2 server that serves the model."""
+    model: str
+    """The model's name on that server."""
+    key_sha256: str
+    requests_per_minute: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Route:
+        data: dict[str, Any] = json.loads(text)
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+class RouteFiles:
+    """Routes as files <endpoint>.json in `directory` (embedded mode, and what the gateway reads)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, endpoint: str) -> Path:
+        return self.directory / f"{endpoint}{SUFFIX}"
+
+    def get(self, endpoint: str) -> Route | None:
+        try:
+            return Route.from_json(self.path(endpoint).read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, route: Route) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".{route.endpoint}.tmp"
+        tmp.write_text(route.to_json(), encoding="utf-8")
+        os.replace(tmp, self.path(route.endpoint))  # atomic: the gateway never reads half a file
+
+    def remove(self, endpoint: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(endpoint).unlink()
+
+    def all(self) -> dict[str, Route]:
+        out: dict[str, Route] = {}
+        if not self.directory.is_dir():
+            return out
+        for path in self.directory.iterdir():
+            # ConfigMap mounts hold ..data/ and dot-files; only <endpoint>.json are routes.
+            if path.name.startswith(".") or not path.name.endswith(SUFFIX):
+                continue
+            try:
+                route = Route.from_json(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            out[route.endpoint] = route
+        return out
+
+    def version(self) -> float:
+        """Changes whenever a route is added, replaced or removed (renames touch the directory)."""
+        try:
+            return self.directory.stat().st_mtime
+        except OSError:
+            return -1.0
