@@ -90,7 +90,7 @@ def namespace_guardrails(resources: Sequence[Resource], config: Config) -> list[
         if missing:
             out.append(
                 Violation(
-                    f"department namespace {name} has no {'; no '.join(missing)}: "
+                    f"department namespace {name} lacks {'; '.join(missing)}: "
                     "declare it with the namespace (components/compute.py, components/network.py)",
                     ns.urn,
                 )
@@ -145,10 +145,12 @@ def approved_registries(resource: Resource, config: Config) -> list[Violation]:
     for c in containers(spec):
         image = str(c.get("image") or "")
         if image and not registry_allowed(image, registries):
+            resolved = normalize_image(image)
+            shown = image if resolved == image else f"{image} ({resolved})"
             out.append(
                 Violation(
-                    f"{resource.title}: container '{c.get('name')}' uses image {image} "
-                    f"({normalize_image(image)}), not from an approved registry "
+                    f"{resource.title}: container '{c.get('name')}' uses image {shown}, "
+                    "not from an approved registry "
                     f"({', '.join(registries)}): mirror it there or add the registry to the "
                     "policy config `registries`",
                     resource.urn,

@@ -141,8 +141,8 @@ def test_the_good_stack_keeps_every_stack_standard() -> None:
 @pytest.mark.parametrize(
     ("drop", "missing"),
     [
-        ("ResourceQuota", "no a ResourceQuota"),
-        ("LimitRange", "no a LimitRange"),
+        ("ResourceQuota", "lacks a ResourceQuota"),
+        ("LimitRange", "lacks a LimitRange"),
         ("NetworkPolicy", "default-deny NetworkPolicy"),
     ],
 )
@@ -150,7 +150,7 @@ def test_a_department_namespace_without_a_guardrail_is_named(drop: str, missing:
     stack = [r for r in good_stack() if not (r.namespace == "dept-a" and r.kind == drop)]
     found = rules.namespace_guardrails(stack, {})
     assert len(found) == 1
-    assert "department namespace dept-a has" in found[0].message and missing in found[0].message
+    assert "department namespace dept-a lacks" in found[0].message and missing in found[0].message
     assert found[0].urn == "urn:core/v1:Namespace:None:dept-a"
 
 
