@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client, config
@@ -47,7 +48,8 @@ def api() -> client.ApiClient:
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()
+            # The client reads $KUBECONFIG at import; a later setting (tests, tools) must count too.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
         _api = client.ApiClient()
     return _api
 

@@ -53,7 +53,7 @@ class InferenceSettings:
     """CITYHUB_INFERENCE_IMAGE: cluster mode: the model server image of Deployments."""
     models_pvc: str = "cityhub-models"
     """CITYHUB_INFERENCE_MODELS_PVC: cluster mode: the PersistentVolumeClaim holding the model store,
-    mounted read-only at /mnt/models."""
+    mounted read-only at /mnt/models; `none`: the image holds the model store at /mnt/models."""
     storage_uri: str = "pvc://cityhub-models"
     """CITYHUB_INFERENCE_STORAGE_URI: cluster mode with KServe: storageUri prefix of the model store."""
 
@@ -100,7 +100,9 @@ class InferenceSettings:
             namespace=get("NAMESPACE", cls.namespace),
             routes_configmap=get("ROUTES_CONFIGMAP", cls.routes_configmap),
             image=get("IMAGE", cls.image),
-            models_pvc=get("MODELS_PVC", cls.models_pvc),
+            models_pvc=""
+            if get("MODELS_PVC", cls.models_pvc) == "none"
+            else get("MODELS_PVC", cls.models_pvc),
             storage_uri=get("STORAGE_URI", cls.storage_uri).rstrip("/"),
         )
 
