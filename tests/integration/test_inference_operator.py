@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from cityhub_operator import testing
-from cityhub_operator.driver import Request, TemporaryBackendError
+from cityhub_operator.driver import BackendError, Request, TemporaryBackendError
 from cityhub_operator.drivers.inference import InferenceDriver
 from cityhub_operator.drivers.inference.server import LocalGateway, LocalMLServer, mlserver_binary
 from cityhub_operator.drivers.inference.settings import InferenceSettings
@@ -110,6 +110,7 @@ def operator(
         "CITYHUB_DRIFT_INTERVAL": "5",
         "CITYHUB_RETRY_BASE_DELAY": "0.5",
         "CITYHUB_RETRY_MAX_DELAY": "3",
+        "CITYHUB_PROBE_INTERVAL": "0",  # probes count against the rate limit this test measures
     }
     proc = OperatorProcess(cluster, env, tmp / "operator.log").start()
     yield proc
@@ -180,9 +181,27 @@ def test_endpoint_serves_the_department_only_and_within_its_rate(
     assert status == 403, answer
     status, _ = call(theirs["inferUrl"], theirs["apiKey"], infer_body(FEATURES))
     assert status == 200
+    asyncio.run(probe(operator, endpoint_request(k8s, "jiaotong", "flow"), theirs))
 
     codes = [call(mine["inferUrl"], mine["apiKey"], infer_body(FEATURES))[0] for _ in range(5)]
     assert codes[:4] == [200] * 4 and codes[4] == 429, codes  # 1 + 4 calls fill the 5 a minute
+
+
+def endpoint_request(k8s: client.ApiClient, namespace: str, name: str) -> Request:
+    obj = get(k8s, namespace, name)
+    assert obj is not None
+    return Request(namespace, name, obj["metadata"]["uid"], namespace, obj["spec"], {}, offering="inference")
+
+
+async def probe(operator: OperatorProcess, request: Request, creds: dict[str, str]) -> None:
+    """The operator's black-box probe (Prober.probe): a real infer call with the Secret's key."""
+    driver = InferenceDriver(InferenceSettings.from_env({"CITYHUB_INFERENCE_SECRET": SECRET}))
+    try:
+        await driver.probe(request, creds)
+        with pytest.raises(BackendError, match="HTTP 403"):
+            await driver.probe(request, {**creds, "apiKey": "chk_not-the-key"})
+    finally:
+        await driver.close()
 
 
 def test_bad_requests_name_the_field(operator: OperatorProcess, k8s: client.ApiClient) -> None:
