@@ -1,0 +1,389 @@
+"""Admission for component requests across objects: ValidatingAdmissionPolicies (CEL, served by the API
+server itself) for what a request's own CRD cannot check because the answer lives elsewhere.
+
+What a policy can see, and so what these rules rely on:
+- `namespaceObject`: the request's namespace with the labels DepartmentTenancy sets (tenant, zone, data
+  grade), so the department's zone and grade come from the object the API server already holds;
+- `params`: one ConfigMap the stack writes from the same configuration it builds everything else from:
+  every department's namespace, zone and grade, the private zones, the catalog's offerings and plans, and
+  the identities allowed to write request status. A policy cannot look objects up by a name taken from
+  the request (a ComponentOffering named by spec.offering, a namespace named in shareWith), so these
+  facts are published to it; a missing ConfigMap denies every request (fail closed);
+- `request.userInfo`: who is writing, for the status rule (RBAC already grants status to the operator
+  only; this policy keeps that true even if someone binds a broad role by mistake).
+
+Rules apply when a request is created or its spec changes, never to metadata-only updates, so the
+operator can always add and remove its finalizer, even on a request an older catalog admitted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from cityhub.config_model import GRADE_LABELS, Department, Zone
+from components import labels
+from components.labels import SYSTEM_NAMESPACE
+from components.tenancy import COMPONENT_REQUEST_GROUP, COMPONENT_SCHEMAS, REQUEST_ENVELOPE
+
+PARAMS_NAME = "cityhub-admission"
+REQUEST_POLICY = "cityhub-component-requests"
+SHARING_POLICY = "cityhub-component-sharing"
+STATUS_POLICY = "cityhub-request-status"
+OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NAMESPACE}:cityhub-operator"
+"""The operator's ServiceAccount (components/component_operator.py NAME), the default status writer."""
+GRADE_RANKS = "{'general': 0, 'important': 1, 'core': 2}"
+
+
+@dataclass(frozen=True)
+class RequestType:
+    kind: str
+    plural: str
+    component_type: str
+    shares: bool
+    """The type has spec.shareWith (departments that may read the component)."""
+
+
+@dataclass(frozen=True)
+class CatalogOffering:
+    name: str
+    component_type: str
+    plans: tuple[str, ...]
+
+
+@cache
+def request_types() -> tuple[RequestType, ...]:
+    """Every component request type in schemas/components, the files the operator builds its CRDs from."""
+    out = []
+    for path in sorted(COMPONENT_SCHEMAS.glob("*.schema.json")):
+        if path.name == REQUEST_ENVELOPE:
+            continue
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        meta = schema["x-cityhub"]
+        out.append(
+            RequestType(
+                kind=meta["kind"],
+                plural=meta["plural"],
+                component_type=meta["componentType"],
+                shares="shareWith" in schema.get("properties", {}),
+            )
+        )
+    return tuple(out)
+
+
+def catalog_offerings(documents: Iterable[Mapping[str, Any]]) -> tuple[CatalogOffering, ...]:
+    """ComponentOffering manifests (stacks/catalog/*.yaml) as the names, types and plans admission checks."""
+    return tuple(
+        CatalogOffering(
+            name=d["metadata"]["name"],
+            component_type=d["spec"]["componentType"],
+            plans=tuple(p["name"] for p in d["spec"].get("plans", [])),
+        )
+        for d in documents
+    )
+
+
+def params_data(
+    departments: Iterable[Department],
+    zones: Iterable[Zone],
+    offerings: Iterable[CatalogOffering],
+    types: Iterable[RequestType],
+    status_writers: Iterable[str],
+) -> dict[str, str]:
+    """The facts the policies check requests against, as ConfigMap keys (lists are space-separated)."""
+    data = {
+        "privateZones": " ".join(sorted(z.slug for z in zones if not z.public)),
+        "statusWriters": " ".join(sorted(status_writers)),
+    }
+    for d in departments:
+        data[f"grade.{d.namespace}"] = GRADE_LABELS[d.data_grade]
+        data[f"zone.{d.namespace}"] = d.zone
+    for t in types:
+        data[f"kind.{t.kind}"] = t.component_type
+    for o in offerings:
+        data[f"offering.{o.name}.type"] = o.component_type
+        data[f"offering.{o.name}.plans"] = " ".join(o.plans)
+    return data
+
+
+def _v(
+    expression: str,
+    message: str | None = None,
+    message_expression: str | None = None,
+    reason: str = "Forbidden",
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"expression": expression, "reason": reason}
+    if message:
+        rule["message"] = message
+    if message_expression:
+        rule["messageExpression"] = message_expression
+    return rule
+
+
+_SPEC_WRITES = [
+    {"name": "spec-writes", "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec"},
+    {"name": "not-deleting", "expression": "!has(object.metadata.deletionTimestamp)"},
+]
+
+_VARIABLES = [
+    {"name": "ranks", "expression": GRADE_RANKS},
+    {
+        "name": "nsLabels",
+        "expression": "has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {}",
+    },
+    {
+        "name": "deptGrade",
+        "expression": f"'{labels.DATA_GRADE}' in variables.nsLabels ? "
+        f"variables.nsLabels['{labels.DATA_GRADE}'] : 'general'",
+    },
+    {
+        "name": "zone",
+        "expression": f"'{labels.ZONE}' in variables.nsLabels ? variables.nsLabels['{labels.ZONE}'] : ''",
+    },
+    {
+        "name": "grade",
+        "expression": f"has(object.metadata.labels) && '{labels.DATA_GRADE}' in object.metadata.labels ? "
+        f"object.metadata.labels['{labels.DATA_GRADE}'] : variables.deptGrade",
+    },
+    {"name": "offeringKey", "expression": "'offering.' + object.spec.offering"},
+]
+
+
+def _resource_rules(plurals: list[str], operations: list[str]) -> dict[str, Any]:
+    return {
+        "resourceRules": [
+            {
+                "apiGroups": [COMPONENT_REQUEST_GROUP],
+                "apiVersions": ["*"],
+                "operations": operations,
+                "resources": plurals,
+            }
+        ]
+    }
+
+
+def request_policy(types: Iterable[RequestType]) -> dict[str, Any]:
+    """Where a request may come from, which data it may carry, and that it draws on the catalog."""
+    return {
+        "failurePolicy": "Fail",
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "matchConstraints": _resource_rules(sorted(t.plural for t in types), ["CREATE", "UPDATE"]),
+        "matchConditions": _SPEC_WRITES,
+        "variables": _VARIABLES,
+        "validations": [
+            _v(
+                f"'{labels.TENANT}' in variables.nsLabels && "
+                f"variables.nsLabels['{labels.TENANT}'] == 'department'",
+                message_expression="'namespace ' + namespaceObject.metadata.name + ' is not a department "
+                "namespace: component requests are accepted only in the namespaces the hub stack gives "
+                f"departments (label {labels.TENANT}=department)'",
+            ),
+            _v(
+                "variables.grade in variables.ranks",
+                message_expression=f"'metadata.labels[{labels.DATA_GRADE}] is ' + variables.grade + "
+                "': use general (一般), important (重要) or core (核心)'",
+                reason="Invalid",
+            ),
+            _v(
+                "!(variables.grade in variables.ranks) || !(variables.deptGrade in variables.ranks) || "
+                "variables.ranks[variables.grade] <= variables.ranks[variables.deptGrade]",
+                message_expression="'the request carries ' + variables.grade + ' data but department ' + "
+                "namespaceObject.metadata.name + ' is cleared for ' + variables.deptGrade + "
+                f"' data only: lower metadata.labels[{labels.DATA_GRADE}] or raise the department\\'s "
+                "dataGrade in the stack'",
+            ),
+            _v(
+                "variables.grade != 'core' || variables.zone in params.data['privateZones'].split(' ')",
+                message_expression="'core data (核心) may be requested only from a department in a private "
+                "zone (' + params.data['privateZones'] + '); ' + namespaceObject.metadata.name + "
+                "' is in zone ' + variables.zone",
+            ),
+            _v(
+                "(variables.offeringKey + '.type') in params.data",
+                message_expression="'spec.offering: ' + object.spec.offering + ' is not in the city catalog: "
+                "choose one of `kubectl get componentofferings`'",
+                reason="Invalid",
+            ),
+            _v(
+                "!((variables.offeringKey + '.type') in params.data) || "
+                "(('kind.' + request.kind.kind) in params.data && "
+                "params.data[variables.offeringKey + '.type'] == params.data['kind.' + request.kind.kind])",
+                message_expression="'spec.offering: ' + object.spec.offering + ' offers ' + "
+                "params.data[variables.offeringKey + '.type'] + ', not ' + request.kind.kind + "
+                "': choose an offering of that component type'",
+                reason="Invalid",
+            ),
+            _v(
+                "!has(object.spec.plan) || object.spec.plan == '' || "
+                "!((variables.offeringKey + '.plans') in params.data) || "
+                "object.spec.plan in params.data[variables.offeringKey + '.plans'].split(' ')",
+                message_expression="'spec.plan: ' + object.spec.plan + ' is not a plan of offering ' + "
+                "object.spec.offering + ' (plans: ' + params.data[variables.offeringKey + '.plans'] + ')'",
+                reason="Invalid",
+            ),
+        ],
+    }
+
+
+def sharing_policy(types: Iterable[RequestType]) -> dict[str, Any] | None:
+    """Sharing only with departments that exist, are not the owner, and are cleared for the data."""
+    plurals = sorted(t.plural for t in types if t.shares)
+    if not plurals:
+        return None
+    shared = "object.spec.shareWith"
+    known = "(('grade.' + s.department) in params.data)"
+    return {
+        "failurePolicy": "Fail",
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "matchConstraints": _resource_rules(plurals, ["CREATE", "UPDATE"]),
+        "matchConditions": [*_SPEC_WRITES, {"name": "shares", "expression": f"has({shared})"}],
+        "variables": [v for v in _VARIABLES if v["name"] in ("ranks", "nsLabels", "deptGrade", "grade")],
+        "validations": [
+            _v(
+                f"{shared}.all(s, {known})",
+                message_expression=f"'spec.shareWith: no department namespace ' + {shared}.filter(s, "
+                f"!{known}).map(s, s.department).join(', ') + ' in this city: name departments by "
+                "their namespace (kubectl get ns -l cityhub.io/tenant=department)'",
+                reason="Invalid",
+            ),
+            _v(
+                f"{shared}.all(s, s.department != namespaceObject.metadata.name)",
+                message="spec.shareWith: a department does not share with itself: remove its own namespace",
+                reason="Invalid",
+            ),
+            _v(
+                f"!(variables.grade in variables.ranks) || {shared}.all(s, !{known} || "
+                "!(params.data['grade.' + s.department] in variables.ranks) || "
+                "variables.ranks[params.data['grade.' + s.department]] >= variables.ranks[variables.grade])",
+                message_expression=f"'spec.shareWith: ' + {shared}.filter(s, {known} && "
+                "params.data['grade.' + s.department] in variables.ranks && "
+                "variables.ranks[params.data['grade.' + s.department]] < variables.ranks[variables.grade])"
+                ".map(s, s.department).join(', ') + ' may not read ' + variables.grade + "
+                "' data (数据分类分级): share only with departments cleared for it'",
+            ),
+        ],
+    }
+
+
+def status_policy(types: Iterable[RequestType]) -> dict[str, Any]:
+    """Only the operator writes a request's status (what departments and dashboards trust)."""
+    return {
+        "failurePolicy": "Fail",
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "matchConstraints": _resource_rules(sorted(f"{t.plural}/status" for t in types), ["UPDATE"]),
+        "validations": [
+            _v(
+                "request.userInfo.username in params.data['statusWriters'].split(' ')",
+                message_expression="request.userInfo.username + ' may not write the status of ' + "
+                "request.kind.kind + ' requests: only the component operator does'",
+            )
+        ],
+    }
+
+
+def policies(types: Iterable[RequestType] | None = None) -> dict[str, dict[str, Any]]:
+    """Policy name -> ValidatingAdmissionPolicy spec."""
+    types = tuple(request_types() if types is None else types)
+    out = {REQUEST_POLICY: request_policy(types), STATUS_POLICY: status_policy(types)}
+    if sharing := sharing_policy(types):
+        out[SHARING_POLICY] = sharing
+    return out
+
+
+def binding_spec(policy: str, namespace: str = SYSTEM_NAMESPACE) -> dict[str, Any]:
+    return {
+        "policyName": policy,
+        "validationActions": ["Deny"],
+        "paramRef": {"name": PARAMS_NAME, "namespace": namespace, "parameterNotFoundAction": "Deny"},
+    }
+
+
+def manifests(data: Mapping[str, str], namespace: str = SYSTEM_NAMESPACE) -> list[dict[str, Any]]:
+    """The params ConfigMap, policies and bindings as plain manifests (for kubectl and tests)."""
+    api = "admissionregistration.k8s.io/v1"
+    meta = labels.common()
+    out: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": PARAMS_NAME, "namespace": namespace, "labels": meta},
+            "data": dict(data),
+        }
+    ]
+    for name, spec in policies().items():
+        out.append(
+            {
+                "apiVersion": api,
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": name, "labels": meta},
+                "spec": spec,
+            }
+        )
+        out.append(
+            {
+                "apiVersion": api,
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": name, "labels": meta},
+                "spec": binding_spec(name, namespace),
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class AdmissionArgs:
+    departments: tuple[Department, ...]
+    zones: tuple[Zone, ...]
+    offerings: tuple[CatalogOffering, ...]
+    """The catalog the stack publishes (cityhub.catalog.load_offerings: name, componentType, plan names)."""
+    status_writers: tuple[str, ...] = (OPERATOR_USER,)
+    """Usernames that may write request status: the operator's ServiceAccount."""
+    namespace: pulumi.Input[str] = SYSTEM_NAMESPACE
+    """Where the params ConfigMap lives (the system namespace, which departments cannot write)."""
+    types: tuple[RequestType, ...] = field(default_factory=request_types)
+
+
+class ComponentAdmission(pulumi.ComponentResource):
+    """The params ConfigMap and, per rule set, a ValidatingAdmissionPolicy with its binding: requests only
+    from department namespaces, grade ceilings, core data only from private zones, offerings and plans
+    from the catalog, sharing only with existing departments cleared for the data, status by the operator."""
+
+    def __init__(self, name: str, args: AdmissionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("cityhub:admission:ComponentAdmission", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        meta = labels.common()
+        data = params_data(args.departments, args.zones, args.offerings, args.types, args.status_writers)
+        params = k8s.core.v1.ConfigMap(
+            f"{name}-admission-params",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=PARAMS_NAME, namespace=args.namespace, labels=meta),
+            data=data,
+            opts=child,
+        )
+        adm = k8s.admissionregistration.v1
+        for policy, spec in policies(args.types).items():
+            vap = adm.ValidatingAdmissionPolicy(
+                f"{name}-{policy}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy, labels=meta),
+                spec=spec,
+                opts=child,
+            )
+            adm.ValidatingAdmissionPolicyBinding(
+                f"{name}-{policy}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy, labels=meta),
+                spec={
+                    **binding_spec(policy),
+                    "paramRef": {
+                        "name": params.metadata.name,
+                        "namespace": params.metadata.namespace,
+                        "parameterNotFoundAction": "Deny",
+                    },
+                },
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[vap, params]),
+            )
+        self.register_outputs({})

@@ -1,0 +1,306 @@
+"""The ValidatingAdmissionPolicies of components/admission.py on the real API server: department
+requests refused with a message naming the field and the fix, and the ones that keep the rules let in."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cityhub_operator import testing
+
+from cityhub import paths
+from cityhub.config_model import Department, Quota, Zone
+from components import admission
+
+pytestmark = pytest.mark.integration
+
+ZONES = (Zone("egov", "政务外网", False), Zone("internet", "互联网区", True), Zone("private", "专网", False))
+GRADE_WORDS = {"general": "一般", "important": "重要", "core": "核心"}
+# namespace slug -> (zone, grade)
+DEPARTMENTS = {
+    "adm-core": ("private", "core"),
+    "adm-important": ("egov", "important"),
+    "adm-general": ("egov", "general"),
+    "adm-public-core": ("internet", "core"),
+}
+
+
+def department(slug: str, zone: str, grade: str) -> Department:
+    quota = Quota(cpu="1", memory="1Gi")
+    return Department(
+        slug=slug,
+        name=slug,
+        credit_code="11330100024900011R",
+        level="市",
+        division_code="330100",
+        zone=zone,
+        data_grade=GRADE_WORDS[grade],  # type: ignore[arg-type]
+        emergency_responder=False,
+        quota=quota,
+        emergency_quota=quota,
+        cluster="hub",
+    )
+
+
+def namespace(name: str, zone: str | None = None, grade: str | None = None) -> dict[str, Any]:
+    labels = {}
+    if zone and grade:
+        labels = {"cityhub.io/tenant": "department", "cityhub.io/zone": zone, "cityhub.io/data-grade": grade}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def offerings() -> tuple[admission.CatalogOffering, ...]:
+    docs = [
+        yaml.safe_load(p.read_text())
+        for p in sorted((paths.repo_root() / "stacks" / "catalog").glob("*.yaml"))
+    ]
+    return admission.catalog_offerings(docs)
+
+
+@pytest.fixture(scope="module")
+def cluster(kubeconfig: Path) -> Iterator[Path]:
+    depts = [department(slug, *v) for slug, v in DEPARTMENTS.items()]
+    testing.install_crds(kubeconfig)
+    namespaces = [namespace(d.namespace, *DEPARTMENTS[d.slug]) for d in depts]
+    namespaces += [namespace("adm-unlabelled"), namespace("cityhub-system")]
+    testing.apply(kubeconfig, namespaces)
+    data = admission.params_data(
+        depts, ZONES, offerings(), admission.request_types(), [admission.OPERATOR_USER]
+    )
+    docs = admission.manifests(data)
+    testing.apply(kubeconfig, docs)
+    # Policies take effect asynchronously: wait until a request the rules refuse is refused.
+    testing.wait_for(
+        lambda: "is not a department namespace" in create(kubeconfig, "adm-unlabelled", "probe").stderr,
+        timeout=60,
+        what="the admission policies to take effect",
+    )
+    yield kubeconfig
+    for d in docs[1:]:
+        testing.kubectl(
+            kubeconfig, "delete", d["kind"], d["metadata"]["name"], "--ignore-not-found", check=False
+        )
+    testing.kubectl(
+        kubeconfig,
+        "delete",
+        "ns",
+        *(n["metadata"]["name"] for n in namespaces[:-1]),
+        "--wait=false",
+        check=False,
+    )
+
+
+def create(
+    kubeconfig: Path, ns: str, name: str, grade: str | None = None, as_user: str | None = None, **spec: Any
+) -> Any:
+    doc = testing.channel(ns, name, **spec)
+    if grade:
+        doc["metadata"]["labels"] = {"cityhub.io/data-grade": grade}
+    extra = ["--as", as_user] if as_user else []
+    return testing.kubectl(kubeconfig, "create", *extra, "-f", "-", stdin=json.dumps(doc), check=False)
+
+
+def refused(result: Any, text: str) -> None:
+    assert result.returncode != 0, f"admitted, expected refusal containing {text!r}"
+    assert "denied request" in result.stderr and text in result.stderr, result.stderr
+
+
+def admitted(result: Any) -> None:
+    assert result.returncode == 0, result.stderr
+
+
+def test_requests_only_from_department_namespaces(cluster: Path) -> None:
+    refused(
+        create(cluster, "adm-unlabelled", "c1"),
+        "namespace adm-unlabelled is not a department namespace: component requests are accepted only",
+    )
+    admitted(create(cluster, "dept-adm-general", "c1"))
+
+
+def test_core_data_only_from_a_private_zone(cluster: Path) -> None:
+    admitted(create(cluster, "dept-adm-core", "core1"))
+    refused(
+        create(cluster, "dept-adm-public-core", "core1"),
+        "core data (核心) may be requested only from a department in a private zone (egov private); "
+        "dept-adm-public-core is in zone internet",
+    )
+
+
+def test_data_grade_within_the_department_clearance(cluster: Path) -> None:
+    refused(
+        create(cluster, "dept-adm-general", "g1", grade="important"),
+        "the request carries important data but department dept-adm-general is cleared for general",
+    )
+    refused(
+        create(cluster, "dept-adm-general", "g2", grade="secret"),
+        "metadata.labels[cityhub.io/data-grade] is secret: use general (一般), important (重要) or core",
+    )
+    admitted(create(cluster, "dept-adm-important", "g1", grade="general"))
+
+
+def test_offering_and_plan_from_the_catalog(cluster: Path) -> None:
+    refused(
+        create(cluster, "dept-adm-general", "o1", offering="kafka"),
+        "spec.offering: kafka is not in the city catalog",
+    )
+    refused(
+        create(cluster, "dept-adm-general", "o2", plan="platinum"),
+        "spec.plan: platinum is not a plan of offering messaging (plans: standard large)",
+    )
+    other = next(o.name for o in offerings() if o.component_type != "messaging")
+    refused(create(cluster, "dept-adm-general", "o3", offering=other), f"spec.offering: {other} offers")
+    admitted(create(cluster, "dept-adm-general", "o4", plan="large"))
+
+
+def test_sharing_only_with_existing_departments_cleared_for_the_data(cluster: Path) -> None:
+    refused(
+        create(cluster, "dept-adm-important", "s1", shareWith=[{"department": "dept-nowhere"}]),
+        "spec.shareWith: no department namespace dept-nowhere in this city",
+    )
+    refused(
+        create(cluster, "dept-adm-important", "s2", shareWith=[{"department": "dept-adm-important"}]),
+        "a department does not share with itself",
+    )
+    refused(
+        create(
+            cluster,
+            "dept-adm-important",
+            "s3",
+            shareWith=[{"department": "dept-adm-general"}, {"department": "dept-adm-core"}],
+        ),
+        "spec.shareWith: dept-adm-general may not read important data",
+    )
+    admitted(create(cluster, "dept-adm-important", "s4", shareWith=[{"department": "dept-adm-core"}]))
+    admitted(
+        create(
+            cluster,
+            "dept-adm-important",
+            "s5",
+            grade="general",
+            shareWith=[{"department": "dept-adm-general"}],
+        )
+    )
+
+
+def test_spec_changes_are_checked_but_metadata_updates_are_not(cluster: Path) -> None:
+    admitted(create(cluster, "dept-adm-general", "u1"))
+    patch = testing.kubectl(
+        cluster,
+        "-n",
+        "dept-adm-general",
+        "patch",
+        "messagingchannel",
+        "u1",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"plan": "gold"}}),
+        check=False,
+    )
+    refused(patch, "spec.plan: gold is not a plan")
+    # The operator's finalizer must always go on and come off, whatever the catalog says now.
+    fin = testing.kubectl(
+        cluster,
+        "-n",
+        "dept-adm-general",
+        "patch",
+        "messagingchannel",
+        "u1",
+        "--type=merge",
+        "-p",
+        json.dumps({"metadata": {"finalizers": ["hub.cityhub.io/test"]}}),
+        check=False,
+    )
+    admitted(fin)
+    testing.kubectl(
+        cluster,
+        "-n",
+        "dept-adm-general",
+        "patch",
+        "messagingchannel",
+        "u1",
+        "--type=merge",
+        "-p",
+        json.dumps({"metadata": {"finalizers": None}}),
+    )
+
+
+def test_only_the_operator_writes_request_status(cluster: Path) -> None:
+    admitted(create(cluster, "dept-adm-general", "st1"))
+    status = json.dumps({"status": {"observedGeneration": 1}})
+
+    def patch_status(user: str | None) -> Any:
+        extra = ["--as", user] if user else []
+        return testing.kubectl(
+            cluster,
+            *extra,
+            "-n",
+            "dept-adm-general",
+            "patch",
+            "messagingchannel",
+            "st1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+            check=False,
+        )
+
+    refused(patch_status(None), "may not write the status of MessagingChannel requests")
+    # RBAC comes first: give the impersonated operator what its ClusterRole grants it in the real stack.
+    rbac = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "metadata": {"name": "st-operator", "namespace": "dept-adm-general"},
+    }
+    testing.apply(
+        cluster,
+        [
+            {
+                **rbac,
+                "kind": "Role",
+                "rules": [
+                    {
+                        "apiGroups": ["hub.cityhub.io"],
+                        "verbs": ["get", "patch"],
+                        "resources": ["messagingchannels", "messagingchannels/status"],
+                    }
+                ],
+            },
+            {
+                **rbac,
+                "kind": "RoleBinding",
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "st-operator"},
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": "cityhub-operator", "namespace": "cityhub-system"}
+                ],
+            },
+        ],
+    )
+    admitted(patch_status(admission.OPERATOR_USER))
+
+
+def test_a_missing_params_configmap_fails_closed(cluster: Path) -> None:
+    params = testing.kubectl(
+        cluster, "-n", "cityhub-system", "get", "configmap", admission.PARAMS_NAME, "-o", "json"
+    )
+    doc = json.loads(params.stdout)
+    testing.kubectl(cluster, "-n", "cityhub-system", "delete", "configmap", admission.PARAMS_NAME)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            result = create(cluster, "dept-adm-general", "nop")
+            if result.returncode != 0 or time.monotonic() > deadline:
+                break
+            testing.kubectl(
+                cluster, "-n", "dept-adm-general", "delete", "messagingchannel", "nop", check=False
+            )
+            time.sleep(0.5)
+        refused(result, "")
+    finally:
+        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+            doc["metadata"].pop(key, None)
+        testing.apply(cluster, [doc])
