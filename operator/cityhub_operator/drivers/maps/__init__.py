@@ -68,7 +68,8 @@ class MapsSettings:
     """The maps driver's settings, from CITYHUB_MAPS_* environment variables (docs/maps.md)."""
 
     dsn: str
-    """CITYHUB_MAPS_DSN: the operator's connection, as a PostgreSQL superuser, to the maps database."""
+    """CITYHUB_MAPS_DSN_FILE (or CITYHUB_MAPS_DSN): the operator's connection, as a PostgreSQL superuser,
+    to the maps database, postgresql://user:password@host:port/database."""
     secret: bytes
     """CITYHUB_MAPS_SECRET_FILE (or CITYHUB_MAPS_SECRET): master secret of every derived credential."""
     tile_url: str
@@ -86,7 +87,7 @@ class MapsSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MapsSettings:
-        dsn = env.get("CITYHUB_MAPS_DSN", "").strip()
+        dsn = _read_dsn(env)
         parts = urlsplit(dsn)
         if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
             raise ValueError(
@@ -119,6 +120,17 @@ class MapsSettings:
             probe_url=probe_url,
             timeout=timeout,
         )
+
+
+def _read_dsn(env: Mapping[str, str]) -> str:
+    """CITYHUB_MAPS_DSN_FILE (a mounted Secret key, since the DSN holds a password) or CITYHUB_MAPS_DSN."""
+    path = env.get("CITYHUB_MAPS_DSN_FILE", "").strip()
+    if not path:
+        return env.get("CITYHUB_MAPS_DSN", "").strip()
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ValueError(f"Invalid CITYHUB_MAPS_DSN_FILE={path}: needs to be a readable file ({e})") from e
 
 
 def _read_secret(env: Mapping[str, str]) -> bytes:
