@@ -3,6 +3,8 @@
 cityhub cluster up|down|status     the embedded control plane (etcd, apiserver, ..., kwok)
 cityhub up [--stack dev]           cluster (unless $KUBECONFIG names one) + `pulumi up`
 cityhub destroy [--stack dev]      `pulumi destroy` of the stack
+cityhub operator start|stop|status the operator and its backends as local processes (cluster in $KUBECONFIG
+                                   or the embedded one)
 cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline environment
 """
 
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_pulumi(argv[1:], check=False)
     if argv[:1] == ["cluster"]:
         return cluster.main(argv[1:])
+    if argv[:1] == ["operator"]:
+        from cityhub import local_operator
+
+        return local_operator.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="cityhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=func)
     sub.add_parser("cluster", help="cityhub cluster up|down|status")
     sub.add_parser("pulumi", help="run the pinned pulumi CLI offline")
+    sub.add_parser("operator", help="cityhub operator start|stop|status")
     ns = parser.parse_args(argv)
     return int(ns.func(ns))
 

@@ -24,6 +24,7 @@ from cityhub.config_model import (
     Flow,
     GpuPool,
     HubConfig,
+    OperatorConfig,
     Quota,
     SharedService,
     Storage,
@@ -148,7 +149,54 @@ def rule_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
                 )
             )
     problems += _storage_problems(raw.get("storage"))
+    problems += _operator_problems(raw.get("operator", {}))
     return problems
+
+
+def _operator_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
+    """Component types and offerings named in cityhub:operator must exist."""
+    # Imported here: the operator's schema reader is only needed when the operator is configured.
+    from cityhub import catalog
+
+    problems: list[ConfigProblem] = []
+    declared = catalog.component_types()
+    for i, name in enumerate(raw.get("components", [])):
+        if name not in declared:
+            problems.append(
+                ConfigProblem(
+                    key_path(["operator", "components", i]),
+                    f"unknown component type {name!r}; declared types (schemas/components): "
+                    f"{', '.join(sorted(declared))}",
+                )
+            )
+    available = catalog.offering_files()
+    for i, name in enumerate(raw.get("catalog", [])):
+        if name not in available:
+            problems.append(
+                ConfigProblem(
+                    key_path(["operator", "catalog", i]),
+                    f"no offering {name!r} in stacks/catalog; available: {', '.join(sorted(available))}",
+                )
+            )
+    return problems
+
+
+def _operator(raw: dict[str, Any]) -> OperatorConfig:
+    base = OperatorConfig()
+    resources = raw.get("resources", {})
+    return OperatorConfig(
+        deploy=raw.get("deploy", base.deploy),
+        image=raw.get("image", base.image),
+        components=tuple(raw.get("components", ())),
+        catalog=tuple(raw.get("catalog", ())),
+        log_level=raw.get("logLevel", base.log_level),
+        drift_interval=raw.get("driftInterval", base.drift_interval),
+        worker_limit=raw.get("workerLimit", base.worker_limit),
+        cpu=str(resources.get("cpu", base.cpu)),
+        memory=str(resources.get("memory", base.memory)),
+        env=dict(raw.get("env", {})),
+        backend_secret=raw.get("backendSecret"),
+    )
 
 
 def _is_zero(quantity: str | int) -> bool:
@@ -291,7 +339,7 @@ def build(raw: dict[str, Any]) -> HubConfig:
         gpu_pool=_gpu_pool(raw.get("gpuPool", {})),
         storage=_storage(raw["storage"]) if "storage" in raw else None,
         departments=tuple(_department(d, clusters[0].name) for d in raw["departments"]),
-        operator=dict(raw.get("operator", {})),
+        operator=_operator(raw.get("operator", {})),
         monitoring=dict(raw.get("monitoring", {})),
     )
 

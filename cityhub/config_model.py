@@ -149,6 +149,25 @@ class ContainerLimits:
 
 
 @dataclass(frozen=True)
+class OperatorConfig:
+    """cityhub:operator (schema defaults filled in)."""
+
+    deploy: bool = True
+    image: str = "registry.cityhub.local/cityhub/operator:0.1.0"
+    components: tuple[str, ...] = ()
+    """Component types served; empty: every declared type."""
+    catalog: tuple[str, ...] = ()
+    """Offerings published (stacks/catalog/<name>.yaml); empty: all."""
+    log_level: str = "INFO"
+    drift_interval: int = 60
+    worker_limit: int = 0
+    cpu: str = "100m"
+    memory: str = "256Mi"
+    env: dict[str, str] = field(default_factory=dict)
+    backend_secret: str | None = None
+
+
+@dataclass(frozen=True)
 class HubConfig:
     city: str
     division_code: str
@@ -163,7 +182,7 @@ class HubConfig:
     gpu_pool: GpuPool
     storage: Storage | None
     departments: tuple[Department, ...]
-    operator: dict[str, object] = field(default_factory=dict)
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
     monitoring: dict[str, object] = field(default_factory=dict)
 
     def zone(self, slug: str) -> Zone:

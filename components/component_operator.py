@@ -1,32 +1,247 @@
-"""Slot for the component operator (CRDs, least-privilege RBAC, Deployment); the operator issue fills it.
+"""The component operator as the stack installs it: CRDs generated from schemas/, the catalog from
+stacks/catalog/, least-privilege RBAC, and (with `deploy`) the operator's Deployment and metrics Service.
 
 The module is not called `operator` so it can never shadow the standard library's `operator`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
+from cityhub_operator.crds import render_crds
+from cityhub_operator.schemas import GROUP, component_types
 
+from cityhub.catalog import Offering
+from cityhub.config_model import OperatorConfig
+from components import labels
 from components.labels import SYSTEM_NAMESPACE
+
+NAME = "cityhub-operator"
+METRICS_PORT = 9464
+HEALTH_PORT = 8080
+BACKENDS_MOUNT = "/var/run/cityhub/backends"
+APP_LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "operator"}
 
 
 @dataclass(frozen=True)
 class ComponentOperatorArgs:
-    settings: dict[str, object] = field(default_factory=dict)
-    """The stack's `cityhub:operator` object, passed through unvalidated until the operator defines it."""
+    settings: OperatorConfig
+    """The stack's `cityhub:operator`."""
+    offerings: tuple[Offering, ...] = ()
+    """The catalog to publish (validated by cityhub.catalog)."""
+    department_namespaces: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Department slug → namespace: the only namespaces where the operator may write Secrets."""
     namespace: pulumi.Input[str] = SYSTEM_NAMESPACE
     """Where the operator runs."""
 
 
+def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
+    """The operator's cluster-wide rules. Secrets are not here: they are granted per department namespace."""
+    return [
+        # Watch every department's requests; patch them for finalizers and kopf's progress annotations.
+        {"apiGroups": [GROUP], "resources": plurals, "verbs": ["get", "list", "watch", "patch"]},
+        # Conditions, endpoints and observedGeneration: only the operator writes status.
+        {"apiGroups": [GROUP], "resources": [f"{p}/status" for p in plurals], "verbs": ["get", "patch"]},
+        # The catalog is read (in-memory index), never written: the stack publishes it.
+        {"apiGroups": [GROUP], "resources": ["componentofferings"], "verbs": ["get", "list", "watch"]},
+        # Events on requests tell a department what happened (kopf posts core/v1 events).
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        # kopf notices CRDs installed after it started (a new component type) by watching them.
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["get", "list", "watch"],
+        },
+    ]
+
+
+SECRET_RULES = [
+    # Each request's credentials Secret: created, updated and deleted by the operator; read to compare
+    # before writing (so an unchanged Secret is not rewritten) and to check it is the request's own.
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update", "patch", "delete"]},
+]
+
+
 class ComponentOperator(pulumi.ComponentResource):
-    """The operator that turns departments' component requests into shared components. Creates nothing
-    yet: its CRDs, RBAC and Deployment are added here by the operator issue, as children of this
-    component, so they appear under it in `pulumi preview` and are removed with it."""
+    """What departments' component requests need from the platform: the API (CRDs; kept on `pulumi destroy`,
+    because deleting a CRD deletes every request and would orphan their backend objects), the unified
+    catalog, RBAC, and the operator itself."""
+
+    crd_names: list[str]
 
     def __init__(
         self, name: str, args: ComponentOperatorArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("cityhub:operator:ComponentOperator", name, {}, opts)
-        self.register_outputs({})
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        served = set(settings.components) or set(component_types())
+        crds = []
+        for crd in render_crds():
+            crds.append(
+                k8s.apiextensions.v1.CustomResourceDefinition(
+                    f"{name}-crd-{crd['metadata']['name']}",
+                    metadata={"name": crd["metadata"]["name"], "labels": labels.common()},
+                    spec=crd["spec"],
+                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+                )
+            )
+        self.crd_names = [c["metadata"]["name"] for c in render_crds()]
+        for offering in args.offerings:
+            k8s.apiextensions.CustomResource(
+                f"{name}-offering-{offering.name}",
+                api_version=f"{GROUP}/v1alpha1",
+                kind="ComponentOffering",
+                metadata={"name": offering.name, "labels": labels.common()},
+                spec=offering.spec,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=crds),
+            )
+
+        plurals = sorted(t.plural for t in component_types().values() if t.name in served)
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-operator",
+            metadata={"name": NAME, "namespace": args.namespace, "labels": {**labels.common(), **APP_LABELS}},
+            opts=child,
+        )
+        role = k8s.rbac.v1.ClusterRole(
+            f"{name}-operator",
+            metadata={"name": NAME, "labels": labels.common()},
+            rules=operator_rules(plurals),
+            opts=child,
+        )
+        subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": account.metadata.namespace}]
+        k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-operator",
+            metadata={"name": NAME, "labels": labels.common()},
+            role_ref={
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role.metadata.name,
+            },
+            subjects=subject,
+            opts=child,
+        )
+        secrets_role = k8s.rbac.v1.ClusterRole(
+            f"{name}-operator-secrets",
+            metadata={"name": f"{NAME}-secrets", "labels": labels.common()},
+            rules=SECRET_RULES,
+            opts=child,
+        )
+        for slug, namespace in sorted(args.department_namespaces.items()):
+            # A RoleBinding per department namespace: the operator cannot touch Secrets anywhere else
+            # (not in cityhub-system, not in kube-system).
+            k8s.rbac.v1.RoleBinding(
+                f"{name}-operator-secrets-{slug}",
+                metadata={"name": f"{NAME}-secrets", "namespace": namespace, "labels": labels.common()},
+                role_ref={
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": secrets_role.metadata.name,
+                },
+                subjects=subject,
+                opts=child,
+            )
+        if settings.deploy:
+            self._deploy(name, args, sorted(served), account)
+        self.register_outputs({"crds": self.crd_names, "offerings": [o.name for o in args.offerings]})
+
+    def _deploy(
+        self, name: str, args: ComponentOperatorArgs, served: list[str], account: k8s.core.v1.ServiceAccount
+    ) -> None:
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        env = {
+            "CITYHUB_COMPONENTS": ",".join(served),
+            "CITYHUB_LOG_FORMAT": "json",
+            "CITYHUB_LOG_LEVEL": settings.log_level,
+            "CITYHUB_DRIFT_INTERVAL": str(settings.drift_interval),
+            "CITYHUB_WORKER_LIMIT": str(settings.worker_limit),
+            "CITYHUB_METRICS_PORT": str(METRICS_PORT),
+            "CITYHUB_HEALTH_PORT": str(HEALTH_PORT),
+            **settings.env,
+        }
+        volumes, mounts = [], []
+        if settings.backend_secret:
+            volumes.append({"name": "backends", "secret": {"secretName": settings.backend_secret}})
+            mounts.append({"name": "backends", "mountPath": BACKENDS_MOUNT, "readOnly": True})
+        memory_limit = _double(settings.memory)
+        pod_labels = {**labels.common(), **APP_LABELS}
+        k8s.apps.v1.Deployment(
+            f"{name}-operator",
+            metadata={"name": NAME, "namespace": account.metadata.namespace, "labels": pod_labels},
+            spec={
+                "replicas": 1,
+                # One operator at a time: kopf runs standalone (no peering), so never two during a rollout.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": APP_LABELS},
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": {"kubectl.kubernetes.io/default-container": "operator"},
+                    },
+                    "spec": {
+                        "serviceAccountName": account.metadata.name,
+                        "priorityClassName": "system-cluster-critical",
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": "operator",
+                                "image": settings.image,
+                                "args": ["python", "-m", "cityhub_operator"],
+                                "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                                "ports": [
+                                    {"name": "metrics", "containerPort": METRICS_PORT},
+                                    {"name": "health", "containerPort": HEALTH_PORT},
+                                ],
+                                "livenessProbe": {
+                                    "httpGet": {"path": "/healthz", "port": "health"},
+                                    "periodSeconds": 20,
+                                    "timeoutSeconds": 5,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": settings.cpu, "memory": settings.memory},
+                                    "limits": {"memory": memory_limit},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volumeMounts": mounts,
+                            }
+                        ],
+                        "volumes": volumes,
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+        )
+        k8s.core.v1.Service(
+            f"{name}-operator-metrics",
+            metadata={
+                "name": f"{NAME}-metrics",
+                "namespace": account.metadata.namespace,
+                "labels": pod_labels,
+            },
+            spec={
+                "selector": APP_LABELS,
+                "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}],
+            },
+            opts=child,
+        )
+
+
+def _double(quantity: str) -> str:
+    """Twice a memory quantity (512Mi → 1024Mi): the limit leaves headroom for a burst of reconciles."""
+    digits = "".join(c for c in quantity if c.isdigit())
+    unit = quantity[len(digits) :]
+    return f"{int(digits) * 2}{unit}" if digits and quantity.startswith(digits) else quantity

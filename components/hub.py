@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from cityhub.catalog import Offering
 from cityhub.config_model import Cluster, HubConfig, Storage
 from components.component_operator import ComponentOperator, ComponentOperatorArgs
 from components.compute import Compute, ComputeArgs, priority_class_for
@@ -22,6 +23,8 @@ from components.tenancy import DepartmentTenancy, DepartmentTenancyArgs
 class ClusterHubArgs:
     config: HubConfig
     cluster: Cluster
+    offerings: tuple[Offering, ...] = ()
+    """The catalog the operator serves (validated stacks/catalog entries)."""
 
 
 class ClusterHub(pulumi.ComponentResource):
@@ -98,7 +101,16 @@ class ClusterHub(pulumi.ComponentResource):
                 "gpus": config.gpu_pool.gpus,
                 **pool.scheduling,
             }
-        ComponentOperator(name, ComponentOperatorArgs(settings=config.operator), opts=child)
+        ComponentOperator(
+            name,
+            ComponentOperatorArgs(
+                settings=config.operator,
+                offerings=args.offerings,
+                department_namespaces=namespaces,
+                namespace=foundation.namespace_name,
+            ),
+            opts=child,
+        )
         Monitoring(
             name,
             MonitoringArgs(settings=config.monitoring, departments=tuple(d.slug for d in departments)),

@@ -6,19 +6,25 @@ Validation runs before any resource is declared, so a bad configuration fails `p
 
 import pulumi
 
+from cityhub.catalog import CatalogError, load_offerings
 from cityhub.config import ConfigError, load_config, raw_stack_config
 from components.hub import ClusterHub, ClusterHubArgs
 
 try:
     config = load_config(raw_stack_config())
-except ConfigError as error:
+    offerings = tuple(load_offerings(config.operator.catalog, config.operator.components))
+except (ConfigError, CatalogError) as error:
     # RunError ends the program with the message alone, without a Python traceback.
     raise pulumi.RunError(str(error)) from None
 
-hubs = {c.name: ClusterHub(c.name, ClusterHubArgs(config=config, cluster=c)) for c in config.clusters}
+hubs = {
+    c.name: ClusterHub(c.name, ClusterHubArgs(config=config, cluster=c, offerings=offerings))
+    for c in config.clusters
+}
 
 pulumi.export("mode", config.mode)
 pulumi.export("systemNamespace", "cityhub-system")
 pulumi.export("departments", {slug: info for hub in hubs.values() for slug, info in hub.departments.items()})
 pulumi.export("sharedServices", {name: hub.endpoints for name, hub in hubs.items()})
+pulumi.export("catalog", [o.name for o in offerings])
 pulumi.export("gpuPool", {name: hub.gpu_pool for name, hub in hubs.items() if hub.gpu_pool})

@@ -36,6 +36,8 @@ _DROP = frozenset(
     }
 )
 
+_EXCLUSIVE = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
+
 REQUEST_COLUMNS_BEFORE = (
     {"name": "Offering", "type": "string", "jsonPath": ".spec.offering", "description": "Catalog offering"},
     {"name": "Plan", "type": "string", "jsonPath": ".status.plan", "description": "Plan in effect"},
@@ -81,6 +83,11 @@ def to_structural(node: Any, path: str = "") -> Any:
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP or (key == "additionalProperties" and value is False):
+            continue
+        if key in _EXCLUSIVE and not isinstance(value, bool):
+            # Draft 2020-12 writes `exclusiveMinimum: 0`; OpenAPI v3.0 (CRDs) wants minimum + a boolean.
+            out[_EXCLUSIVE[key]] = value
+            out[key] = True
             continue
         if key in ("properties", "patternProperties"):
             out[key] = {k: to_structural(v, f"{path}.{k}") for k, v in value.items()}

@@ -66,10 +66,12 @@ def stack_raw(stack: str = "dev") -> dict[str, Any]:
 
 
 def hub(raw: dict[str, Any]) -> list[Created]:
+    from cityhub.catalog import load_offerings
     from components.hub import ClusterHub, ClusterHubArgs
 
     config = load_config(raw)
-    return run(lambda: [ClusterHub(c.name, ClusterHubArgs(config, c)) for c in config.clusters])
+    offerings = tuple(load_offerings(config.operator.catalog, config.operator.components))
+    return run(lambda: [ClusterHub(c.name, ClusterHubArgs(config, c, offerings)) for c in config.clusters])
 
 
 def dev_config() -> HubConfig:
@@ -189,7 +191,9 @@ def test_requester_account_manages_only_its_component_requests(dev: list[Created
     assert binding.inputs["subjects"] == [
         {"kind": "ServiceAccount", "name": "component-requester", "namespace": "dept-yingji"}
     ]
-    assert not of_kind(dev, "ClusterRole") and not of_kind(dev, "ClusterRoleBinding")
+    assert all(
+        c.inputs["metadata"]["name"].startswith("cityhub-operator") for c in of_kind(dev, "ClusterRole")
+    )
 
 
 def test_request_group_is_the_operators() -> None:
@@ -453,17 +457,64 @@ def test_edge_clusters_get_their_own_departments_and_provider() -> None:
     assert len(of_kind(created, "Namespace")) == len(of_kind(hub(stack_raw()), "Namespace")) + 2
 
 
-# --- slots the operator and monitoring issues fill
+# --- the component operator
 
 
-def test_operator_and_monitoring_slots_create_nothing_yet() -> None:
-    from components.component_operator import ComponentOperator, ComponentOperatorArgs
-    from components.monitoring import Monitoring, MonitoringArgs
+def test_operator_installs_crds_catalog_and_least_privilege_rbac(dev: list[Created]) -> None:
+    crds = {c.inputs["metadata"]["name"] for c in of_kind(dev, "CustomResourceDefinition")}
+    assert {"componentofferings.hub.cityhub.io", "messagingchannels.hub.cityhub.io"} <= crds
+    offerings = {c.inputs["metadata"]["name"] for c in of_kind(dev, "ComponentOffering")}
+    assert "messaging" in offerings
+    role = next(c for c in of_kind(dev, "ClusterRole") if c.inputs["metadata"]["name"] == "cityhub-operator")
+    resources = {r for rule in role.inputs["rules"] for r in rule["resources"]}
+    assert "secrets" not in resources, "Secrets are granted per department namespace only"
+    assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role.inputs["rules"])
+    bindings = [
+        c for c in of_kind(dev, "RoleBinding") if c.inputs["metadata"]["name"] == "cityhub-operator-secrets"
+    ]
+    assert {b.inputs["metadata"]["namespace"] for b in bindings} == {
+        ns.inputs["metadata"]["name"]
+        for ns in of_kind(dev, "Namespace")
+        if ns.inputs["metadata"]["name"].startswith("dept-")
+    }
 
+
+def test_operator_deployment_follows_the_operator_settings() -> None:
+    from dataclasses import replace
+
+    from components.hub import ClusterHub, ClusterHubArgs
+
+    config = dev_config()
+    operator = replace(
+        config.operator,
+        deploy=True,
+        image="registry.cityhub.local/cityhub/operator:1.2.3",
+        env={"CITYHUB_NATS_URL": "nats://nats.cityhub-system:4222"},
+        backend_secret="cityhub-backends",
+    )
     created = run(
-        lambda: (
-            ComponentOperator("hub", ComponentOperatorArgs(settings={"image": "later"})),
-            Monitoring("hub", MonitoringArgs(departments=("yingji",))),
+        lambda: ClusterHub(
+            "hub", ClusterHubArgs(config=replace(config, operator=operator), cluster=config.clusters[0])
         )
     )
+    (deployment,) = of_kind(created, "Deployment")
+    pod = deployment.inputs["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert container["image"] == "registry.cityhub.local/cityhub/operator:1.2.3"
+    assert (
+        env["CITYHUB_NATS_URL"] == "nats://nats.cityhub-system:4222" and env["CITYHUB_LOG_FORMAT"] == "json"
+    )
+    assert deployment.inputs["spec"]["strategy"] == {"type": "Recreate"}, "never two operators at once"
+    assert container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
+    assert pod["volumes"] == [{"name": "backends", "secret": {"secretName": "cityhub-backends"}}]
+    assert any(
+        s.inputs["metadata"]["name"] == "cityhub-operator-metrics" for s in of_kind(created, "Service")
+    )
+
+
+def test_monitoring_slot_creates_nothing_yet() -> None:
+    from components.monitoring import Monitoring, MonitoringArgs
+
+    created = run(lambda: Monitoring("hub", MonitoringArgs(departments=("yingji",))))
     assert created == []
