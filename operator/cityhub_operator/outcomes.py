@@ -73,6 +73,11 @@ class Outcomes:
             metrics.APDEX.labels(*labels, zone)
         metrics.INCIDENTS_OPENED.labels(*labels)
         metrics.INCIDENTS_RESOLVED.labels(*labels)
+        # Histograms too: increase() cannot see a series' first sample, so the first incident resolved
+        # (or probe timed) would be lost to the SLIs if its series appeared with it.
+        metrics.INCIDENT_RESOLUTION_TIME.labels(*labels)
+        metrics.PROBE_TIME.labels(*labels)
+        metrics.PROVISIONING_TIME.labels(*labels)
 
     def _update(self, key: tuple[str, str, str], labels: Labels, change: Callable[[_Component], None]) -> str:
         self._initialise(labels)
@@ -124,6 +129,7 @@ class Outcomes:
 
     def provisioned(self, component_type: str, body: Mapping[str, Any], created_at: int) -> None:
         """The request became Ready for the first time: observe request → Ready latency."""
+        self._initialise(labels_of(component_type, body))
         if created_at > 0:
             elapsed = max(0.0, time.time() - created_at)
             metrics.PROVISIONING_TIME.labels(*labels_of(component_type, body)).observe(elapsed)
