@@ -1,0 +1,180 @@
+"""Outcome metrics: component states, incidents and their time to resolve, probes, Apdex and feedback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from cityhub_operator import probes
+from cityhub_operator.driver import Request, TemporaryBackendError
+from cityhub_operator.outcomes import Feedback, Outcomes
+from cityhub_operator.probes import ProbeRunner, ProbeSettings, apdex_zone
+from cityhub_operator.schemas import component_types
+from prometheus_client import REGISTRY
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def body(
+    namespace: str, name: str = "events", ready: bool = True, offering: str = "messaging"
+) -> dict[str, Any]:
+    status = "True" if ready else "False"
+    return {
+        "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}", "generation": 1},
+        "spec": {"offering": offering},
+        "status": {
+            "connectionSecret": f"{name}-connection",
+            "conditions": [{"type": "Ready", "status": status, "observedGeneration": 1}],
+        },
+    }
+
+
+def labels(department: str, **extra: str) -> dict[str, str]:
+    return {"department": department, "component_type": "messaging", "offering": "messaging", **extra}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_ready_component_that_fails_its_probe_opens_an_incident_resolved_when_it_passes() -> None:
+    clock = Clock()
+    outcomes, dept = Outcomes(clock), "od-incident"
+    assert outcomes.condition("messaging", body(dept, ready=False), {}) == "pending"
+    assert sample("cityhub_components", **labels(dept, state="pending")) == 1
+    assert outcomes.condition("messaging", body(dept), {}) == "ready"
+    assert outcomes.probed("messaging", body(dept), ok=False) == "down"
+    assert sample("cityhub_incidents_opened_total", **labels(dept)) == 1
+    assert sample("cityhub_components", **labels(dept, state="down")) == 1
+    assert sample("cityhub_components", **labels(dept, state="ready")) == 0
+    clock.now += 95
+    assert outcomes.probed("messaging", body(dept), ok=False) == "down"  # still the same incident
+    assert outcomes.probed("messaging", body(dept), ok=True) == "ready"
+    assert sample("cityhub_incidents_opened_total", **labels(dept)) == 1
+    assert sample("cityhub_incidents_resolved_total", **labels(dept)) == 1
+    assert sample("cityhub_incident_resolution_seconds_sum", **labels(dept)) == 95
+    assert sample("cityhub_components", **labels(dept, state="ready")) == 1
+
+
+def test_a_request_that_never_was_ready_is_pending_not_an_incident() -> None:
+    outcomes, dept = Outcomes(), "od-pending"
+    outcomes.condition("messaging", body(dept, ready=False), {})
+    outcomes.condition("messaging", body(dept, ready=False), {})
+    assert sample("cityhub_incidents_opened_total", **labels(dept)) == 0
+    # its zero-valued series exist from the start, so ratios and increase() see the first event
+    assert REGISTRY.get_sample_value("cityhub_probe_total", labels(dept, result="failure")) == 0
+    outcomes.forget("messaging", body(dept))
+    assert sample("cityhub_components", **labels(dept, state="pending")) == 0
+
+
+def test_losing_ready_after_being_ready_is_an_incident_and_status_in_the_patch_wins() -> None:
+    outcomes, dept = Outcomes(), "od-lost"
+    outcomes.condition("messaging", body(dept), {})
+    patch = {"conditions": [{"type": "Ready", "status": "False"}]}
+    assert outcomes.condition("messaging", body(dept), patch) == "down"
+    assert sample("cityhub_incidents_opened_total", **labels(dept)) == 1
+
+
+def test_apdex_zones_follow_the_offerings_thresholds() -> None:
+    offering = {"apdex": {"thresholdSeconds": 0.1}}
+    assert [apdex_zone(s, offering) for s in (0.05, 0.1, 0.3, 0.41)] == [
+        "satisfied",
+        "satisfied",
+        "tolerating",
+        "frustrated",
+    ]
+    assert apdex_zone(0.3, {"apdex": {"thresholdSeconds": 0.1, "toleratingSeconds": 0.2}}) == "frustrated"
+    assert apdex_zone(0.4, None) == "satisfied"  # default T = 0.5 s
+    assert apdex_zone(None, offering) == "frustrated"  # a failed probe
+
+
+def test_feedback_counts_served_types_only_and_follows_edits_and_deletes() -> None:
+    feedback = Feedback(["messaging"])
+    assert feedback.record("a", "fb-dept", {"componentType": "messaging", "rating": 4})
+    assert feedback.record("b", "fb-dept", {"componentType": "messaging", "rating": 2})
+    assert not feedback.record("c", "fb-dept", {"componentType": "teleporter", "rating": 5})
+    assert sample("cityhub_feedback_ratings", department="fb-dept", component_type="messaging") == 2
+    assert sample("cityhub_feedback_rating_sum", department="fb-dept", component_type="messaging") == 6
+    feedback.record("b", "fb-dept", {"componentType": "messaging", "rating": 5})
+    feedback.remove("a")
+    assert sample("cityhub_feedback_rating_sum", department="fb-dept", component_type="messaging") == 5
+    assert (
+        REGISTRY.get_sample_value(
+            "cityhub_feedback_ratings", {"department": "fb-dept", "component_type": "teleporter"}
+        )
+        is None
+    )
+
+
+class FakeProber:
+    """A unit-test stand-in for a driver (the real messaging probe runs in the integration test)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error, self.seen = error, []
+
+    async def ensure(self, request: Request) -> Any: ...
+    async def observe(self, request: Request) -> Any: ...
+    async def delete(self, request: Request) -> None: ...
+    async def close(self) -> None: ...
+
+    async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
+        self.seen.append(dict(secret))
+        if self.error:
+            raise self.error
+
+
+def runner(
+    driver: FakeProber, secrets: dict[tuple[str, str], dict[str, str]], outcomes: Outcomes
+) -> ProbeRunner:
+    ctype = component_types()["messaging"]
+
+    def request_of(b: Mapping[str, Any]) -> Request:
+        meta = b["metadata"]
+        return Request(meta["namespace"], meta["name"], meta["uid"], meta["namespace"], b["spec"], {})
+
+    return ProbeRunner(
+        ctype, driver, request_of, ProbeSettings(1, 1), lambda ns, n: secrets.get((ns, n)), outcomes
+    )
+
+
+def test_the_probe_uses_the_requests_own_secret_and_records_success_latency_and_apdex() -> None:
+    driver, outcomes, dept = FakeProber(), Outcomes(), "pr-ok"
+    run = runner(driver, {(dept, "events-connection"): {"user.creds": "c"}}, outcomes)
+    assert asyncio.run(run.probe(body(dept), {"apdex": {"thresholdSeconds": 5}})) == "ready"
+    assert driver.seen == [{"user.creds": "c"}]
+    assert sample("cityhub_probe_total", **labels(dept, result="success")) == 1
+    assert sample("cityhub_probe_duration_seconds_count", **labels(dept)) == 1
+    assert sample("cityhub_probe_apdex_total", **labels(dept, zone="satisfied")) == 1
+    assert (
+        sample("cityhub_probe_apdex_threshold_seconds", component_type="messaging", offering="messaging") == 5
+    )
+
+
+def test_a_failing_probe_or_missing_secret_marks_the_component_down_and_not_ready_ones_are_skipped() -> None:
+    driver, outcomes, dept = FakeProber(TemporaryBackendError("connection refused")), Outcomes(), "pr-fail"
+    run = runner(driver, {(dept, "events-connection"): {"user.creds": "c"}}, outcomes)
+    outcomes.condition("messaging", body(dept), {})
+    assert asyncio.run(run.probe(body(dept), None)) == "down"
+    assert sample("cityhub_probe_total", **labels(dept, result="failure")) == 1
+    assert sample("cityhub_probe_apdex_total", **labels(dept, zone="frustrated")) == 1
+    nosecret = runner(FakeProber(), {}, outcomes)
+    assert asyncio.run(nosecret.probe(body(dept, name="other"), None)) == "pending"
+    assert asyncio.run(run.probe(body(dept, name="new", ready=False), None)) is None
+
+
+def test_probe_settings_say_what_a_bad_value_needs() -> None:
+    assert ProbeSettings.from_env({}) == ProbeSettings(30.0, 10.0)
+    assert ProbeSettings.from_env({"CITYHUB_PROBE_INTERVAL": "0"}).interval == 0
+    with pytest.raises(ValueError, match=r"CITYHUB_PROBE_INTERVAL=soon: needs to be a number of seconds"):
+        ProbeSettings.from_env({"CITYHUB_PROBE_INTERVAL": "soon"})
+    with pytest.raises(ValueError, match=r"CITYHUB_PROBE_TIMEOUT=0: needs to be a positive number"):
+        ProbeSettings.from_env({"CITYHUB_PROBE_TIMEOUT": "0"})
+    assert probes.DEFAULT_APDEX_THRESHOLD == 0.5
