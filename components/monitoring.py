@@ -1,27 +1,84 @@
-"""Slot for the monitoring rules (SLOs, alerts, dashboards); the monitoring issue fills it."""
+"""The hub's monitoring: the SLI recording rules and alerts of components/monitoring_rules.py, delivered to
+whichever Prometheus the city runs, chosen by the stack's `cityhub:monitoring.prometheus`:
+
+    operator     a PrometheusRule and a ServiceMonitor (the cluster has the prometheus-operator CRDs), and
+                 the plain rule file in a ConfigMap
+    standalone   the plain rule file in ConfigMap cityhub-prometheus-rules (mount it into Prometheus and
+                 list it under rule_files; scrape the operator's Service cityhub-operator-metrics:9464
+                 with job name cityhub-operator)
+    none         nothing (the default: a stack without Prometheus gets no orphan objects)
+
+Other keys of `cityhub:monitoring` tune the SLOs (monitoring_rules.with_overrides): probeObjective,
+provisioningObjective, provisioningThresholdSeconds, runbookBase, platformDepartment, interval.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_kubernetes as k8s
 
+from components import labels, monitoring_rules
 from components.labels import SYSTEM_NAMESPACE
+
+MODES = ("operator", "standalone", "none")
+RULES_CONFIGMAP = "cityhub-prometheus-rules"
 
 
 @dataclass(frozen=True)
 class MonitoringArgs:
     settings: dict[str, object] = field(default_factory=dict)
-    """The stack's `cityhub:monitoring` object, passed through unvalidated until monitoring defines it."""
+    """The stack's `cityhub:monitoring` object: `prometheus` (operator, standalone, none) and SLO tuning."""
     departments: tuple[str, ...] = ()
-    """Department slugs: per-department SLOs and alerts are generated from these."""
+    """Department slugs. Rules are per department by label, so a new department needs no new rule."""
     namespace: pulumi.Input[str] = SYSTEM_NAMESPACE
 
 
+def mode_of(settings: dict[str, object]) -> str:
+    mode = str(settings.get("prometheus", "none"))
+    if mode not in MODES:
+        raise ValueError(
+            f"Invalid cityhub:monitoring.prometheus={mode!r}: needs to be one of {', '.join(MODES)}"
+        )
+    return mode
+
+
 class Monitoring(pulumi.ComponentResource):
-    """Prometheus rules for the hub's components and departments. Creates nothing yet: the monitoring
-    issue adds its rule resources here as children of this component."""
+    """Prometheus rules (and, with the prometheus-operator, the operator's scrape) for the hub."""
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:monitoring:Monitoring", name, {}, opts)
-        self.register_outputs({})
+        mode = mode_of(args.settings)
+        params = monitoring_rules.with_overrides(monitoring_rules.RuleParams(), args.settings)
+        child = pulumi.ResourceOptions(parent=self)
+        common = {**labels.common(), labels.PART_OF: "cityhub"}
+        self.mode = mode
+        if mode != "none":
+            k8s.core.v1.ConfigMap(
+                f"{name}-prometheus-rules",
+                metadata={"name": RULES_CONFIGMAP, "namespace": args.namespace, "labels": common},
+                data={"cityhub.rules.yaml": monitoring_rules.rules_yaml(params)},
+                opts=child,
+            )
+        if mode == "operator":
+            rule = monitoring_rules.prometheus_rule(params, "", common)
+            k8s.apiextensions.CustomResource(
+                f"{name}-prometheus-rule",
+                api_version=rule["apiVersion"],
+                kind=rule["kind"],
+                metadata={**rule["metadata"], "namespace": args.namespace},
+                spec=rule["spec"],
+                opts=child,
+            )
+            monitor = monitoring_rules.service_monitor(params, "", common)
+            monitor["spec"]["namespaceSelector"] = {"matchNames": [args.namespace]}
+            k8s.apiextensions.CustomResource(
+                f"{name}-service-monitor",
+                api_version=monitor["apiVersion"],
+                kind=monitor["kind"],
+                metadata={**monitor["metadata"], "namespace": args.namespace},
+                spec=monitor["spec"],
+                opts=child,
+            )
+        self.register_outputs({"mode": mode})

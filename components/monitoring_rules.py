@@ -359,12 +359,11 @@ def with_overrides(params: RuleParams, settings: dict[str, object]) -> RuleParam
     }
     changes: dict[str, Any] = {}
     for key, value in settings.items():
-        if key in ("prometheusOperator", "namespace"):
+        if key == "prometheus":  # the delivery mode: components/monitoring.py
             continue
         if key not in fields:
             raise ValueError(
-                f"Invalid cityhub:monitoring.{key}: unknown; known: prometheusOperator, namespace, "
-                + ", ".join(fields)
+                f"Invalid cityhub:monitoring.{key}: unknown; known: prometheus, " + ", ".join(fields)
             )
         attr, kind = fields[key]
         try:
