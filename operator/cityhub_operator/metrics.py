@@ -7,7 +7,11 @@ and events. `docs/monitoring.md` lists every metric; components/monitoring_rules
 
 from __future__ import annotations
 
+import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
+
+# *_created series would add one series per counter and histogram label set; no rule or dashboard uses them.
+prometheus_client.disable_created_metrics()
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Request → Ready: seconds to minutes; the provisioning SLO threshold must be one of these bounds.
