@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pulumi
@@ -27,6 +28,7 @@ class Recorder(pulumi.runtime.Mocks):
 
 def created(settings: dict[str, object]) -> list[tuple[str, dict[str, Any]]]:
     recorder = Recorder()
+    asyncio.set_event_loop(asyncio.new_event_loop())  # Pulumi's mocks need one; asyncio.run() leaves none
     pulumi.runtime.set_mocks(recorder, preview=False)
 
     @pulumi.runtime.test
