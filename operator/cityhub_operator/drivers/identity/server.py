@@ -2,11 +2,15 @@
 installs it).
 
     python -m cityhub_operator.drivers.identity.server run --dir D [--port 8080]
+    python -m cityhub_operator.drivers.identity.server template     make the cached initial database
 
 It runs the pre-built distribution (`kc.sh start --optimized`) with its H2 database under `directory`, a
 free HTTP port and a free management port (health), loopback only, local caches (no clustering), a modest
-heap, and a bootstrap admin client whose secret the operator uses (CITYHUB_IDENTITY_ADMIN_*). A first start
-creates the database (about 30 to 60 s on two cores); later starts on the same directory are quicker.
+heap, and a bootstrap admin client whose secret the operator uses (CITYHUB_IDENTITY_ADMIN_*).
+
+A first start creates the database (about 60 s on two cores); a start on an existing one takes about 20 s.
+So `LocalKeycloak.from_template(dir)` copies a cached, freshly initialised database (master realm and
+admin client only, made once by `template`, which hack/backends/identity.sh runs) into `dir`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +47,30 @@ def keycloak_home() -> Path:
     return home
 
 
+def template_dir() -> Path:
+    return keycloak_home().parent / f"template-{KEYCLOAK_VERSION}"
+
+
+def ensure_template() -> Path:
+    """The cached initial database (with its admin secret); made on first use by one start and stop."""
+    target = template_dir()
+    if (target / "admin-secret").exists():
+        return target
+    work = Path(f"{target}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    server = LocalKeycloak(work)
+    try:
+        server.start()
+    finally:
+        server.stop()
+    (work / "keycloak.log").unlink(missing_ok=True)
+    try:
+        work.rename(target)
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)  # another process made it first
+    return target
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -60,6 +89,17 @@ class LocalKeycloak:
             admin_secret = secret_file.read_text().strip()
         self.admin_secret = admin_secret or secrets.token_urlsafe(24)
         self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_template(cls, directory: Path, *, port: int | None = None) -> LocalKeycloak:
+        """A server whose database starts as a copy of the cached template (see ensure_template)."""
+        template = ensure_template()
+        directory = Path(directory)
+        if not (directory / "db").exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(template / "db", directory / "db")
+            shutil.copy2(template / "admin-secret", directory / "admin-secret")
+        return cls(directory, port=port)
 
     @property
     def url(self) -> str:
@@ -151,8 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a local Keycloak on 127.0.0.1 until interrupted (development)")
     run.add_argument("--dir", required=True, type=Path)
     run.add_argument("--port", type=int, default=8080)
+    sub.add_parser("template", help="make the cached initial database that from_template copies")
     args = parser.parse_args(argv)
-    server = LocalKeycloak(args.dir, port=args.port).start()
+    if args.command == "template":
+        print(ensure_template())
+        return 0
+    server = LocalKeycloak.from_template(args.dir, port=args.port).start()
     print(f"Keycloak pid {server.process.pid if server.process else '?'} at {server.url}", flush=True)
     for key, value in server.operator_env().items():
         print(f"export {key}={value}", flush=True)
