@@ -99,6 +99,8 @@ def fetch(url: str) -> tuple[int, bytes]:
 def tile(secret: Mapping[str, str], z: int, x: int, y: int, token: str | None = None) -> tuple[int, Any]:
     url = secret["tileUrl"].format(z=z, x=x, y=y) + "&" + urlencode({"token": token or secret["tileToken"]})
     status, body = fetch(url)
+    if status == 204:  # martin's answer for an empty tile
+        return status, {}
     if status != 200:
         return status, body
     return status, mapbox_vector_tile.decode(body, default_options={"y_coord_down": True})
@@ -130,7 +132,7 @@ def test_layer_in_cgcs2000_is_served_in_web_mercator_at_the_right_place(
     assert abs(got[0] - px) <= 2 and abs(got[1] - py) <= 2, (got, (px, py))
     # A tile elsewhere holds nothing of the layer.
     status, empty = tile(secret, ZOOM, x + 40, y)
-    assert status == 200 and not empty.get("shelters")
+    assert status in (200, 204) and not empty.get("shelters")
 
 
 def test_only_the_owning_department_writes(driver: MapsDriver) -> None:
