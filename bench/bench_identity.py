@@ -1,0 +1,228 @@
+"""Benchmark of IdentityClient request-to-Ready latency (embedded cluster + real Keycloak + the operator).
+
+    .venv/bin/python bench/bench_identity.py                      # batches of 1 and 100 clients
+    .venv/bin/python bench/bench_identity.py --sizes 1,100 --json out.json
+
+For each batch of confidential IdentityClients (spread over 10 departments, two roles each), prints the
+request-to-Ready latency (median, p95, max: from the request appearing in a watch to Ready=True in the same
+watch), the throughput, and the mean time of the driver's ensure (Keycloak admin calls) from the
+operator's metrics. The first batch pays for creating the realm, departments' groups and roles.
+
+Starts an embedded cluster and a local Keycloak in a temporary directory (unless --kubeconfig is given);
+stops what it started, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cityhub_operator import testing
+from cityhub_operator.drivers.identity.server import LocalKeycloak, free_port
+from cityhub_operator.schemas import GROUP, VERSION
+from kubernetes import client, watch
+
+PLURAL = "identityclients"
+OFFERING = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "ComponentOffering",
+    "metadata": {"name": "identity"},
+    "spec": {
+        "componentType": "identity",
+        "defaultPlan": "standard",
+        "plans": [
+            {
+                "name": "standard",
+                "limits": {"accessTokenLifespan": "1h", "sessionMaxLifespan": "1d"},
+                "defaults": {"accessTokenLifespan": "5m", "sessionMaxLifespan": "10h"},
+            }
+        ],
+    },
+}
+
+
+class Watcher(threading.Thread):
+    """Watches IdentityClients: when each was first seen, and when it first became Ready."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        super().__init__(daemon=True)
+        self.api = api
+        self.seen: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stopped = False
+
+    def run(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        while not self.stopped:
+            try:
+                for ev in watch.Watch().stream(
+                    custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, timeout_seconds=30
+                ):
+                    now, obj = time.monotonic(), ev["object"]
+                    key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+                    with self.lock:
+                        self.seen.setdefault(key, now)
+                        if testing.condition(obj, "Ready").get("status") == "True":
+                            self.ready.setdefault(key, now)
+                    if self.stopped:
+                        break
+            except Exception as e:  # a dropped watch is restarted; the bench must not die of it
+                print(f"  (watch restarted: {type(e).__name__})", file=sys.stderr)
+
+    def count_ready(self, keys: list[str]) -> int:
+        with self.lock:
+            return sum(k in self.ready for k in keys)
+
+
+def metrics(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("cityhub_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def doc(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "IdentityClient",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"offering": "identity", "roles": ["viewer", "editor"]},
+    }
+
+
+def batch(
+    kubeconfig: Path,
+    watcher: Watcher,
+    prefix: str,
+    count: int,
+    departments: list[str],
+    port: int,
+    timeout: float,
+) -> dict[str, Any]:
+    before = metrics(port)
+    docs = [doc(departments[i % len(departments)], f"{prefix}-{i}") for i in range(count)]
+    keys = [f"{d['metadata']['namespace']}/{d['metadata']['name']}" for d in docs]
+    testing.apply(kubeconfig, docs)
+    testing.wait_for(lambda: watcher.count_ready(keys) == count, timeout, f"{count} clients Ready", 0.1)
+    after = metrics(port)
+    with watcher.lock:
+        latencies = [watcher.ready[k] - watcher.seen[k] for k in keys]
+        first, last = min(watcher.seen[k] for k in keys), max(watcher.ready[k] for k in keys)
+    label = '{controller="IdentityClient",operation="ensure"}'
+    calls = after.get(f"cityhub_backend_time_seconds_count{label}", 0) - before.get(
+        f"cityhub_backend_time_seconds_count{label}", 0
+    )
+    spent = after.get(f"cityhub_backend_time_seconds_sum{label}", 0) - before.get(
+        f"cityhub_backend_time_seconds_sum{label}", 0
+    )
+    return {
+        "clients": count,
+        "latency_median_s": round(statistics.median(latencies), 3),
+        "latency_p95_s": round(pct(latencies, 95), 3),
+        "latency_max_s": round(max(latencies), 3),
+        "throughput_per_s": round(count / max(last - first, 1e-6), 2),
+        "ensure_calls": int(calls),
+        "ensure_mean_ms": round(1000 * spent / max(calls, 1), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1,100", help="batch sizes, run in order")
+    parser.add_argument("--departments", type=int, default=10)
+    parser.add_argument("--kubeconfig", type=Path, default=None)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="cityhub-bench-identity-"))
+    started_cluster = False
+    if args.kubeconfig is None:
+        from cityhub import cluster
+
+        os.environ["CITYHUB_STATE"] = str(work / "state")
+        if cluster.main(["up"]) != 0:
+            return 1
+        started_cluster = True
+        kubeconfig = work / "state" / "cluster" / "kubeconfig"
+    else:
+        kubeconfig = args.kubeconfig
+    keycloak = LocalKeycloak.from_template(work / "keycloak")
+    port = free_port()
+    operator = testing.OperatorProcess(
+        kubeconfig,
+        {
+            **keycloak.operator_env(),
+            "CITYHUB_COMPONENTS": "identity",
+            "CITYHUB_METRICS_PORT": str(port),
+            "CITYHUB_LOG_FORMAT": "json",
+            "CITYHUB_DRIFT_INTERVAL": "600",
+            "CITYHUB_PROBE_INTERVAL": "0",
+        },
+        work / "operator.log",
+    )
+    results: dict[str, Any] = {"batches": []}
+    try:
+        started = time.monotonic()
+        keycloak.start()
+        results["keycloak_start_s"] = round(time.monotonic() - started, 1)
+        testing.install_crds(kubeconfig)
+        testing.apply(kubeconfig, [OFFERING])
+        departments = [f"dept-{i:02d}" for i in range(args.departments)]
+        testing.ensure_namespaces(kubeconfig, departments)
+        operator.start()
+        testing.wait_for(lambda: _metrics_up(port), 60, "the operator's /metrics")
+        watcher = Watcher(testing.api(kubeconfig))
+        watcher.start()
+        for n, size in enumerate(int(s) for s in args.sizes.split(",") if s):
+            r = batch(kubeconfig, watcher, f"b{n}", size, departments, port, args.timeout)
+            results["batches"].append(r)
+            print(json.dumps(r), flush=True)
+        watcher.stopped = True
+        results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    finally:
+        operator.stop()
+        keycloak.stop()
+        if started_cluster:
+            from cityhub import cluster
+
+            cluster.main(["down"])
+    print(f"Keycloak start (from the cached initial database): {results.get('keycloak_start_s')} s")
+    print(f"{'clients':>8} {'median s':>9} {'p95 s':>7} {'max s':>7} {'per s':>7} {'ensure ms':>10}")
+    for r in results["batches"]:
+        print(
+            f"{r['clients']:>8} {r['latency_median_s']:>9} {r['latency_p95_s']:>7} {r['latency_max_s']:>7} "
+            f"{r['throughput_per_s']:>7} {r['ensure_mean_ms']:>10}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _metrics_up(port: int) -> bool:
+    try:
+        metrics(port)
+        return True
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
