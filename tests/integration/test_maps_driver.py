@@ -266,3 +266,24 @@ def test_bad_input_names_the_field(driver: MapsDriver) -> None:
         with pytest.raises(PermanentBackendError) as refused:
             asyncio.run(driver.ensure(request("yingji", "bad", **spec)))
         assert refused.value.reason == "InvalidSpec" and field in str(refused.value), (field, refused.value)
+
+
+def test_concurrent_requests_on_a_fresh_driver(maps: LocalMaps) -> None:
+    """An operator (re)start reconciles many layers at once: bootstrap and roles must not race."""
+    fresh = create_driver(maps.env())
+
+    async def main() -> list[Result]:
+        return await asyncio.gather(
+            *(
+                fresh.ensure(request(d, f"layer-{i}"))
+                for i, d in enumerate(("tongji", "tongji", "minzheng", "shuiwu"))
+            )
+        )
+
+    results = asyncio.run(main())
+    assert {r.backend["table"] for r in results} == {
+        "dept_tongji.layer_0",
+        "dept_tongji.layer_1",
+        "dept_minzheng.layer_2",
+        "dept_shuiwu.layer_3",
+    }

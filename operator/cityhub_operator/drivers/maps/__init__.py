@@ -61,6 +61,13 @@ log = logging.getLogger("cityhub_operator.drivers.maps")
 # department (or a reader's role created by two sharing layers) must not race on CREATE.
 LOCK_KEY = 0x63697479_6D617073 & 0x7FFFFFFFFFFFFFFF
 _TEMPORARY = (psycopg.OperationalError, asyncio.TimeoutError, OSError)
+# Conflicts with a concurrent transaction: the same statements succeed when retried.
+_CONFLICTS = (
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.UniqueViolation,
+)
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,7 @@ class MapsDriver:
         self.settings = settings
         self.credentials = Credentials(settings.secret)
         self._bootstrapped = False
+        self._bootstrap_lock = asyncio.Lock()
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -179,21 +187,34 @@ class MapsDriver:
             raise TemporaryBackendError(f"PostGIS unreachable for {what}: {_error_text(e)}") from e
         try:
             async with conn:
-                if not self._bootstrapped:
-                    await conn.set_autocommit(True)
-                    for statement in catalog_sql.bootstrap_statements(self.credentials.tiles_password()):
-                        await conn.execute(statement)
-                    await conn.set_autocommit(False)
-                    self._bootstrapped = True
+                await self._bootstrap(conn)
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
                     yield conn
         except PermanentBackendError:
             raise
-        except _TEMPORARY as e:
+        except (*_TEMPORARY, *_CONFLICTS) as e:
             raise TemporaryBackendError(f"PostGIS {what}: {_error_text(e)}") from e
         except psycopg.Error as e:
             raise PermanentBackendError("BackendRefused", f"PostGIS refused {what}: {_error_text(e)}") from e
+
+    async def _bootstrap(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Create the catalog once per driver; a session lock keeps concurrent bootstraps (this driver's
+        parallel reconciles, another operator replica) from updating the same catalog rows at once."""
+        if self._bootstrapped:
+            return
+        async with self._bootstrap_lock:
+            if self._bootstrapped:
+                return
+            await conn.set_autocommit(True)
+            await conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            try:
+                for statement in catalog_sql.bootstrap_statements(self.credentials.tiles_password()):
+                    await conn.execute(statement)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+                await conn.set_autocommit(False)
+            self._bootstrapped = True
 
     # -- ensure ------------------------------------------------------------------------------------
 
