@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ log = logging.getLogger("cityhub_operator.drivers.identity")
 DEFAULT_ROLES = ("viewer", "editor", "operator", "admin")
 # The city realm is created with a long SSO session so that each client's own (plan-bounded) session
 # lifespan is what applies, not the realm's 10-hour default.
+SCOPES_TTL = 30.0
+"""Seconds the realm's client-scope list is reused between ensures (a scope created meanwhile is found on
+the next look-up: an unknown name triggers one)."""
 REALM_DEFAULTS: dict[str, Any] = {
     "enabled": True,
     "displayName": "City identity",
@@ -138,6 +142,11 @@ class IdentityDriver:
             settings.url, settings.admin_client_id, settings.admin_secret, settings.timeout
         )
         self._department_locks: dict[str, asyncio.Lock] = {}
+        # Ids of realm-wide objects (realm, scopes, departments' groups and roles) found or made by earlier
+        # ensures: they save most admin calls when many clients arrive together. Any backend error empties
+        # it, so an object deleted out of band is looked up (and recreated) on the retry.
+        self._known: dict[tuple[str, str], Any] = {}
+        self._scopes_at = 0.0
         self._probe_http: aiohttp.ClientSession | None = None
 
     @property
@@ -153,6 +162,13 @@ class IdentityDriver:
     # -- the Driver interface ----------------------------------------------------------------------
 
     async def ensure(self, request: Request) -> Result:
+        try:
+            return await self._ensure(request)
+        except BackendError:
+            self._known.clear()
+            raise
+
+    async def _ensure(self, request: Request) -> Result:
         problems = model.spec_problems(request, self.settings.roles)
         if problems:
             reason = "InvalidRedirectUri" if "redirectUris" in problems[0] else "InvalidRoles"
@@ -165,7 +181,7 @@ class IdentityDriver:
                 await self._ensure_role(request.department, r)
                 for r in sorted(request.spec.get("roles") or [])
             ]
-        client = await self._ensure_client(request)
+        client = await self._ensure_client(request, scopes)
         cid = client["id"]
         await self._ensure_mappers(cid, request)
         await self._ensure_client_scopes(cid, scopes, request)
@@ -307,10 +323,15 @@ class IdentityDriver:
         except AdminError as e:
             if e.status == 409:
                 return None
+            if e.status == 404:
+                raise TemporaryBackendError(f"Keycloak: cannot create {path}: the realm is gone ({e})") from e
             raise PermanentBackendError("BackendRefused", f"Keycloak refused creating {path}: {e}") from e
 
     async def _ensure_realm(self) -> None:
+        if ("realm", "") in self._known:
+            return
         if await self.admin.get(self._realm) is not None:
+            self._known[("realm", "")] = True
             return
         log.info("creating realm %s", self.settings.realm)
         try:
@@ -321,8 +342,12 @@ class IdentityDriver:
 
     async def _scope_ids(self, request: Request) -> dict[str, str]:
         """Client scope name → id of the realm's scopes; unknown ones the request names are refused."""
-        known = {s["name"]: s["id"] for s in await self._call("GET", "/client-scopes")}
-        unknown = [s for s in request.spec.get("scopes") or [] if s not in known]
+        asked = request.spec.get("scopes") or []
+        known: dict[str, str] = self._known.get(("scopes", ""), {})
+        if time.monotonic() - self._scopes_at > SCOPES_TTL or any(s not in known for s in asked):
+            known = {s["name"]: s["id"] for s in await self._call("GET", "/client-scopes")}
+            self._known[("scopes", "")], self._scopes_at = known, time.monotonic()
+        unknown = [s for s in asked if s not in known]
         if unknown:
             raise PermanentBackendError(
                 "UnknownScope",
@@ -333,6 +358,12 @@ class IdentityDriver:
         return known
 
     async def _ensure_group(self, department: str) -> str:
+        if ("group", department) in self._known:
+            return str(self._known[("group", department)])
+        self._known[("group", department)] = group_id = await self._find_or_make_group(department)
+        return group_id
+
+    async def _find_or_make_group(self, department: str) -> str:
         for _ in range(2):
             found = await self._call(
                 "GET",
@@ -351,6 +382,8 @@ class IdentityDriver:
 
     async def _ensure_role(self, department: str, role: str) -> dict[str, Any]:
         name = model.role_name(department, role)
+        if ("role", name) in self._known:
+            return dict(self._known[("role", name)])
         found = await self.admin.get(f"{self._realm}/roles/{q(name)}")
         if found is None:
             await self._create(
@@ -362,17 +395,29 @@ class IdentityDriver:
                 },
             )
             found = await self._call("GET", f"/roles/{q(name)}")
-        return {"id": found["id"], "name": found["name"]}
+        self._known[("role", name)] = {"id": found["id"], "name": found["name"]}
+        return dict(self._known[("role", name)])
 
     async def _find_client(self, request: Request) -> dict[str, Any] | None:
         found = await self.admin.get(f"{self._realm}/clients", params={"clientId": model.client_id(request)})
         return next(iter(found or []), None)
 
-    async def _ensure_client(self, request: Request) -> dict[str, Any]:
+    async def _ensure_client(self, request: Request, scopes: Mapping[str, str]) -> dict[str, Any]:
         want = model.desired_client(request)
         have = await self._find_client(request)
         if have is None:
-            await self._create("/clients", want)
+            # Scopes and mappers go with the creation: Keycloak would otherwise attach the realm's default
+            # scopes, which the later sync removes one call at a time.
+            base = [s for s in model.BASE_SCOPES if s in scopes]
+            await self._create(
+                "/clients",
+                {
+                    **want,
+                    "defaultClientScopes": base,
+                    "optionalClientScopes": sorted(set(request.spec.get("scopes") or []) - set(base)),
+                    "protocolMappers": list(model.desired_mappers(request).values()),
+                },
+            )
             have = await self._find_client(request)
             if have is None:
                 raise TemporaryBackendError(
