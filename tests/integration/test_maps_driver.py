@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from cityhub_operator.driver import PermanentBackendError, Request, Result
 from cityhub_operator.drivers.maps import MapsDriver, create_driver
+from cityhub_operator.drivers.maps.naming import DENIED_LAYER
 from cityhub_operator.drivers.maps.server import LocalMaps, martin_binary
 from psycopg import sql
 
@@ -106,6 +107,14 @@ def tile(secret: Mapping[str, str], z: int, x: int, y: int, token: str | None = 
     return status, mapbox_vector_tile.decode(body, default_options={"y_coord_down": True})
 
 
+def refused(answer: tuple[int, Any]) -> str:
+    """The reason a tile answer carries when the token may not read the layer ('' when it was served)."""
+    status, decoded = answer
+    assert status in (200, 204), answer
+    features = (decoded or {}).get(DENIED_LAYER, {}).get("features", [])
+    return str(features[0]["properties"]["reason"]) if features else ""
+
+
 def load(secret: Mapping[str, str], rows: list[tuple[str, float, float]]) -> None:
     with psycopg.connect(secret["databaseUrl"]) as conn:
         conn.cursor().executemany(
@@ -162,9 +171,10 @@ def test_sharing_follows_visibility(driver: MapsDriver) -> None:
     x, y, _, _ = tile_xy(116.40, 39.91, 10)
     assert tile(owner, 10, x, y)[1]["grid"]["features"]
     assert tile(owner, 10, x, y, token=reader["tileToken"])[1]["grid"]["features"]
-    status, body = tile(owner, 10, x, y, token=outsider["tileToken"])
-    assert status != 200 and b"grid" not in body.replace(b"chengguan.grid", b"")
-    assert tile(owner, 10, x, y, token="not-a-token")[0] != 200
+    denied = tile(owner, 10, x, y, token=outsider["tileToken"])
+    assert refused(denied) == "department weijian may not read layer chengguan.grid"
+    assert set(denied[1]) == {DENIED_LAYER}, "nothing of the layer is in a refused tile"
+    assert "token is not valid" in refused(tile(owner, 10, x, y, token="not-a-token"))
     # The reader may SELECT the shared table with its own credentials, the outsider may not.
     with psycopg.connect(reader["databaseUrl"]) as conn:
         assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(owner))).fetchone() == (1,)
@@ -178,7 +188,7 @@ def test_sharing_follows_visibility(driver: MapsDriver) -> None:
     asyncio.run(driver.ensure(request("chengguan", "grid", visibility="Public")))
     assert tile(owner, 10, x, y, token=outsider["tileToken"])[1]["grid"]["features"]
     asyncio.run(driver.ensure(request("chengguan", "grid", visibility="Department")))
-    assert tile(owner, 10, x, y, token=reader["tileToken"])[0] != 200
+    assert refused(tile(owner, 10, x, y, token=reader["tileToken"]))
     with psycopg.connect(reader["databaseUrl"]) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(owner)))
 
@@ -221,14 +231,14 @@ def test_delete_refuses_data_unless_told_and_removes_everything(maps: LocalMaps,
     req = request("weijian", "pharmacies")
     secret = secret_of(asyncio.run(driver.ensure(req)))
     load_point(secret)
-    with pytest.raises(PermanentBackendError) as refused:
+    with pytest.raises(PermanentBackendError) as refusal:
         asyncio.run(driver.delete(req))
-    assert refused.value.reason == "LayerHasData" and "spec.dataDeletion" in str(refused.value)
+    assert refusal.value.reason == "LayerHasData" and "spec.dataDeletion" in str(refusal.value)
     assert tile(secret, 0, 0, 0)[0] == 200, "a refused delete leaves the layer serving"
     dropping = request("weijian", "pharmacies", dataDeletion="Drop")
     asyncio.run(driver.delete(dropping))
     asyncio.run(driver.delete(dropping))  # already gone: still succeeds
-    assert tile(secret, 0, 0, 0)[0] != 200
+    assert refused(tile(secret, 0, 0, 0))
     with psycopg.connect(maps.postgis.dsn()) as conn:
         assert conn.execute("SELECT to_regclass('dept_weijian.pharmacies')").fetchone() == (None,)
     # weijian still has its clinics layer: its credentials keep working.
@@ -242,7 +252,7 @@ def test_last_layer_gone_revokes_the_department(maps: LocalMaps, driver: MapsDri
     asyncio.run(driver.delete(req))
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(secret["databaseUrl"]).close()
-    assert tile(secret, 0, 0, 0)[0] != 200
+    assert refused(tile(secret, 0, 0, 0))
     with psycopg.connect(maps.postgis.dsn()) as conn:
         assert conn.execute("SELECT to_regnamespace('dept_gongan')").fetchone() == (None,)
 
@@ -263,9 +273,9 @@ def test_bad_input_names_the_field(driver: MapsDriver) -> None:
         "spec.minZoom": {"minZoom": 15, "maxZoom": 10},
     }
     for field, spec in cases.items():
-        with pytest.raises(PermanentBackendError) as refused:
+        with pytest.raises(PermanentBackendError) as refusal:
             asyncio.run(driver.ensure(request("yingji", "bad", **spec)))
-        assert refused.value.reason == "InvalidSpec" and field in str(refused.value), (field, refused.value)
+        assert refusal.value.reason == "InvalidSpec" and field in str(refusal.value), (field, refusal.value)
 
 
 def test_concurrent_requests_on_a_fresh_driver(maps: LocalMaps) -> None:

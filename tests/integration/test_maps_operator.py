@@ -22,7 +22,7 @@ from cityhub_operator.drivers.maps.server import LocalMaps, martin_binary
 from cityhub_operator.testing import OperatorProcess, condition, wait_for
 from kubernetes import client
 
-from tests.integration.test_maps_driver import insert, tile, tile_xy
+from tests.integration.test_maps_driver import insert, refused, tile, tile_xy
 
 pytestmark = pytest.mark.integration
 SECRET = b"maps-operator-integration-secret-0123456789-abcdef"
@@ -199,18 +199,18 @@ def test_layer_ready_tiles_sharing_and_guarded_delete(
     with psycopg.connect(reader["databaseUrl"]) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(insert(own), (116.40, 39.90))
     assert len(tile(own, 15, x, y, token=reader["tileToken"])[1]["shelters"]["features"]) == 1
-    assert tile(own, 15, x, y, token=outsider["tileToken"])[0] != 200
+    assert refused(tile(own, 15, x, y, token=outsider["tileToken"]))
 
     # Stop sharing: the reader loses access at once.
     testing.apply(cluster, [map_layer("yingji", "shelters", visibility="Department", minZoom=5, maxZoom=18,
                                       attributes=[{"name": "label", "type": "text"}])])  # fmt: skip
     wait_for(
-        lambda: tile(own, 15, x, y, token=reader["tileToken"])[0] != 200, 30, "sharing with jiaotong revoked"
+        lambda: refused(tile(own, 15, x, y, token=reader["tileToken"])), 30, "sharing with jiaotong revoked"
     )
 
     # Deleting a layer with data is refused until the request says to drop it.
     testing.kubectl(cluster, "delete", PLURAL, "shelters", "-n", "yingji", "--wait=false")
-    refused = wait_for(
+    deleting = wait_for(
         lambda: (
             (o := get(k8s, "yingji", "shelters"))
             and condition(o, "Ready").get("reason") == "DeleteFailed"
@@ -219,7 +219,7 @@ def test_layer_ready_tiles_sharing_and_guarded_delete(
         30,
         "the delete to be refused",
     )
-    assert "spec.dataDeletion" in condition(refused, "Ready")["message"]
+    assert "spec.dataDeletion" in condition(deleting, "Ready")["message"]
     assert any(
         "LayerHasData" in m or "holds 3 features" in m for m in event_messages(k8s, "yingji", "shelters")
     )
@@ -229,7 +229,7 @@ def test_layer_ready_tiles_sharing_and_guarded_delete(
         '{"spec": {"dataDeletion": "Drop"}}',
     )  # fmt: skip
     wait_for(lambda: get(k8s, "yingji", "shelters") is None, 60, "the layer to be deleted")
-    assert tile(own, 15, x, y)[0] != 200
+    assert refused(tile(own, 15, x, y))
     with psycopg.connect(maps.postgis.dsn()) as conn:
         assert conn.execute("SELECT to_regclass('dept_yingji.shelters')").fetchone() == (None,)
     with pytest.raises(psycopg.OperationalError):  # yingji's last layer: its role no longer logs in

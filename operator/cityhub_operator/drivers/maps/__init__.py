@@ -11,7 +11,8 @@ request (naming.py), so retries and restarts find the same objects:
                visibility), rows in cityhub_maps.readers (Shared), <d>'s tile token hash in
                cityhub_maps.tile_tokens
     tiles      martin serves cityhub_maps.layer_tile as /layers/{z}/{x}/{y}?layer=<d>.<name>&token=<token>;
-               the function decides per request who may read what (catalog_sql.py explains why)
+               the function decides per request who may read what (catalog_sql.py explains why); a
+               refused caller gets a tile holding only the layer cityhub_denied
     deletion   refused while the table holds features unless spec.dataDeletion is Drop; then the table and
                catalog rows go, and when <d> has no layer left its role loses LOGIN (sessions are ended)
                and its tile token is removed
@@ -47,6 +48,7 @@ from cityhub_operator.drivers.maps import catalog_sql, layer
 from cityhub_operator.drivers.maps.credentials import Credentials, token_hash
 from cityhub_operator.drivers.maps.layer import LayerSpec
 from cityhub_operator.drivers.maps.naming import (
+    DENIED_LAYER,
     GROUP_ROLE,
     TILE_SOURCE,
     layer_id,
@@ -524,7 +526,12 @@ class MapsDriver:
         token = secret.get("tileToken", "")
         lid = secret.get("layer") or layer_id(request.department, request.name)
         url = f"{self.settings.probe_url}/{TILE_SOURCE}/0/0/0?{urlencode({'layer': lid, 'token': token})}"
-        await asyncio.to_thread(_fetch, url, self.settings.timeout, f"tile 0/0/0 of layer {lid}")
+        what = f"tile 0/0/0 of layer {lid}"
+        body = await asyncio.to_thread(_fetch, url, self.settings.timeout, what)
+        if DENIED_LAYER.encode() in body:
+            raise PermanentBackendError(
+                "TileRefused", f"martin refused {what} to the department's tileToken ({DENIED_LAYER})"
+            )
 
 
 def _fetch(url: str, timeout: float, what: str) -> bytes:

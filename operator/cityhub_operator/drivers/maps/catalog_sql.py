@@ -4,9 +4,11 @@ The tile server (martin) connects as `cityhub_tiles`, which may do exactly one t
 cityhub_maps.layer_tile(z, x, y, query_params). That function (SECURITY DEFINER) looks the request's `token`
 up in cityhub_maps.tile_tokens (sha256 only, never the token), finds the `layer` in cityhub_maps.layers and
 serves it only to its own department, to the departments listed in cityhub_maps.readers, or to every
-department when the layer is Public. Authorization therefore lives next to the data, in one place, for
+department when the layer is Public. Anyone else gets a tile whose only layer, `cityhub_denied`, holds
+the reason (a map draws nothing from it). Authorization therefore lives next to the data, in one place, for
 every way of reading it; the tile server holds no table privileges and cannot leak a layer by
 misconfiguration. Unknown layers and forbidden ones get the same answer, so names do not leak either.
+Refusing with an error instead would make martin answer 500 and log the query string, token included.
 
 Geometries are stored in the layer's own coordinate system (`geom`, e.g. EPSG:4490) and, as a stored
 generated column with its own GiST index, in Web Mercator (`geom_3857`), so tiles never reproject at read
@@ -56,6 +58,7 @@ SET search_path = pg_catalog, public
 AS $fn$
 DECLARE
     reader text;
+    refusal text;
     lyr cityhub_maps.layers%ROWTYPE;
     columns text;
     mvt bytea;
@@ -63,18 +66,27 @@ BEGIN
     SELECT t.department INTO reader FROM cityhub_maps.tile_tokens t
      WHERE t.token_hash = sha256(convert_to(coalesce(query_params->>'token', ''), 'UTF8'));
     IF reader IS NULL THEN
-        RAISE EXCEPTION 'cityhub maps: the token is not valid (use tileToken from the layer''s Secret)'
-            USING ERRCODE = '28000';
+        refusal := 'the token is not valid: use tileToken from the layer''s Secret';
+    ELSE
+        SELECT * INTO lyr FROM cityhub_maps.layers l WHERE l.layer_id = query_params->>'layer';
+        IF NOT FOUND OR NOT (
+            lyr.department = reader
+            OR lyr.visibility = 'Public'
+            OR (lyr.visibility = 'Shared' AND EXISTS (
+                SELECT 1 FROM cityhub_maps.readers r
+                 WHERE r.layer_id = lyr.layer_id AND r.department = reader)))
+        THEN
+            refusal := format('department %s may not read layer %s', reader, query_params->>'layer');
+        END IF;
     END IF;
-    SELECT * INTO lyr FROM cityhub_maps.layers l WHERE l.layer_id = query_params->>'layer';
-    IF NOT FOUND OR NOT (
-        lyr.department = reader
-        OR lyr.visibility = 'Public'
-        OR (lyr.visibility = 'Shared' AND EXISTS (
-            SELECT 1 FROM cityhub_maps.readers r WHERE r.layer_id = lyr.layer_id AND r.department = reader)))
-    THEN
-        RAISE EXCEPTION 'cityhub maps: department % may not read layer %', reader, query_params->>'layer'
-            USING ERRCODE = '42501';
+    IF refusal IS NOT NULL THEN
+        -- A tile whose only layer, cityhub_denied, says why: an error would make martin answer 500 and log
+        -- the query parameters, token included.
+        SELECT ST_AsMVT(d, 'cityhub_denied', 4096, 'geom') INTO mvt FROM (
+            SELECT refusal AS reason,
+                   ST_AsMVTGeom(ST_Centroid(ST_TileEnvelope(z, x, y)), ST_TileEnvelope(z, x, y)) AS geom
+        ) AS d;
+        RETURN mvt;
     END IF;
     IF z < lyr.min_zoom OR z > lyr.max_zoom THEN
         RETURN ''::bytea;

@@ -20,6 +20,9 @@ TILES_ROLE = "cityhub_tiles"
 """The role the tile server connects as: it may only EXECUTE the tile function."""
 CATALOG_SCHEMA = "cityhub_maps"
 TILE_FUNCTION = "layer_tile"
+DENIED_LAYER = "cityhub_denied"
+"""The only layer of a tile served to a caller who may not read the requested layer; its feature's
+`reason` says why."""
 TILE_SOURCE = "layers"
 """The tile server's source id: tiles are served at /layers/{z}/{x}/{y}?layer=…&token=…"""
 
