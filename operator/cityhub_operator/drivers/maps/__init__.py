@@ -374,7 +374,6 @@ class MapsDriver:
                 "table": f"{schema}.{table}",
                 "layer": lid,
                 "tileUrl": template,
-                "tileJsonUrl": f"{self.settings.tile_url}/{TILE_SOURCE}",
             },
             credentials={
                 "username": role,
