@@ -21,7 +21,7 @@ import pytest
 from cityhub_operator.driver import PermanentBackendError, Request, Result
 from cityhub_operator.drivers.maps import MapsDriver, create_driver
 from cityhub_operator.drivers.maps.naming import DENIED_LAYER
-from cityhub_operator.drivers.maps.server import LocalMaps, martin_binary
+from cityhub_operator.drivers.maps.server import LocalMaps, require_backends
 from psycopg import sql
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ ZOOM = 14
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMaps]:
     try:
-        martin_binary()
+        require_backends()
     except FileNotFoundError as e:
         pytest.fail(str(e), pytrace=False)
     local = LocalMaps(tmp_path_factory.mktemp("maps"), SECRET).start()

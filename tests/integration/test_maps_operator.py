@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import yaml
 from cityhub_operator import testing
-from cityhub_operator.drivers.maps.server import LocalMaps, martin_binary
+from cityhub_operator.drivers.maps.server import LocalMaps, require_backends
 from cityhub_operator.testing import OperatorProcess, condition, wait_for
 from kubernetes import client
 
@@ -51,7 +51,7 @@ def cluster(kubeconfig: Path) -> Path:
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMaps]:
     try:
-        martin_binary()
+        require_backends()
     except FileNotFoundError as e:
         pytest.fail(str(e), pytrace=False)
     local = LocalMaps(tmp_path_factory.mktemp("maps"), SECRET).start()

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from components.backends.maps import SECRET_NAME, MapsBackend, MapsBackendArgs
 from tests.unit.test_components import find, run
 
 MASTER = "m" * 48
+
+
+@pytest.fixture(autouse=True)
+def event_loop_for_pulumi() -> None:
+    """Pulumi's mocks need a current event loop; an earlier test's asyncio.run() leaves none."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 """Pulumi's marker of a secret value in serialized inputs."""
 

@@ -59,6 +59,17 @@ def martin_binary() -> Path:
     return Path(found)
 
 
+def require_backends() -> None:
+    """Raise FileNotFoundError naming what is missing and how to install it (PostgreSQL+PostGIS, martin)."""
+    if not (PG_BIN / "postgres").exists():
+        raise FileNotFoundError(
+            f"PostgreSQL 15 is not installed ({PG_BIN}/postgres): run hack/backends/maps.sh"
+        )
+    if not Path("/usr/share/postgresql/15/extension/postgis.control").exists():
+        raise FileNotFoundError("PostGIS is not installed for PostgreSQL 15: run hack/backends/maps.sh")
+    martin_binary()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
