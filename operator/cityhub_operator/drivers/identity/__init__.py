@@ -181,10 +181,11 @@ class IdentityDriver:
                 await self._ensure_role(request.department, r)
                 for r in sorted(request.spec.get("roles") or [])
             ]
-        client = await self._ensure_client(request, scopes)
+        client, created = await self._ensure_client(request, scopes)
         cid = client["id"]
-        await self._ensure_mappers(cid, request)
-        await self._ensure_client_scopes(cid, scopes, request)
+        if not created:  # a new client got its mappers and scopes with its creation
+            await self._ensure_mappers(cid, request)
+            await self._ensure_client_scopes(cid, scopes, request)
         await self._sync_roles(f"/clients/{cid}/scope-mappings/realm", roles)
         credentials: dict[str, str] = {}
         if model.is_confidential(request):
@@ -402,14 +403,17 @@ class IdentityDriver:
         found = await self.admin.get(f"{self._realm}/clients", params={"clientId": model.client_id(request)})
         return next(iter(found or []), None)
 
-    async def _ensure_client(self, request: Request, scopes: Mapping[str, str]) -> dict[str, Any]:
+    async def _ensure_client(
+        self, request: Request, scopes: Mapping[str, str]
+    ) -> tuple[dict[str, Any], bool]:
+        """The client as Keycloak has it after making it match, and whether it was created just now."""
         want = model.desired_client(request)
         have = await self._find_client(request)
         if have is None:
             # Scopes and mappers go with the creation: Keycloak would otherwise attach the realm's default
             # scopes, which the later sync removes one call at a time.
             base = [s for s in model.BASE_SCOPES if s in scopes]
-            await self._create(
+            made = await self._create(
                 "/clients",
                 {
                     **want,
@@ -418,12 +422,11 @@ class IdentityDriver:
                     "protocolMappers": list(model.desired_mappers(request).values()),
                 },
             )
-            have = await self._find_client(request)
+            if made:
+                return {**want, "id": made}, True
+            have = await self._find_client(request)  # made meanwhile by another reconcile (409)
             if have is None:
-                raise TemporaryBackendError(
-                    f"Keycloak: client {want['clientId']} was created but cannot be found"
-                )
-            return have
+                raise TemporaryBackendError(f"Keycloak: client {want['clientId']} exists but cannot be found")
         diff = model.client_differences(have, want)
         if diff:
             previous_uid = (have.get("attributes") or {}).get(model.ATTR_UID)
@@ -433,7 +436,7 @@ class IdentityDriver:
                 # The client outlived an earlier request of the same name (deletionPolicy Orphan): a new
                 # secret, so the earlier request's credentials do not work for this one.
                 await self._call("POST", f"/clients/{have['id']}/client-secret")
-        return have
+        return have, False
 
     async def _ensure_mappers(self, cid: str, request: Request) -> None:
         path = f"/clients/{cid}/protocol-mappers/models"
