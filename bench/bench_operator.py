@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     operator = testing.OperatorProcess(
         kubeconfig,
         {
+            "CITYHUB_COMPONENTS": "messaging",
             "CITYHUB_NATS_URL": nats.url,
             "CITYHUB_NATS_SECRET_FILE": str(work / "secret"),
             "CITYHUB_METRICS_PORT": str(port),

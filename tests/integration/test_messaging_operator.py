@@ -65,6 +65,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServe
 
 def operator_env(server: LocalServer, secret_file: Path, **extra: str) -> dict[str, str]:
     return {
+        "CITYHUB_COMPONENTS": "messaging",
         "CITYHUB_NATS_URL": server.url,
         "CITYHUB_NATS_SECRET_FILE": str(secret_file),
         "CITYHUB_LOG_FORMAT": "json",

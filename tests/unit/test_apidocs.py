@@ -7,12 +7,11 @@ from pathlib import Path
 from cityhub_operator import apidocs
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "api-reference.md"
+REGENERATE = ".venv/bin/python -m cityhub_operator.apidocs > docs/api-reference.md"
 
 
 def test_api_reference_is_generated_from_the_current_schemas() -> None:
-    assert REFERENCE.read_text(encoding="utf-8") == apidocs.render(), (
-        "docs/api-reference.md is stale: run `.venv/bin/python -m cityhub_operator.apidocs > docs/api-reference.md`"
-    )
+    assert REFERENCE.read_text(encoding="utf-8") == apidocs.render(), f"stale: run `{REGENERATE}`"
 
 
 def test_reference_documents_every_request_kind_and_its_fields() -> None:
