@@ -17,6 +17,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -182,8 +183,18 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         )
 
     def RunPlugin(self, request: Any, context: Any) -> Iterator[Any]:
-        """Run a Python plugin (a policy pack): `python <program directory>/__main__.py ARGS`."""
-        python = _python(request.info)
+        """Run a Python plugin (a policy pack): `python <program directory> ARGS` (its __main__.py).
+
+        A policy pack prints its gRPC port on stdout and then serves until the engine is done with it, so
+        both streams are forwarded as they come (stdout first of all: the engine waits for the port), and
+        the pack is stopped when the engine drops the call.
+        """
+        try:
+            python = _python(request.info)
+        except RuntimeError as err:
+            yield language_pb2.RunPluginResponse(stderr=f"{err}\n".encode())
+            yield language_pb2.RunPluginResponse(exitcode=1)
+            return
         env = dict(os.environ)
         env.update(item.split("=", 1) for item in request.env if "=" in item)
         proc = subprocess.Popen(
@@ -193,21 +204,25 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        stderr_chunks: list[bytes] = []
-        # A policy pack prints its gRPC port on stdout and then serves until killed: stream stdout as it
-        # comes, and drain stderr on a thread so a chatty pack cannot block on a full pipe.
-        drain = threading.Thread(
-            target=lambda: stderr_chunks.extend(iter(proc.stderr.readline, b"")), daemon=True
-        )  # type: ignore[union-attr]
-        drain.start()
-        assert proc.stdout is not None
-        for line in iter(proc.stdout.readline, b""):
-            yield language_pb2.RunPluginResponse(stdout=line)
-        code = proc.wait()
-        drain.join(timeout=5)
-        if stderr_chunks:
-            yield language_pb2.RunPluginResponse(stderr=b"".join(stderr_chunks))
-        yield language_pb2.RunPluginResponse(exitcode=code)
+        if context is not None:
+            context.add_callback(lambda: proc.poll() is None and proc.kill())
+        chunks: queue.Queue[tuple[str, bytes]] = queue.Queue()
+
+        def pump(name: str, stream: Any) -> None:
+            for line in iter(stream.readline, b""):
+                chunks.put((name, line))
+            chunks.put((name, b""))
+
+        for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            threading.Thread(target=pump, args=(name, stream), daemon=True).start()
+        open_streams = 2
+        while open_streams:
+            name, data = chunks.get()
+            if not data:
+                open_streams -= 1
+            else:
+                yield language_pb2.RunPluginResponse(**{name: data})
+        yield language_pb2.RunPluginResponse(exitcode=proc.wait())
 
     def Cancel(self, request: Any, context: Any) -> Any:
         return empty_pb2.Empty()
