@@ -1,0 +1,65 @@
+"""The admission objects components/admission.py renders: what the params ConfigMap publishes, and which
+policy covers which request types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from cityhub import paths
+from cityhub.config import load_config
+from components import admission
+
+
+def dev_config() -> Any:
+    doc = yaml.safe_load((paths.repo_root() / "stacks" / "Pulumi.dev.yaml").read_text(encoding="utf-8"))
+    return load_config({k.removeprefix("cityhub:"): v for k, v in doc["config"].items()})
+
+
+def catalog() -> tuple[admission.CatalogOffering, ...]:
+    files = sorted((paths.repo_root() / "stacks" / "catalog").glob("*.yaml"))
+    return admission.catalog_offerings(yaml.safe_load(p.read_text(encoding="utf-8")) for p in files)
+
+
+def test_params_publish_departments_zones_catalog_and_status_writers() -> None:
+    config = dev_config()
+    data = admission.params_data(
+        config.departments, config.zones, catalog(), admission.request_types(), [admission.OPERATOR_USER]
+    )
+    assert data["privateZones"] == "egov private"
+    assert data["grade.dept-dashuju"] == "core" and data["zone.dept-dashuju"] == "private"
+    assert data["grade.dept-chengguan"] == "general"
+    assert data["offering.messaging.type"] == "messaging"
+    assert data["offering.messaging.plans"] == "standard large"
+    assert data["kind.MessagingChannel"] == "messaging"
+    assert data["statusWriters"] == "system:serviceaccount:cityhub-system:cityhub-operator"
+    # ConfigMap keys allow only these characters.
+    assert all(
+        set(k) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") for k in data
+    )
+
+
+def test_sharing_rules_cover_exactly_the_types_that_share() -> None:
+    types = admission.request_types()
+    policies = admission.policies(types)
+    sharing = policies[admission.SHARING_POLICY]["matchConstraints"]["resourceRules"][0]["resources"]
+    assert "messagingchannels" in sharing
+    assert sorted(sharing) == sorted(t.plural for t in types if t.shares)
+    requests = policies[admission.REQUEST_POLICY]["matchConstraints"]["resourceRules"][0]["resources"]
+    assert sorted(requests) == sorted(t.plural for t in types)
+    status = policies[admission.STATUS_POLICY]["matchConstraints"]["resourceRules"][0]["resources"]
+    assert status == sorted(f"{t.plural}/status" for t in types)
+    no_sharing = [t for t in types if not t.shares]
+    assert admission.SHARING_POLICY not in admission.policies(no_sharing)
+
+
+def test_bindings_deny_when_the_params_are_missing() -> None:
+    docs: list[dict[str, Any]] = admission.manifests({"privateZones": ""})
+    bindings = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert {b["metadata"]["name"] for b in bindings} == set(admission.policies())
+    for b in bindings:
+        assert b["spec"]["validationActions"] == ["Deny"]
+        assert b["spec"]["paramRef"]["parameterNotFoundAction"] == "Deny"
+    for p in (d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"):
+        assert p["spec"]["failurePolicy"] == "Fail"
