@@ -416,6 +416,26 @@ def test_client_deleted_out_of_band_is_recreated(
     assert grant(old)[0] == 401  # Keycloak made a new secret; the Secret was rewritten with it
 
 
+def test_realm_deleted_out_of_band_is_recreated_with_its_clients(
+    operator: OperatorProcess, k8s: client.ApiClient, keycloak: LocalKeycloak
+) -> None:
+    async def drop_realm(driver: IdentityDriver) -> None:
+        await driver.admin.call("DELETE", "/realms/city")
+
+    admin(keycloak, drop_realm)
+
+    def works() -> bool:
+        secret = secret_data(k8s, "jiaotong", "dispatch-connection")
+        return bool(secret) and grant(secret)[0] == 200  # type: ignore[arg-type]
+
+    wait_for(works, 90, "the operator to recreate the realm and jiaotong.dispatch")
+    secret = secret_data(k8s, "jiaotong", "dispatch-connection")
+    assert secret
+    _, body = grant(secret)
+    claims = verified_claims(body["access_token"], secret["jwks_uri"])
+    assert roles_of(claims) == {"jiaotong:viewer"} and claims["groups"] == ["jiaotong"]
+
+
 def test_deleting_the_request_revokes_the_credentials(
     operator: OperatorProcess, k8s: client.ApiClient, cluster: Path
 ) -> None:

@@ -49,6 +49,10 @@ REALM_DEFAULTS: dict[str, Any] = {
 }
 
 
+class Vanished(TemporaryBackendError):
+    """An object the driver knew (the realm, a group, a role, the client) is gone: deleted out of band."""
+
+
 @dataclass(frozen=True)
 class IdentitySettings:
     """The identity driver's settings, from CITYHUB_IDENTITY_* environment variables."""
@@ -147,6 +151,7 @@ class IdentityDriver:
         # it, so an object deleted out of band is looked up (and recreated) on the retry.
         self._known: dict[tuple[str, str], Any] = {}
         self._scopes_at = 0.0
+        self._realm_lock = asyncio.Lock()
         self._probe_http: aiohttp.ClientSession | None = None
 
     @property
@@ -162,11 +167,19 @@ class IdentityDriver:
     # -- the Driver interface ----------------------------------------------------------------------
 
     async def ensure(self, request: Request) -> Result:
-        try:
-            return await self._ensure(request)
-        except BackendError:
-            self._known.clear()
-            raise
+        for attempt in (0, 1):
+            try:
+                return await self._ensure(request)
+            except Vanished:
+                # What the cache remembered was deleted out of band (e.g. the whole realm): look everything
+                # up again at once, so a drift repair succeeds in one go.
+                self._known.clear()
+                if attempt:
+                    raise
+            except BackendError:
+                self._known.clear()
+                raise
+        raise AssertionError("unreachable")
 
     async def _ensure(self, request: Request) -> Result:
         problems = model.spec_problems(request, self.settings.roles)
@@ -314,7 +327,7 @@ class IdentityDriver:
         except AdminError as e:
             if e.status == 404:
                 # The realm or an object vanished mid-reconcile (deleted out of band): try again.
-                raise TemporaryBackendError(f"Keycloak {method} {path}: not found ({e})") from e
+                raise Vanished(f"Keycloak {method} {path}: not found ({e})") from e
             raise PermanentBackendError("BackendRefused", f"Keycloak refused {method} {path}: {e}") from e
 
     async def _create(self, path: str, body: Any) -> str | None:
@@ -325,21 +338,26 @@ class IdentityDriver:
             if e.status == 409:
                 return None
             if e.status == 404:
-                raise TemporaryBackendError(f"Keycloak: cannot create {path}: the realm is gone ({e})") from e
+                raise Vanished(f"Keycloak: cannot create {path}: the realm is gone ({e})") from e
             raise PermanentBackendError("BackendRefused", f"Keycloak refused creating {path}: {e}") from e
 
     async def _ensure_realm(self) -> None:
         if ("realm", "") in self._known:
             return
-        if await self.admin.get(self._realm) is not None:
+        # One creation at a time: the others wait for it instead of failing on a half-made realm.
+        async with self._realm_lock:
+            if ("realm", "") in self._known:
+                return
+            if await self.admin.get(self._realm) is None:
+                log.info("creating realm %s", self.settings.realm)
+                try:
+                    await self.admin.call("POST", "/realms", {"realm": self.settings.realm, **REALM_DEFAULTS})
+                except AdminError as e:
+                    if e.status != 409:
+                        raise PermanentBackendError(
+                            "BackendRefused", f"Keycloak refused the realm: {e}"
+                        ) from e
             self._known[("realm", "")] = True
-            return
-        log.info("creating realm %s", self.settings.realm)
-        try:
-            await self.admin.call("POST", "/realms", {"realm": self.settings.realm, **REALM_DEFAULTS})
-        except AdminError as e:
-            if e.status != 409:
-                raise PermanentBackendError("BackendRefused", f"Keycloak refused the realm: {e}") from e
 
     async def _scope_ids(self, request: Request) -> dict[str, str]:
         """Client scope name → id of the realm's scopes; unknown ones the request names are refused."""
