@@ -36,7 +36,9 @@ def cmd_up(ns: argparse.Namespace) -> int:
     if not os.environ.get("KUBECONFIG") and cluster.main(["up"]) != 0:
         return 1
     select_stack(ns.stack)
-    return run_pulumi(["up", "--yes", "--stack", ns.stack, *ns.pulumi_args], check=False)
+    # --refresh: the stack's state may describe a cluster that is gone (an embedded cluster recreated after
+    # `cityhub cluster down`) or objects deleted out of band; reading the cluster first recreates them.
+    return run_pulumi(["up", "--yes", "--refresh", "--stack", ns.stack, *ns.pulumi_args], check=False)
 
 
 def cmd_destroy(ns: argparse.Namespace) -> int:
