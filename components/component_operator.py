@@ -12,7 +12,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from cityhub_operator.crds import render_crds
+from cityhub_operator.crds import feedback_crd, render_crds
 from cityhub_operator.schemas import GROUP, component_types
 
 from cityhub.catalog import Offering
@@ -46,8 +46,13 @@ def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
         {"apiGroups": [GROUP], "resources": plurals, "verbs": ["get", "list", "watch", "patch"]},
         # Conditions, endpoints and observedGeneration: only the operator writes status.
         {"apiGroups": [GROUP], "resources": [f"{p}/status" for p in plurals], "verbs": ["get", "patch"]},
-        # The catalog is read (in-memory index), never written: the stack publishes it.
-        {"apiGroups": [GROUP], "resources": ["componentofferings"], "verbs": ["get", "list", "watch"]},
+        # The catalog is read (in-memory index), never written: the stack publishes it. Departments'
+        # feedback ratings are read for the satisfaction metrics.
+        {
+            "apiGroups": [GROUP],
+            "resources": ["componentofferings", "componentfeedbacks"],
+            "verbs": ["get", "list", "watch"],
+        },
         # Events on requests tell a department what happened (kopf posts core/v1 events).
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -82,7 +87,8 @@ class ComponentOperator(pulumi.ComponentResource):
         settings = args.settings
         served = set(settings.components) or set(component_types())
         crds = []
-        for crd in render_crds():
+        api = [*render_crds(), feedback_crd()]
+        for crd in api:
             crds.append(
                 k8s.apiextensions.v1.CustomResourceDefinition(
                     f"{name}-crd-{crd['metadata']['name']}",
@@ -91,7 +97,7 @@ class ComponentOperator(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
                 )
             )
-        self.crd_names = [c["metadata"]["name"] for c in render_crds()]
+        self.crd_names = [c["metadata"]["name"] for c in api]
         for offering in args.offerings:
             k8s.apiextensions.CustomResource(
                 f"{name}-offering-{offering.name}",

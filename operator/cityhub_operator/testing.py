@@ -59,14 +59,15 @@ def apply(
 
 
 def install_crds(kubeconfig: Path) -> None:
-    apply(kubeconfig, crds.render_crds())
+    every = [*crds.render_crds(), crds.feedback_crd()]
+    apply(kubeconfig, every)
     kubectl(
         kubeconfig,
         "wait",
         "--for",
         "condition=Established",
         "--timeout=60s",
-        *(f"crd/{c['metadata']['name']}" for c in crds.render_crds()),
+        *(f"crd/{c['metadata']['name']}" for c in every),
     )
 
 

@@ -462,7 +462,11 @@ def test_edge_clusters_get_their_own_departments_and_provider() -> None:
 
 def test_operator_installs_crds_catalog_and_least_privilege_rbac(dev: list[Created]) -> None:
     crds = {c.inputs["metadata"]["name"] for c in of_kind(dev, "CustomResourceDefinition")}
-    assert {"componentofferings.hub.cityhub.io", "messagingchannels.hub.cityhub.io"} <= crds
+    assert {
+        "componentofferings.hub.cityhub.io",
+        "messagingchannels.hub.cityhub.io",
+        "componentfeedbacks.hub.cityhub.io",
+    } <= crds
     offerings = {c.inputs["metadata"]["name"] for c in of_kind(dev, "ComponentOffering")}
     assert "messaging" in offerings
     role = next(c for c in of_kind(dev, "ClusterRole") if c.inputs["metadata"]["name"] == "cityhub-operator")
