@@ -13,11 +13,13 @@ import contextlib
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from cityhub.config_codes import credit_code_problem
 from cityhub.config_model import (
     GRADE_RANK,
+    Backends,
     Cluster,
     ContainerLimits,
     Department,
@@ -63,14 +65,39 @@ def load_config(raw: dict[str, Any]) -> HubConfig:
 
     Raises ConfigError listing every problem found.
     """
-    problems = schema_problems(raw)
+    raw = dict(raw)
+    # The master key is a secret: checked here, by length only, so no message can ever contain it.
+    master_key = raw.pop(MASTER_KEY, None)
+    problems = schema_problems(raw) + _master_key_problems(raw, master_key)
     if problems:
         # Cross-reference rules assume well-formed entries, so they wait until the shapes are right.
         raise ConfigError(problems)
     problems = rule_problems(raw)
     if problems:
         raise ConfigError(problems)
-    return build(raw)
+    config = build(raw)
+    return replace(config, backends_master_key=master_key) if master_key else config
+
+
+MASTER_KEY = "backendsMasterKey"
+
+
+def _master_key_problems(raw: dict[str, Any], key: object) -> list[ConfigProblem]:
+    fix = (
+        f"set it with `cityhub pulumi config set --secret {NAMESPACE}:{MASTER_KEY} "
+        "\"$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')\"`"
+    )
+    if key is None:
+        if (raw.get("backends") or {}).get("deploy"):
+            return [ConfigProblem(f"{NAMESPACE}:{MASTER_KEY}", f"is required to deploy backends; {fix}")]
+        return []
+    if not isinstance(key, str) or len(key) < 32:
+        return [
+            ConfigProblem(
+                f"{NAMESPACE}:{MASTER_KEY}", f"must be at least 32 characters of random text; {fix}"
+            )
+        ]
+    return []
 
 
 # --- rules a schema cannot express
@@ -340,6 +367,11 @@ def build(raw: dict[str, Any]) -> HubConfig:
         storage=_storage(raw["storage"]) if "storage" in raw else None,
         departments=tuple(_department(d, clusters[0].name) for d in raw["departments"]),
         operator=_operator(raw.get("operator", {})),
+        backends=Backends(
+            deploy=tuple((raw.get("backends") or {}).get("deploy", ())),
+            identity_public_url=(raw.get("backends") or {}).get("identityPublicUrl"),
+            storage_class=(raw.get("backends") or {}).get("storageClass"),
+        ),
         monitoring=dict(raw.get("monitoring", {})),
     )
 

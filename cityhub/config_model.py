@@ -168,6 +168,15 @@ class OperatorConfig:
 
 
 @dataclass(frozen=True)
+class Backends:
+    """cityhub:backends."""
+
+    deploy: tuple[str, ...] = ()
+    identity_public_url: str | None = None
+    storage_class: str | None = None
+
+
+@dataclass(frozen=True)
 class HubConfig:
     city: str
     division_code: str
@@ -183,6 +192,9 @@ class HubConfig:
     storage: Storage | None
     departments: tuple[Department, ...]
     operator: OperatorConfig = field(default_factory=OperatorConfig)
+    backends: Backends = field(default_factory=Backends)
+    backends_master_key: str | None = field(default=None, repr=False)
+    """cityhub:backendsMasterKey (a Pulumi secret): never printed, wrapped as a secret by the stack."""
     monitoring: dict[str, object] = field(default_factory=dict)
 
     def zone(self, slug: str) -> Zone:

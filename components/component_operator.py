@@ -6,7 +6,7 @@ The module is not called `operator` so it can never shadow the standard library'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,10 @@ class ComponentOperatorArgs:
     """Department slug → namespace: the only namespaces where the operator may write Secrets."""
     namespace: pulumi.Input[str] = SYSTEM_NAMESPACE
     """Where the operator runs."""
+    backend_env: Sequence[pulumi.Input[Mapping[str, str]]] = ()
+    """Driver settings of the backends the stack deploys (cityhub:operator.env overrides them)."""
+    backend_secrets: tuple[str, ...] = ()
+    """Secrets (in the operator's namespace) with driver credentials, mounted together at BACKENDS_MOUNT."""
 
 
 def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
@@ -169,11 +173,29 @@ class ComponentOperator(pulumi.ComponentResource):
             "CITYHUB_WORKER_LIMIT": str(settings.worker_limit),
             "CITYHUB_METRICS_PORT": str(METRICS_PORT),
             "CITYHUB_HEALTH_PORT": str(HEALTH_PORT),
-            **settings.env,
         }
-        volumes, mounts = [], []
-        if settings.backend_secret:
-            volumes.append({"name": "backends", "secret": {"secretName": settings.backend_secret}})
+
+        def env_list(backends: list[Mapping[str, str]]) -> list[dict[str, str]]:
+            merged = {**env}
+            for settings_of_backend in backends:
+                merged.update(settings_of_backend)
+            merged.update(settings.env)
+            return [{"name": k, "value": v} for k, v in sorted(merged.items())]
+
+        container_env = pulumi.Output.all(*(pulumi.Output.from_input(e) for e in args.backend_env)).apply(
+            env_list
+        )
+        secrets = [*args.backend_secrets, *([settings.backend_secret] if settings.backend_secret else [])]
+        volumes: list[dict[str, Any]] = []
+        mounts: list[dict[str, Any]] = []
+        if len(secrets) == 1:
+            volumes.append({"name": "backends", "secret": {"secretName": secrets[0]}})
+        elif secrets:
+            # Several backends' Secrets in one directory: their keys are distinct by design (nats-secret, …).
+            volumes.append(
+                {"name": "backends", "projected": {"sources": [{"secret": {"name": n}} for n in secrets]}}
+            )
+        if secrets:
             mounts.append({"name": "backends", "mountPath": BACKENDS_MOUNT, "readOnly": True})
         memory_limit = _double(settings.memory)
         pod_labels = {**labels.common(), **APP_LABELS}
@@ -203,7 +225,7 @@ class ComponentOperator(pulumi.ComponentResource):
                                 "name": "operator",
                                 "image": settings.image,
                                 "args": ["python", "-m", "cityhub_operator"],
-                                "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                                "env": container_env,
                                 "ports": [
                                     {"name": "metrics", "containerPort": METRICS_PORT},
                                     {"name": "health", "containerPort": HEALTH_PORT},

@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from cityhub.catalog import Offering
 from cityhub.config_model import Cluster, HubConfig, Storage
+from components.backends.shared import SharedBackends, SharedBackendsArgs
 from components.component_operator import ComponentOperator, ComponentOperatorArgs
 from components.compute import Compute, ComputeArgs, priority_class_for
 from components.foundation import Foundation, FoundationArgs
@@ -101,6 +102,19 @@ class ClusterHub(pulumi.ComponentResource):
                 "gpus": config.gpu_pool.gpus,
                 **pool.scheduling,
             }
+        backends = SharedBackends(
+            name,
+            SharedBackendsArgs(
+                backends=config.backends,
+                master_key=pulumi.Output.secret(config.backends_master_key)
+                if config.backends_master_key
+                else None,
+                system_namespace=foundation.namespace_name,
+                inference_namespace=self.gpu_pool["namespace"] if self.gpu_pool else None,  # type: ignore[arg-type]
+                operator_image=config.operator.image,
+            ),
+            opts=child,
+        )
         ComponentOperator(
             name,
             ComponentOperatorArgs(
@@ -108,6 +122,8 @@ class ClusterHub(pulumi.ComponentResource):
                 offerings=args.offerings,
                 department_namespaces=namespaces,
                 namespace=foundation.namespace_name,
+                backend_env=backends.operator_env,
+                backend_secrets=tuple(backends.secret_names),
             ),
             opts=child,
         )

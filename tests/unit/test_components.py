@@ -522,3 +522,54 @@ def test_monitoring_slot_creates_nothing_yet() -> None:
 
     created = run(lambda: Monitoring("hub", MonitoringArgs(departments=("yingji",))))
     assert created == []
+
+
+def test_stack_deploys_the_backends_and_points_the_operator_at_them() -> None:
+    raw = stack_raw()
+    raw["operator"] = {"deploy": True}
+    raw["backends"] = {"deploy": ["messaging", "identity", "maps", "inference"]}
+    raw["backendsMasterKey"] = "k" * 48
+    created = hub(raw)
+    workloads = {
+        c.inputs["metadata"]["name"] for c in of_kind(created, "StatefulSet") + of_kind(created, "Deployment")
+    }
+    assert {
+        "nats",
+        "keycloak",
+        "maps-postgis",
+        "maps-tiles",
+        "inference-gateway",
+        "cityhub-operator",
+    } <= workloads
+    (operator,) = [
+        d for d in of_kind(created, "Deployment") if d.inputs["metadata"]["name"] == "cityhub-operator"
+    ]
+    pod = operator.inputs["spec"]["template"]["spec"]
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert {
+        "CITYHUB_NATS_URL",
+        "CITYHUB_IDENTITY_URL",
+        "CITYHUB_MAPS_TILE_URL",
+        "CITYHUB_INFERENCE_MODE",
+    } <= env
+    sources = {s["secret"]["name"] for s in pod["volumes"][0]["projected"]["sources"]}
+    assert sources == {"cityhub-identity-backend", "cityhub-maps-backend", "cityhub-operator-backends"}
+    nats_config = next(
+        c for c in of_kind(created, "ConfigMap") if c.inputs["metadata"]["name"] == "nats-config"
+    )
+    assert "k" * 32 not in nats_config.inputs["data"]["nats-server.conf"], (
+        "the ConfigMap holds public keys only"
+    )
+
+
+def test_deploying_backends_needs_the_master_key_and_never_echoes_it() -> None:
+    from cityhub.config import ConfigError
+
+    raw = stack_raw()
+    raw["backends"] = {"deploy": ["messaging"]}
+    with pytest.raises(ConfigError, match="backendsMasterKey.*config set --secret"):
+        load_config(raw)
+    raw["backendsMasterKey"] = "short-secret-value"
+    with pytest.raises(ConfigError) as error:
+        load_config(raw)
+    assert "at least 32 characters" in str(error.value) and "short-secret-value" not in str(error.value)
