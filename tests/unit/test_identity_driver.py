@@ -186,6 +186,14 @@ def test_settings_from_env(tmp_path: Path) -> None:
             },
             "CITYHUB_IDENTITY_TIMEOUT",
         ),
+        (
+            {
+                "CITYHUB_IDENTITY_URL": "http://k",
+                "CITYHUB_IDENTITY_ADMIN_SECRET": "x" * 16,
+                "CITYHUB_IDENTITY_CONCURRENCY": "0",
+            },
+            "CITYHUB_IDENTITY_CONCURRENCY",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], named: str) -> None:

@@ -71,6 +71,8 @@ class IdentitySettings:
     """CITYHUB_IDENTITY_ROLES: the department roles a client may name (comma-separated)."""
     timeout: float = 10.0
     """CITYHUB_IDENTITY_TIMEOUT: seconds to wait for one Keycloak call."""
+    concurrency: int = 8
+    """CITYHUB_IDENTITY_CONCURRENCY: most Keycloak admin calls in flight at once."""
 
     @property
     def issuer_base(self) -> str:
@@ -108,6 +110,11 @@ class IdentitySettings:
             timeout = -1.0
         if not timeout > 0:
             raise ValueError(f"Invalid CITYHUB_IDENTITY_TIMEOUT={raw_timeout}: needs to be a positive number")
+        raw_concurrency = env.get("CITYHUB_IDENTITY_CONCURRENCY", "").strip() or str(cls.concurrency)
+        if not raw_concurrency.isdigit() or not 1 <= int(raw_concurrency) <= 256:
+            raise ValueError(
+                f"Invalid CITYHUB_IDENTITY_CONCURRENCY={raw_concurrency}: needs to be an integer, 1 to 256"
+            )
         return cls(
             url=url,
             admin_secret=_read_admin_secret(env),
@@ -116,6 +123,7 @@ class IdentitySettings:
             public_url=public,
             roles=roles or DEFAULT_ROLES,
             timeout=timeout,
+            concurrency=int(raw_concurrency),
         )
 
 
@@ -143,7 +151,11 @@ class IdentityDriver:
     def __init__(self, settings: IdentitySettings) -> None:
         self.settings = settings
         self.admin = KeycloakAdmin(
-            settings.url, settings.admin_client_id, settings.admin_secret, settings.timeout
+            settings.url,
+            settings.admin_client_id,
+            settings.admin_secret,
+            settings.timeout,
+            settings.concurrency,
         )
         self._department_locks: dict[str, asyncio.Lock] = {}
         # Ids of realm-wide objects (realm, scopes, departments' groups and roles) found or made by earlier

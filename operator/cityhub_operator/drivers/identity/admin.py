@@ -34,7 +34,9 @@ def q(value: str) -> str:
 
 
 class KeycloakAdmin:
-    def __init__(self, url: str, client_id: str, client_secret: str, timeout: float) -> None:
+    def __init__(
+        self, url: str, client_id: str, client_secret: str, timeout: float, concurrency: int = 8
+    ) -> None:
         self.url = url.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
@@ -43,6 +45,9 @@ class KeycloakAdmin:
         self._token: str | None = None
         self._expires = 0.0
         self._token_lock = asyncio.Lock()
+        # Calls beyond this wait here rather than in Keycloak: an overloaded server answers none of many
+        # concurrent calls within the timeout, and every timed-out call is retried, which only adds load.
+        self._slots = asyncio.Semaphore(concurrency)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -89,13 +94,16 @@ class KeycloakAdmin:
         for attempt in (0, 1):
             token = await self._admin_token(renew=attempt == 1)
             try:
-                async with self._http().request(
-                    method,
-                    f"{self.url}/admin{path}",
-                    json=body,
-                    params=params,
-                    headers={"Authorization": f"Bearer {token}"},
-                ) as resp:
+                async with (
+                    self._slots,
+                    self._http().request(
+                        method,
+                        f"{self.url}/admin{path}",
+                        json=body,
+                        params=params,
+                        headers={"Authorization": f"Bearer {token}"},
+                    ) as resp,
+                ):
                     if resp.status == 401 and attempt == 0:
                         continue  # the admin token was revoked or the server restarted: renew once
                     text = await resp.text()
