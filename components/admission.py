@@ -4,11 +4,15 @@ server itself) for what a request's own CRD cannot check because the answer live
 What a policy can see, and so what these rules rely on:
 - `namespaceObject`: the request's namespace with the labels DepartmentTenancy sets (tenant, zone, data
   grade), so the department's zone and grade come from the object the API server already holds;
-- `params`: one ConfigMap the stack writes from the same configuration it builds everything else from:
-  every department's namespace, zone and grade, the private zones, the catalog's offerings and plans, and
-  the identities allowed to write request status. A policy cannot look objects up by a name taken from
-  the request (a ComponentOffering named by spec.offering, a namespace named in shareWith), so these
-  facts are published to it; a missing ConfigMap denies every request (fail closed);
+- `params`: one cluster-scoped AdmissionParams object (CRD admission.cityhub.io, defined here) that the
+  stack writes from the same configuration it builds everything else from: every department's namespace,
+  zone and grade, the private zones, the catalog's offerings and plans, and the identities allowed to
+  write request status. A policy cannot look objects up by a name taken from the request (a
+  ComponentOffering named by spec.offering, a namespace named in shareWith), so these facts are
+  published to it; a missing params object denies every request (fail closed). Params are a CRD, not a
+  ConfigMap: kube-apiserver (1.36) stops its informer for a built-in paramKind for good once no binding
+  uses it for a moment (kubernetes/kubernetes#130887, #133827), after which every request is denied
+  with "no params found" until the API server restarts; a destroy and up of the stack would do that;
 - `request.userInfo`: who is writing, for the status rule (RBAC already grants status to the operator
   only; this policy keeps that true even if someone binds a broad role by mistake).
 
@@ -32,13 +36,18 @@ from components import labels
 from components.labels import SYSTEM_NAMESPACE
 from components.tenancy import COMPONENT_REQUEST_GROUP, COMPONENT_SCHEMAS, REQUEST_ENVELOPE
 
-PARAMS_NAME = "cityhub-admission"
+PARAMS_NAME = "cityhub"
+PARAMS_GROUP = "admission.cityhub.io"
+PARAMS_VERSION = "v1alpha1"
+PARAMS_KIND = "AdmissionParams"
+PARAMS_PLURAL = "admissionparams"
 REQUEST_POLICY = "cityhub-component-requests"
 SHARING_POLICY = "cityhub-component-sharing"
 STATUS_POLICY = "cityhub-request-status"
 OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NAMESPACE}:cityhub-operator"
 """The operator's ServiceAccount (components/component_operator.py NAME), the default status writer."""
 GRADE_RANKS = "{'general': 0, 'important': 1, 'core': 2}"
+PARAM_KIND = {"apiVersion": "admission.cityhub.io/v1alpha1", "kind": "AdmissionParams"}
 
 
 @dataclass(frozen=True)
@@ -89,27 +98,94 @@ def catalog_offerings(documents: Iterable[Mapping[str, Any]]) -> tuple[CatalogOf
     )
 
 
-def params_data(
+def params_spec(
     departments: Iterable[Department],
     zones: Iterable[Zone],
     offerings: Iterable[CatalogOffering],
     types: Iterable[RequestType],
     status_writers: Iterable[str],
-) -> dict[str, str]:
-    """The facts the policies check requests against, as ConfigMap keys (lists are space-separated)."""
-    data = {
-        "privateZones": " ".join(sorted(z.slug for z in zones if not z.public)),
-        "statusWriters": " ".join(sorted(status_writers)),
+) -> dict[str, Any]:
+    """The facts the policies check requests against (the AdmissionParams object's spec)."""
+    return {
+        "departments": {
+            d.namespace: {"grade": GRADE_LABELS[d.data_grade], "zone": d.zone} for d in departments
+        },
+        "privateZones": sorted(z.slug for z in zones if not z.public),
+        "offerings": {o.name: {"componentType": o.component_type, "plans": list(o.plans)} for o in offerings},
+        "kinds": {t.kind: t.component_type for t in types},
+        "statusWriters": sorted(status_writers),
     }
-    for d in departments:
-        data[f"grade.{d.namespace}"] = GRADE_LABELS[d.data_grade]
-        data[f"zone.{d.namespace}"] = d.zone
-    for t in types:
-        data[f"kind.{t.kind}"] = t.component_type
-    for o in offerings:
-        data[f"offering.{o.name}.type"] = o.component_type
-        data[f"offering.{o.name}.plans"] = " ".join(o.plans)
-    return data
+
+
+def _strings(description: str) -> dict[str, Any]:
+    return {"type": "array", "description": description, "items": {"type": "string"}}
+
+
+def params_crd() -> dict[str, Any]:
+    """The AdmissionParams CRD: cluster-scoped, written only by the stack (no department role grants it)."""
+    spec_schema = {
+        "type": "object",
+        "required": ["departments", "privateZones", "offerings", "kinds", "statusWriters"],
+        "properties": {
+            "departments": {
+                "type": "object",
+                "description": "Department namespace -> its data grade and zone.",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["grade", "zone"],
+                    "properties": {
+                        "grade": {"type": "string", "enum": ["general", "important", "core"]},
+                        "zone": {"type": "string"},
+                    },
+                },
+            },
+            "privateZones": _strings("Zones that are not public: the only ones core data may come from."),
+            "offerings": {
+                "type": "object",
+                "description": "Catalog offering name -> its component type and plan names.",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["componentType", "plans"],
+                    "properties": {"componentType": {"type": "string"}, "plans": _strings("Plan names.")},
+                },
+            },
+            "kinds": {
+                "type": "object",
+                "description": "Request kind -> component type.",
+                "additionalProperties": {"type": "string"},
+            },
+            "statusWriters": _strings("Usernames that may write request status (the operator)."),
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PARAMS_PLURAL}.{PARAMS_GROUP}", "labels": labels.common()},
+        "spec": {
+            "group": PARAMS_GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": PARAMS_KIND,
+                "plural": PARAMS_PLURAL,
+                "singular": "admissionparams",
+                "listKind": f"{PARAMS_KIND}List",
+            },
+            "versions": [
+                {
+                    "name": PARAMS_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "What cityhub's admission policies check requests against.",
+                            "properties": {"spec": spec_schema},
+                        }
+                    },
+                }
+            ],
+        },
+    }
 
 
 def _v(
@@ -151,7 +227,26 @@ _VARIABLES = [
         "expression": f"has(object.metadata.labels) && '{labels.DATA_GRADE}' in object.metadata.labels ? "
         f"object.metadata.labels['{labels.DATA_GRADE}'] : variables.deptGrade",
     },
-    {"name": "offeringKey", "expression": "'offering.' + object.spec.offering"},
+    {
+        "name": "rank",
+        "expression": "variables.grade in variables.ranks ? variables.ranks[variables.grade] : 0",
+    },
+]
+_CATALOG_VARIABLES = [
+    {"name": "offering", "expression": "object.spec.offering"},
+    {"name": "offered", "expression": "variables.offering in params.spec.offerings"},
+    {
+        "name": "offeredType",
+        "expression": "variables.offered ? params.spec.offerings[variables.offering].componentType : ''",
+    },
+    {
+        "name": "plans",
+        "expression": "variables.offered ? params.spec.offerings[variables.offering].plans : []",
+    },
+    {
+        "name": "kindType",
+        "expression": "request.kind.kind in params.spec.kinds ? params.spec.kinds[request.kind.kind] : ''",
+    },
 ]
 
 
@@ -172,10 +267,10 @@ def request_policy(types: Iterable[RequestType]) -> dict[str, Any]:
     """Where a request may come from, which data it may carry, and that it draws on the catalog."""
     return {
         "failurePolicy": "Fail",
-        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "paramKind": PARAM_KIND,
         "matchConstraints": _resource_rules(sorted(t.plural for t in types), ["CREATE", "UPDATE"]),
         "matchConditions": _SPEC_WRITES,
-        "variables": _VARIABLES,
+        "variables": [*_VARIABLES, *_CATALOG_VARIABLES],
         "validations": [
             _v(
                 f"'{labels.TENANT}' in variables.nsLabels && "
@@ -199,32 +294,29 @@ def request_policy(types: Iterable[RequestType]) -> dict[str, Any]:
                 "dataGrade in the stack'",
             ),
             _v(
-                "variables.grade != 'core' || variables.zone in params.data['privateZones'].split(' ')",
+                "variables.grade != 'core' || variables.zone in params.spec.privateZones",
                 message_expression="'core data (核心) may be requested only from a department in a private "
-                "zone (' + params.data['privateZones'] + '); ' + namespaceObject.metadata.name + "
+                "zone (' + params.spec.privateZones.join(', ') + '); ' + namespaceObject.metadata.name + "
                 "' is in zone ' + variables.zone",
             ),
             _v(
-                "(variables.offeringKey + '.type') in params.data",
+                "variables.offering in params.spec.offerings",
                 message_expression="'spec.offering: ' + object.spec.offering + ' is not in the city catalog: "
                 "choose one of `kubectl get componentofferings`'",
                 reason="Invalid",
             ),
             _v(
-                "!((variables.offeringKey + '.type') in params.data) || "
-                "(('kind.' + request.kind.kind) in params.data && "
-                "params.data[variables.offeringKey + '.type'] == params.data['kind.' + request.kind.kind])",
+                "!variables.offered || variables.offeredType == variables.kindType",
                 message_expression="'spec.offering: ' + object.spec.offering + ' offers ' + "
-                "params.data[variables.offeringKey + '.type'] + ', not ' + request.kind.kind + "
+                "variables.offeredType + ', not ' + request.kind.kind + "
                 "': choose an offering of that component type'",
                 reason="Invalid",
             ),
             _v(
                 "!has(object.spec.plan) || object.spec.plan == '' || "
-                "!((variables.offeringKey + '.plans') in params.data) || "
-                "object.spec.plan in params.data[variables.offeringKey + '.plans'].split(' ')",
+                "!variables.offered || object.spec.plan in variables.plans",
                 message_expression="'spec.plan: ' + object.spec.plan + ' is not a plan of offering ' + "
-                "object.spec.offering + ' (plans: ' + params.data[variables.offeringKey + '.plans'] + ')'",
+                "object.spec.offering + ' (plans: ' + variables.plans.join(', ') + ')'",
                 reason="Invalid",
             ),
         ],
@@ -237,13 +329,14 @@ def sharing_policy(types: Iterable[RequestType]) -> dict[str, Any] | None:
     if not plurals:
         return None
     shared = "object.spec.shareWith"
-    known = "(('grade.' + s.department) in params.data)"
+    known = "(s.department in params.spec.departments)"
+    cleared = "variables.ranks[params.spec.departments[s.department].grade]"
     return {
         "failurePolicy": "Fail",
-        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "paramKind": PARAM_KIND,
         "matchConstraints": _resource_rules(plurals, ["CREATE", "UPDATE"]),
         "matchConditions": [*_SPEC_WRITES, {"name": "shares", "expression": f"has({shared})"}],
-        "variables": [v for v in _VARIABLES if v["name"] in ("ranks", "nsLabels", "deptGrade", "grade")],
+        "variables": _VARIABLES,
         "validations": [
             _v(
                 f"{shared}.all(s, {known})",
@@ -258,12 +351,9 @@ def sharing_policy(types: Iterable[RequestType]) -> dict[str, Any] | None:
                 reason="Invalid",
             ),
             _v(
-                f"!(variables.grade in variables.ranks) || {shared}.all(s, !{known} || "
-                "!(params.data['grade.' + s.department] in variables.ranks) || "
-                "variables.ranks[params.data['grade.' + s.department]] >= variables.ranks[variables.grade])",
+                f"{shared}.all(s, !{known} || {cleared} >= variables.rank)",
                 message_expression=f"'spec.shareWith: ' + {shared}.filter(s, {known} && "
-                "params.data['grade.' + s.department] in variables.ranks && "
-                "variables.ranks[params.data['grade.' + s.department]] < variables.ranks[variables.grade])"
+                f"{cleared} < variables.rank)"
                 ".map(s, s.department).join(', ') + ' may not read ' + variables.grade + "
                 "' data (数据分类分级): share only with departments cleared for it'",
             ),
@@ -275,11 +365,11 @@ def status_policy(types: Iterable[RequestType]) -> dict[str, Any]:
     """Only the operator writes a request's status (what departments and dashboards trust)."""
     return {
         "failurePolicy": "Fail",
-        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "paramKind": PARAM_KIND,
         "matchConstraints": _resource_rules(sorted(f"{t.plural}/status" for t in types), ["UPDATE"]),
         "validations": [
             _v(
-                "request.userInfo.username in params.data['statusWriters'].split(' ')",
+                "request.userInfo.username in params.spec.statusWriters",
                 message_expression="request.userInfo.username + ' may not write the status of ' + "
                 "request.kind.kind + ' requests: only the component operator does'",
             )
@@ -296,33 +386,36 @@ def policies(types: Iterable[RequestType] | None = None) -> dict[str, dict[str, 
     return out
 
 
-def binding_spec(policy: str, namespace: str = SYSTEM_NAMESPACE) -> dict[str, Any]:
+def binding_spec(policy: str) -> dict[str, Any]:
     return {
         "policyName": policy,
         "validationActions": ["Deny"],
-        "paramRef": {"name": PARAMS_NAME, "namespace": namespace, "parameterNotFoundAction": "Deny"},
+        "paramRef": {"name": PARAMS_NAME, "parameterNotFoundAction": "Deny"},
     }
 
 
-def manifests(data: Mapping[str, str], namespace: str = SYSTEM_NAMESPACE) -> list[dict[str, Any]]:
-    """The params ConfigMap, policies and bindings as plain manifests (for kubectl and tests)."""
+def params_object(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{PARAMS_GROUP}/{PARAMS_VERSION}",
+        "kind": PARAMS_KIND,
+        "metadata": {"name": PARAMS_NAME, "labels": labels.common()},
+        "spec": dict(spec),
+    }
+
+
+def manifests(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The params object, policies and bindings as plain manifests (for kubectl and tests); the CRD
+    (params_crd) must be established first."""
     api = "admissionregistration.k8s.io/v1"
     meta = labels.common()
-    out: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": PARAMS_NAME, "namespace": namespace, "labels": meta},
-            "data": dict(data),
-        }
-    ]
-    for name, spec in policies().items():
+    out: list[dict[str, Any]] = [params_object(spec)]
+    for name, policy in policies().items():
         out.append(
             {
                 "apiVersion": api,
                 "kind": "ValidatingAdmissionPolicy",
                 "metadata": {"name": name, "labels": meta},
-                "spec": spec,
+                "spec": policy,
             }
         )
         out.append(
@@ -330,7 +423,7 @@ def manifests(data: Mapping[str, str], namespace: str = SYSTEM_NAMESPACE) -> lis
                 "apiVersion": api,
                 "kind": "ValidatingAdmissionPolicyBinding",
                 "metadata": {"name": name, "labels": meta},
-                "spec": binding_spec(name, namespace),
+                "spec": binding_spec(name),
             }
         )
     return out
@@ -341,29 +434,33 @@ class AdmissionArgs:
     departments: tuple[Department, ...]
     zones: tuple[Zone, ...]
     offerings: tuple[CatalogOffering, ...]
-    """The catalog the stack publishes (cityhub.catalog.load_offerings: name, componentType, plan names)."""
+    """The catalog the stack publishes (catalog_offerings of the ComponentOffering manifests)."""
     status_writers: tuple[str, ...] = (OPERATOR_USER,)
     """Usernames that may write request status: the operator's ServiceAccount."""
-    namespace: pulumi.Input[str] = SYSTEM_NAMESPACE
-    """Where the params ConfigMap lives (the system namespace, which departments cannot write)."""
     types: tuple[RequestType, ...] = field(default_factory=request_types)
 
 
 class ComponentAdmission(pulumi.ComponentResource):
-    """The params ConfigMap and, per rule set, a ValidatingAdmissionPolicy with its binding: requests only
-    from department namespaces, grade ceilings, core data only from private zones, offerings and plans
-    from the catalog, sharing only with existing departments cleared for the data, status by the operator."""
+    """The AdmissionParams CRD and object and, per rule set, a ValidatingAdmissionPolicy with its binding:
+    requests only from department namespaces, grade ceilings, core data only from private zones, offerings
+    and plans from the catalog, sharing only with existing departments cleared for the data, status
+    written by the operator alone."""
 
     def __init__(self, name: str, args: AdmissionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:admission:ComponentAdmission", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         meta = labels.common()
-        data = params_data(args.departments, args.zones, args.offerings, args.types, args.status_writers)
-        params = k8s.core.v1.ConfigMap(
+        crd = params_crd()
+        definition = k8s.apiextensions.v1.CustomResourceDefinition(
+            f"{name}-admission-params-crd", metadata=crd["metadata"], spec=crd["spec"], opts=child
+        )
+        params = k8s.apiextensions.CustomResource(
             f"{name}-admission-params",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=PARAMS_NAME, namespace=args.namespace, labels=meta),
-            data=data,
-            opts=child,
+            api_version=f"{PARAMS_GROUP}/{PARAMS_VERSION}",
+            kind=PARAMS_KIND,
+            metadata={"name": PARAMS_NAME, "labels": meta},
+            spec=params_spec(args.departments, args.zones, args.offerings, args.types, args.status_writers),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[definition]),
         )
         adm = k8s.admissionregistration.v1
         for policy, spec in policies(args.types).items():
@@ -371,19 +468,12 @@ class ComponentAdmission(pulumi.ComponentResource):
                 f"{name}-{policy}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=policy, labels=meta),
                 spec=spec,
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[definition]),
             )
             adm.ValidatingAdmissionPolicyBinding(
                 f"{name}-{policy}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=policy, labels=meta),
-                spec={
-                    **binding_spec(policy),
-                    "paramRef": {
-                        "name": params.metadata.name,
-                        "namespace": params.metadata.namespace,
-                        "parameterNotFoundAction": "Deny",
-                    },
-                },
+                spec=binding_spec(policy),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[vap, params]),
             )
         self.register_outputs({})

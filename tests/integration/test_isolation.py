@@ -46,7 +46,6 @@ from components.tenancy import REQUESTER_ACCOUNT, members_group
 
 pytestmark = pytest.mark.integration
 
-SYSTEM_NAMESPACE = "cityhub-system"
 CHANNEL = "feed"
 
 PROGRAM = """
@@ -64,7 +63,8 @@ from components.tenancy import DepartmentTenancy, DepartmentTenancyArgs
 raw = yaml.safe_load(open("hub-config.yaml", encoding="utf-8"))
 config = load_config(raw)
 catalog = [yaml.safe_load(open(p, encoding="utf-8")) for p in json.loads(open("catalog.json").read())]
-system = k8s.core.v1.Namespace("system", metadata={"name": "cityhub-system"})
+# Its own system namespace: the hub stack tests create and destroy cityhub-system in the same session.
+system = k8s.core.v1.Namespace("system", metadata={"name": "cityhub-iso-system"})
 namespaces = {}
 for dept in config.departments:
     args = DepartmentTenancyArgs(department=dept, priority_class="cityhub-normal")
@@ -77,7 +77,7 @@ operator_user = pulumi.Config().require("operatorUser")
 admission.ComponentAdmission(
     "hub",
     admission.AdmissionArgs(departments=config.departments, zones=config.zones,
-                            offerings=admission.catalog_offerings(catalog), namespace=system.metadata.name,
+                            offerings=admission.catalog_offerings(catalog),
                             status_writers=(admission.OPERATOR_USER, operator_user)),
     opts=pulumi.ResourceOptions(depends_on=[system]),
 )

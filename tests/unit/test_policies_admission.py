@@ -24,20 +24,29 @@ def catalog() -> tuple[admission.CatalogOffering, ...]:
 
 def test_params_publish_departments_zones_catalog_and_status_writers() -> None:
     config = dev_config()
-    data = admission.params_data(
+    spec = admission.params_spec(
         config.departments, config.zones, catalog(), admission.request_types(), [admission.OPERATOR_USER]
     )
-    assert data["privateZones"] == "egov private"
-    assert data["grade.dept-dashuju"] == "core" and data["zone.dept-dashuju"] == "private"
-    assert data["grade.dept-chengguan"] == "general"
-    assert data["offering.messaging.type"] == "messaging"
-    assert data["offering.messaging.plans"] == "standard large"
-    assert data["kind.MessagingChannel"] == "messaging"
-    assert data["statusWriters"] == "system:serviceaccount:cityhub-system:cityhub-operator"
-    # ConfigMap keys allow only these characters.
-    assert all(
-        set(k) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") for k in data
-    )
+    assert spec["privateZones"] == ["egov", "private"]
+    assert spec["departments"]["dept-dashuju"] == {"grade": "core", "zone": "private"}
+    assert spec["departments"]["dept-chengguan"]["grade"] == "general"
+    assert spec["offerings"]["messaging"] == {"componentType": "messaging", "plans": ["standard", "large"]}
+    assert spec["kinds"]["MessagingChannel"] == "messaging"
+    assert spec["statusWriters"] == ["system:serviceaccount:cityhub-system:cityhub-operator"]
+
+
+def test_params_are_a_cluster_scoped_crd_every_policy_uses() -> None:
+    crd = admission.params_crd()
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["metadata"]["name"] == "admissionparams.admission.cityhub.io"
+    required = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"]
+    assert set(required) == set(admission.params_spec((), (), (), (), ()))
+    for policy in admission.policies().values():
+        # A built-in paramKind (ConfigMap) loses its informer for good in kube-apiserver 1.36 once unbound.
+        assert policy["paramKind"] == {
+            "apiVersion": "admission.cityhub.io/v1alpha1",
+            "kind": "AdmissionParams",
+        }
 
 
 def test_sharing_rules_cover_exactly_the_types_that_share() -> None:
@@ -55,7 +64,7 @@ def test_sharing_rules_cover_exactly_the_types_that_share() -> None:
 
 
 def test_bindings_deny_when_the_params_are_missing() -> None:
-    docs: list[dict[str, Any]] = admission.manifests({"privateZones": ""})
+    docs: list[dict[str, Any]] = admission.manifests(admission.params_spec((), (), (), (), ()))
     bindings = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
     assert {b["metadata"]["name"] for b in bindings} == set(admission.policies())
     for b in bindings:
