@@ -305,7 +305,14 @@ class Reconciler:
         """For a Ready, Synced request: compare the backend with it and re-ensure if they differ."""
         meta, old = body["metadata"], body.get("status") or {}
         generation = int(meta.get("generation") or 0)
-        if not (old.get("backend") and conditions.is_true(old.get("conditions"), SYNCED, generation)):
+        synced = conditions.get(old.get("conditions"), SYNCED) or {}
+        # A repair that met an unavailable backend left Synced=False/BackendUnavailable and no kopf handler
+        # retries it (the spec did not change): the timer keeps trying until the backend is back.
+        interrupted = synced.get("status") == "False" and synced.get("reason") == "BackendUnavailable"
+        if not (
+            old.get("backend")
+            and (interrupted or conditions.is_true(old.get("conditions"), SYNCED, generation))
+        ):
             return False  # failing or in-progress requests are retried by their own handlers
         if meta.get("deletionTimestamp"):
             return False
@@ -316,16 +323,17 @@ class Reconciler:
             )
         except catalog.Unmet:
             return False  # the next spec change reports it; the backend keeps its last good state
-        try:
-            seen = await self._timed("observe", self.driver.observe(self.request(body, resolved)))
-        except BackendError as e:
-            self.log.warning("drift check of %s/%s skipped: %s", meta["namespace"], meta["name"], e)
-            return False
-        if seen.in_sync:
-            return False
-        metrics.DRIFT_REPAIRS.labels(self.controller).inc()
-        emit("Warning", "DriftDetected", "; ".join(seen.drift) + " — repairing")
-        self.log.warning("drift on %s/%s: %s", meta["namespace"], meta["name"], "; ".join(seen.drift))
+        if not interrupted:
+            try:
+                seen = await self._timed("observe", self.driver.observe(self.request(body, resolved)))
+            except BackendError as e:
+                self.log.warning("drift check of %s/%s skipped: %s", meta["namespace"], meta["name"], e)
+                return False
+            if seen.in_sync:
+                return False
+            metrics.DRIFT_REPAIRS.labels(self.controller).inc()
+            emit("Warning", "DriftDetected", "; ".join(seen.drift) + " — repairing")
+            self.log.warning("drift on %s/%s: %s", meta["namespace"], meta["name"], "; ".join(seen.drift))
         try:
             await self.ensure(body, lookup, status, emit)
         except RetryLater as e:

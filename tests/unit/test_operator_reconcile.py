@@ -231,3 +231,23 @@ def test_drift_is_repaired_only_for_settled_requests(
     assert asyncio.run(rec.repair_drift(obj, lookup, {}, lambda *e: events.append(e)))
     assert [e[1] for e in events] == ["DriftDetected", "DriftRepaired"]
     assert "stream x is missing" in events[0][2]
+
+
+def test_a_repair_interrupted_by_an_unavailable_backend_is_retried_by_the_timer(
+    parts: tuple[Reconciler, FakeDriver, FakeSecrets],
+) -> None:
+    rec, driver, _ = parts
+    _, status, _ = ensure(rec, body())
+    obj = body()
+    obj["status"] = status
+    driver.in_sync, driver.fail = False, TemporaryBackendError("nats: connection refused")
+    repair_status: dict[str, Any] = {}
+    assert not asyncio.run(rec.repair_drift(obj, lookup, repair_status, lambda *e: None))
+    obj["status"] = {**status, **repair_status}
+    assert conditions.get(obj["status"]["conditions"], "Synced")["reason"] == "BackendUnavailable"
+    driver.fail = None
+    after: dict[str, Any] = {}
+    assert asyncio.run(rec.repair_drift(obj, lookup, after, lambda *e: None))
+    assert conditions.is_true(after["conditions"], "Synced", 1) and conditions.is_true(
+        after["conditions"], "Ready", 1
+    )
