@@ -567,7 +567,7 @@ def test_deploying_backends_needs_the_master_key_and_never_echoes_it() -> None:
 
     raw = stack_raw()
     raw["backends"] = {"deploy": ["messaging"]}
-    with pytest.raises(ConfigError, match="backendsMasterKey.*config set --secret"):
+    with pytest.raises(ConfigError, match=r"backendsMasterKey.*config set --secret"):
         load_config(raw)
     raw["backendsMasterKey"] = "short-secret-value"
     with pytest.raises(ConfigError) as error:

@@ -68,7 +68,7 @@ def test_drivers_import_only_the_interface_and_their_backend() -> None:
                 other = parts[2] if parts[1:2] == ["drivers"] and len(parts) > 2 else None
                 if parts[1:2] == ["drivers"] and other not in (None, mine):
                     offenders.append(f"{path.relative_to(REPO)} imports another driver: {m}")
-                elif parts[1] not in ("driver", "drivers", "units"):
+                elif parts[1] not in ("driver", "driver_env", "drivers", "units"):
                     offenders.append(f"{path.relative_to(REPO)} imports the core module {m}")
     assert not offenders, "\n".join(offenders)
 

@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,6 +28,7 @@ from cityhub_operator.driver import (
     Result,
     TemporaryBackendError,
 )
+from cityhub_operator.driver_env import secret_setting
 from cityhub_operator.drivers.identity import model
 from cityhub_operator.drivers.identity.admin import AdminError, KeycloakAdmin, q
 
@@ -128,21 +128,9 @@ class IdentitySettings:
 
 
 def _read_admin_secret(env: Mapping[str, str]) -> str:
-    path = env.get("CITYHUB_IDENTITY_ADMIN_SECRET_FILE", "").strip()
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ValueError(
-                f"Invalid CITYHUB_IDENTITY_ADMIN_SECRET_FILE={path}: needs to be a readable file ({e})"
-            ) from e
-        where = f"CITYHUB_IDENTITY_ADMIN_SECRET_FILE={path}"
-    else:
-        text = env.get("CITYHUB_IDENTITY_ADMIN_SECRET", "").strip()
-        where = "CITYHUB_IDENTITY_ADMIN_SECRET"
-    if len(text) < 16:
-        raise ValueError(f"Invalid {where}: needs to hold the admin client's secret (at least 16 characters)")
-    return text
+    return secret_setting(
+        env, "CITYHUB_IDENTITY_ADMIN_SECRET", min_length=16, needs="the admin client's secret"
+    )
 
 
 class IdentityDriver:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cityhub_operator.driver_env import secret_setting
+
 
 def cache_dir(env: Mapping[str, str]) -> Path:
     given = env.get("CITYHUB_CACHE", "").strip()
@@ -124,16 +126,10 @@ def parse_gpu_quota(text: str) -> dict[str, int] | None:
 
 
 def _read_secret(env: Mapping[str, str]) -> bytes:
-    path = env.get("CITYHUB_INFERENCE_SECRET_FILE", "").strip()
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ValueError(
-                f"Invalid CITYHUB_INFERENCE_SECRET_FILE={path}: needs to be readable ({e})"
-            ) from e
-    else:
-        text = env.get("CITYHUB_INFERENCE_SECRET", "").strip()
-    if text and len(text) < 32:
-        raise ValueError("Invalid CITYHUB_INFERENCE_SECRET: needs at least 32 characters of random text")
-    return text.encode()
+    # Optional at startup: endpoints wait with a clear message until it is set.
+    if not (
+        env.get("CITYHUB_INFERENCE_SECRET_FILE", "").strip()
+        or env.get("CITYHUB_INFERENCE_SECRET", "").strip()
+    ):
+        return b""
+    return secret_setting(env, "CITYHUB_INFERENCE_SECRET", min_length=32, needs="random text").encode()

@@ -44,6 +44,7 @@ from cityhub_operator.driver import (
     Result,
     TemporaryBackendError,
 )
+from cityhub_operator.driver_env import secret_setting
 from cityhub_operator.drivers.maps import catalog_sql, layer
 from cityhub_operator.drivers.maps.credentials import Credentials, token_hash
 from cityhub_operator.drivers.maps.layer import LayerSpec
@@ -143,24 +144,8 @@ def _read_dsn(env: Mapping[str, str]) -> str:
 
 
 def _read_secret(env: Mapping[str, str]) -> bytes:
-    path = env.get("CITYHUB_MAPS_SECRET_FILE", "").strip()
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ValueError(
-                f"Invalid CITYHUB_MAPS_SECRET_FILE={path}: needs to be a readable file ({e})"
-            ) from e
-        where = f"CITYHUB_MAPS_SECRET_FILE={path}"
-    else:
-        text = env.get("CITYHUB_MAPS_SECRET", "").strip()
-        where = "CITYHUB_MAPS_SECRET"
-    if len(text) < 32:
-        raise ValueError(
-            f"Invalid {where}: needs to hold at least 32 characters of random text "
-            "(python -m cityhub_operator.drivers.maps.server new-secret)"
-        )
-    return text.encode()
+    needs = "random text (python -m cityhub_operator.drivers.maps.server new-secret)"
+    return secret_setting(env, "CITYHUB_MAPS_SECRET", min_length=32, needs=needs).encode()
 
 
 def _ident(*names: str) -> sql.Identifier:

@@ -32,7 +32,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -48,6 +47,7 @@ from cityhub_operator.driver import (
     Result,
     TemporaryBackendError,
 )
+from cityhub_operator.driver_env import secret_setting
 from cityhub_operator.drivers.messaging import natsjwt
 from cityhub_operator.drivers.messaging.natsjwt import Key
 
@@ -143,24 +143,8 @@ def _number(env: Mapping[str, str], name: str, default: Any, needs: str, kind: C
 
 
 def _read_secret(env: Mapping[str, str]) -> bytes:
-    path = env.get("CITYHUB_NATS_SECRET_FILE", "").strip()
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ValueError(
-                f"Invalid CITYHUB_NATS_SECRET_FILE={path}: needs to be a readable file ({e})"
-            ) from e
-        where = f"CITYHUB_NATS_SECRET_FILE={path}"
-    else:
-        text = env.get("CITYHUB_NATS_SECRET", "").strip()
-        where = "CITYHUB_NATS_SECRET"
-    if len(text) < 32:
-        raise ValueError(
-            f"Invalid {where}: needs to hold at least 32 characters of random text "
-            "(python -m cityhub_operator.drivers.messaging.server new-secret)"
-        )
-    return text.encode()
+    needs = "random text (python -m cityhub_operator.drivers.messaging.server new-secret)"
+    return secret_setting(env, "CITYHUB_NATS_SECRET", min_length=32, needs=needs).encode()
 
 
 class Keys:
