@@ -25,6 +25,8 @@ from cityhub import paths
 
 SERVED = "messaging"
 """Component types whose backends this command starts locally."""
+OPERATOR_ACCOUNT = "cityhub-operator"
+OPERATOR_NAMESPACE = "cityhub-system"
 
 
 def _dirs() -> tuple[Path, Path]:
@@ -66,6 +68,48 @@ def _kubeconfig() -> Path:
     return path
 
 
+def _service_account_kubeconfig(admin: Path, out: Path) -> Path | None:
+    """A kubeconfig for the operator's own ServiceAccount (created by the stack), so the local operator has
+    exactly the permissions it has in the cluster, and admission lets it write request status. None when the
+    ServiceAccount does not exist (the stack was not applied)."""
+    import yaml
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(admin)))
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=86400)
+    )
+    try:
+        token = api.create_namespaced_service_account_token(OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, request)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    doc = yaml.safe_load(admin.read_text())
+    current = next(c for c in doc["contexts"] if c["name"] == doc["current-context"])["context"]
+    cluster = next(c for c in doc["clusters"] if c["name"] == current["cluster"])
+    out.touch(mode=0o600)
+    out.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token.status.token}}],
+                "contexts": [
+                    {
+                        "name": OPERATOR_ACCOUNT,
+                        "context": {"cluster": cluster["name"], "user": OPERATOR_ACCOUNT},
+                    }
+                ],
+                "current-context": OPERATOR_ACCOUNT,
+            }
+        )
+    )
+    return out
+
+
 def _nats_secret(backends: Path) -> Path:
     file = backends / "nats-secret"
     if not file.exists():
@@ -84,7 +128,14 @@ def start(drift_interval: str = "30") -> int:
     if pid := _pid(state / "operator.pid"):
         print(f"operator already running (pid {pid}); logs: {state / 'operator.log'}")
         return 0
-    kubeconfig = _kubeconfig()
+    kubeconfig = _service_account_kubeconfig(_kubeconfig(), state / "kubeconfig")
+    if kubeconfig is None:
+        print(
+            f"cityhub operator: ServiceAccount {OPERATOR_NAMESPACE}/{OPERATOR_ACCOUNT} not found; "
+            "apply the stack first (`cityhub up`)",
+            file=sys.stderr,
+        )
+        return 1
     secret_file = _nats_secret(backends)
     nats_pid_file = backends / "nats" / "nats-server.pid"
     nats_url_file = backends / "nats" / "url"

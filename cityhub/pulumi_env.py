@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from cityhub import paths
@@ -42,4 +43,8 @@ def pulumi_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env["PULUMI_DISABLE_REGISTRY_RESOLVE"] = "true"
     env["PULUMI_SKIP_CONFIRMATIONS"] = "true"
     env["KUBECONFIG"] = kubeconfig()
+    # The language host launcher in the shared cache runs this checkout's host with this checkout's venv.
+    env["CITYHUB_ROOT"] = str(paths.repo_root())
+    python = venv_bin / "python"
+    env["CITYHUB_PYTHON"] = str(python if python.exists() else Path(sys.executable))
     return env

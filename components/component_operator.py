@@ -57,9 +57,8 @@ def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
             "resources": ["componentofferings", "componentfeedbacks"],
             "verbs": ["get", "list", "watch"],
         },
-        # Events on requests tell a department what happened (kopf posts core/v1 events).
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        # Events on requests tell a department what happened (kopf only creates core/v1 events).
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         # kopf notices CRDs installed after it started (a new component type) by watching them.
         {
             "apiGroups": ["apiextensions.k8s.io"],

@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from cityhub.catalog import Offering
 from cityhub.config_model import Cluster, HubConfig, Storage
+from components.admission import AdmissionArgs, ComponentAdmission, catalog_offerings
 from components.backends.shared import SharedBackends, SharedBackendsArgs
 from components.component_operator import ComponentOperator, ComponentOperatorArgs
 from components.compute import Compute, ComputeArgs, priority_class_for
@@ -124,6 +125,17 @@ class ClusterHub(pulumi.ComponentResource):
                 namespace=foundation.namespace_name,
                 backend_env=backends.operator_env,
                 backend_secrets=tuple(backends.secret_names),
+            ),
+            opts=child,
+        )
+        ComponentAdmission(
+            name,
+            AdmissionArgs(
+                departments=departments,
+                zones=config.zones,
+                offerings=catalog_offerings(
+                    {"metadata": {"name": o.name}, "spec": o.spec} for o in args.offerings
+                ),
             ),
             opts=child,
         )

@@ -96,7 +96,9 @@ build_pulumi() {
   cat >"$BIN/pulumi-language-python" <<EOF
 #!/bin/sh
 # Installed by hack/toolchain.sh: cityhub's Python language host for the Pulumi engine.
-exec "$VENV/bin/python" "$ROOT/hack/langhost/pulumi_language_python.py" "\$@"
+# \`cityhub pulumi\` sets CITYHUB_ROOT and CITYHUB_PYTHON, so several checkouts sharing this cache each run
+# their own host; the defaults are the checkout that installed it.
+exec "\${CITYHUB_PYTHON:-$VENV/bin/python}" "\${CITYHUB_ROOT:-$ROOT}/hack/langhost/pulumi_language_python.py" "\$@"
 EOF
   chmod 0755 "$BIN/pulumi-language-python"
 }
