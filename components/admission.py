@@ -452,13 +452,16 @@ class ComponentAdmission(pulumi.ComponentResource):
         meta = labels.common()
         crd = params_crd()
         definition = k8s.apiextensions.v1.CustomResourceDefinition(
-            f"{name}-admission-params-crd", metadata=crd["metadata"], spec=crd["spec"], opts=child
+            f"{name}-admission-params-crd",
+            metadata={**crd["metadata"], "annotations": {labels.PATCH_FORCE: "true"}},
+            spec=crd["spec"],
+            opts=child,
         )
         params = k8s.apiextensions.CustomResource(
             f"{name}-admission-params",
             api_version=f"{PARAMS_GROUP}/{PARAMS_VERSION}",
             kind=PARAMS_KIND,
-            metadata={"name": PARAMS_NAME, "labels": meta},
+            metadata={"name": PARAMS_NAME, "labels": meta, "annotations": {labels.PATCH_FORCE: "true"}},
             spec=params_spec(args.departments, args.zones, args.offerings, args.types, args.status_writers),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[definition]),
         )

@@ -95,7 +95,11 @@ class ComponentOperator(pulumi.ComponentResource):
             crds.append(
                 k8s.apiextensions.v1.CustomResourceDefinition(
                     f"{name}-crd-{crd['metadata']['name']}",
-                    metadata={"name": crd["metadata"]["name"], "labels": labels.common()},
+                    metadata={
+                        "name": crd["metadata"]["name"],
+                        "labels": labels.common(),
+                        "annotations": {labels.PATCH_FORCE: "true"},
+                    },
                     spec=crd["spec"],
                     opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
                 )
@@ -106,7 +110,11 @@ class ComponentOperator(pulumi.ComponentResource):
                 f"{name}-offering-{offering.name}",
                 api_version=f"{GROUP}/v1alpha1",
                 kind="ComponentOffering",
-                metadata={"name": offering.name, "labels": labels.common()},
+                metadata={
+                    "name": offering.name,
+                    "labels": labels.common(),
+                    "annotations": {labels.PATCH_FORCE: "true"},
+                },
                 spec=offering.spec,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=crds),
             )

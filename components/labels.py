@@ -20,6 +20,9 @@ SERVICE = "cityhub.io/service"
 DISPLAY_NAME = "cityhub.io/display-name"
 """Chinese display names go in annotations: label values must be ASCII."""
 SKIP_AWAIT = "pulumi.com/skipAwait"
+PATCH_FORCE = "pulumi.com/patchForce"
+"""Server-side apply with force: the stack owns these fields even when the object already exists (a CRD
+kept by an earlier `pulumi destroy`, or applied by hand with kubectl)."""
 
 SYSTEM_NAMESPACE = "cityhub-system"
 
