@@ -71,6 +71,17 @@ def install_crds(kubeconfig: Path) -> None:
     )
 
 
+def delete_requests(kubeconfig: Path, plural: str, timeout: float = 180) -> None:
+    """Delete every request of a kind, cluster-wide, and wait until the operator has released them.
+
+    Integration test modules share one cluster: a module that leaves requests behind hands them, with their
+    finalizers, to the next module's operator (on another backend). Call it while the operator still runs.
+    """
+    kubectl(
+        kubeconfig, "delete", plural, "--all", "--all-namespaces", "--wait=true", f"--timeout={int(timeout)}s"
+    )
+
+
 def ensure_namespaces(kubeconfig: Path, names: Iterable[str]) -> None:
     apply(kubeconfig, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names])
 

@@ -96,7 +96,10 @@ def operator(
     }
     proc = OperatorProcess(cluster, env, tmp / "operator.log").start()
     yield proc
-    proc.stop()
+    try:
+        testing.delete_requests(cluster, "identityclients")
+    finally:
+        proc.stop()
     log = (tmp / "operator.log").read_text(errors="replace")
     assert keycloak.admin_secret not in log, "the admin secret leaked into the operator log"
 

@@ -114,7 +114,10 @@ def operator(
     }
     proc = OperatorProcess(cluster, env, tmp / "operator.log").start()
     yield proc
-    proc.stop()
+    try:
+        testing.delete_requests(cluster, "inferenceendpoints")
+    finally:
+        proc.stop()
     log = (tmp / "operator.log").read_text(errors="replace")
     assert "chk_" not in log, "an API key leaked into the operator log"
 

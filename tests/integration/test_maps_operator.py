@@ -235,5 +235,12 @@ def test_layer_ready_tiles_sharing_and_guarded_delete(
     with pytest.raises(psycopg.OperationalError):  # yingji's last layer: its role no longer logs in
         psycopg.connect(own["databaseUrl"]).close()
     assert wait_for(
-        lambda: not client.CoreV1Api(k8s).list_namespaced_secret("yingji").items, 30, "the Secret to go"
+        # Only this component's Secrets: other test modules share the session cluster and its namespaces.
+        lambda: (
+            not client.CoreV1Api(k8s)
+            .list_namespaced_secret("yingji", label_selector="hub.cityhub.io/component-type=maps")
+            .items
+        ),
+        30,
+        "the Secret to go",
     )

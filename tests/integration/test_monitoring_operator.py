@@ -175,7 +175,10 @@ def stack(
             module.render(f"http://127.0.0.1:{prometheus.port}", Path(os.environ["CITYHUB_RENDER_OVERVIEW"]))
     finally:
         prometheus.stop()
-        operator.stop()
+        try:
+            testing.delete_requests(cluster, "messagingchannels")
+        finally:
+            operator.stop()
 
 
 def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
@@ -206,6 +209,7 @@ def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
     nats_server.stop()
     down_at = time.monotonic()
     try:
+
         def firing_for(department: str) -> dict[str, Any] | None:
             alerts = prom.alerts("CityhubComponentDown")
             return next((a for a in alerts if a["labels"]["department"] == department), None)
