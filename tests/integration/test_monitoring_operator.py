@@ -228,7 +228,12 @@ def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
     resolved_after = time.monotonic() - up_at
     resolved = 'cityhub_incidents_resolved_total{department="yingji"}'
     wait_for(lambda: prom.value(resolved) == 1, 20, "the incident to be resolved")
-    time_to_resolve = prom.value('cityhub:incident_resolution_seconds:mean1d{department="yingji"}')
+    # The recording rule needs two evaluations after the resolved counter moved before it has a value.
+    time_to_resolve = wait_for(
+        lambda: prom.value('cityhub:incident_resolution_seconds:mean1d{department="yingji"}'),
+        30,
+        "the time to resolve to be recorded",
+    )
     assert time_to_resolve is not None and 0 < time_to_resolve < 120, time_to_resolve
     assert prom.value(ready % "yingji") == 1
     print(f"\nalert fired {fired_after:.1f}s after the outage; resolved {resolved_after:.1f}s after restore;"
