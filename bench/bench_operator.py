@@ -22,16 +22,14 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from cityhub_operator import testing
 from cityhub_operator.drivers.messaging.server import LocalServer, free_port
 from cityhub_operator.schemas import GROUP, VERSION
-from kubernetes import client, watch
+from readiness import Watcher, metrics, pct
 
 OFFERING = {
     "apiVersion": f"{GROUP}/{VERSION}",
@@ -49,55 +47,6 @@ OFFERING = {
         ],
     },
 }
-
-
-class Watcher(threading.Thread):
-    """Watches MessagingChannels: when each was first seen, and when it first became Ready."""
-
-    def __init__(self, api: client.ApiClient) -> None:
-        super().__init__(daemon=True)
-        self.api, self.seen, self.ready = api, {}, {}
-        self.lock = threading.Lock()
-        self.stopped = False
-
-    def run(self) -> None:
-        custom = client.CustomObjectsApi(self.api)
-        while not self.stopped:
-            w = watch.Watch()
-            try:
-                for ev in w.stream(
-                    custom.list_cluster_custom_object, GROUP, VERSION, "messagingchannels", timeout_seconds=30
-                ):
-                    now = time.monotonic()
-                    obj = ev["object"]
-                    key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
-                    with self.lock:
-                        self.seen.setdefault(key, now)
-                        if testing.condition(obj, "Ready").get("status") == "True":
-                            self.ready.setdefault(key, now)
-                    if self.stopped:
-                        break
-            except Exception as e:  # the watch is restarted; a bench must not die of a dropped stream
-                print(f"  (watch restarted: {type(e).__name__})", file=sys.stderr)
-
-    def count_ready(self, keys: list[str]) -> int:
-        with self.lock:
-            return sum(k in self.ready for k in keys)
-
-
-def metrics(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("cityhub_") and " " in line:
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def batch(
@@ -194,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         operator.start()
         testing.wait_for(lambda: _metrics_up(port), 60, "the operator's /metrics")
         api = testing.api(kubeconfig)
-        watcher = Watcher(api)
+        watcher = Watcher(api, "messagingchannels")
         watcher.start()
         total = 0
         for n, size in enumerate(sizes):
