@@ -242,7 +242,12 @@ def test_request_to_ready_credentials_sharing_and_delete(
     assert status["limits"] == {"maxAge": "2d", "maxBytes": "16Mi", "maxMessages": 5000}
     assert status["connectionSecret"] == "alerts-connection"
     assert not any("creds" in k or "seed" in k for k in status["endpoints"])
-    assert [e.reason for e in events(k8s, "yingji", "alerts")].count("Provisioned") == 1
+    provisioned = wait_for(
+        lambda: [e.reason for e in events(k8s, "yingji", "alerts")].count("Provisioned"),
+        15,
+        "a Provisioned event",
+    )
+    assert provisioned == 1
     secret = client.CoreV1Api(k8s).read_namespaced_secret("alerts-connection", "yingji")
     (owner,) = secret.metadata.owner_references
     assert (owner.kind, owner.name, owner.uid, owner.controller) == (
@@ -333,7 +338,14 @@ def test_requests_that_cannot_be_met_say_what_to_change(
         ready = condition(obj, "Ready")
         assert ready["reason"] == reason and message in ready["message"], ready
         assert ready["observedGeneration"] == obj["metadata"]["generation"]
-        assert any(e.reason == reason and e.type == "Warning" for e in events(k8s, "chengguan", name))
+        # kopf posts events in the background, a moment after the status patch.
+        wait_for(
+            lambda name=name, reason=reason: any(
+                e.reason == reason and e.type == "Warning" for e in events(k8s, "chengguan", name)
+            ),
+            15,
+            f"a Warning event {reason} on {name}",
+        )
         assert not secret_exists(k8s, "chengguan", f"{name}-connection")
     # Nothing half-created: no stream for any of them.
     assert [s.config.name for s in streams(nats_server, "chengguan")] == []
