@@ -220,8 +220,12 @@ def test_layer_ready_tiles_sharing_and_guarded_delete(
         "the delete to be refused",
     )
     assert "spec.dataDeletion" in condition(deleting, "Ready")["message"]
-    assert any(
-        "LayerHasData" in m or "holds 3 features" in m for m in event_messages(k8s, "yingji", "shelters")
+    wait_for(  # kopf posts events in the background, a moment after the status patch
+        lambda: any(
+            "LayerHasData" in m or "holds 3 features" in m for m in event_messages(k8s, "yingji", "shelters")
+        ),
+        15,
+        "a LayerHasData event",
     )
     assert tile(own, 15, x, y)[0] == 200, "nothing was dropped"
     testing.kubectl(
