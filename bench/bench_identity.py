@@ -27,7 +27,7 @@ from typing import Any
 from cityhub_operator import testing
 from cityhub_operator.drivers.identity.server import LocalKeycloak, free_port
 from cityhub_operator.schemas import GROUP, VERSION
-from readiness import Watcher, metrics, pct
+from readiness import Watcher, cluster_for, metrics, pct
 
 PLURAL = "identityclients"
 OFFERING = {
@@ -102,17 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="cityhub-bench-identity-"))
-    started_cluster = False
-    if args.kubeconfig is None:
-        from cityhub import cluster
-
-        os.environ["CITYHUB_STATE"] = str(work / "state")
-        if cluster.main(["up"]) != 0:
-            return 1
-        started_cluster = True
-        kubeconfig = work / "state" / "cluster" / "kubeconfig"
-    else:
-        kubeconfig = args.kubeconfig
+    started = cluster_for(work, args.kubeconfig)
+    if started is None:
+        return 1
+    kubeconfig, stop_cluster = started
     keycloak = LocalKeycloak.from_template(work / "keycloak")
     port = free_port()
     operator = testing.OperatorProcess(
@@ -152,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         operator.stop()
         keycloak.stop()
-        if started_cluster:
-            from cityhub import cluster
-
-            cluster.main(["down"])
+        stop_cluster()
     print(f"Keycloak start (from the cached initial database): {results.get('keycloak_start_s')} s")
     first = results.get("first_client") or {}
     print(f"First client (creates the realm): {first.get('latency_median_s')} s to Ready")

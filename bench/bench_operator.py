@@ -29,7 +29,7 @@ from typing import Any
 from cityhub_operator import testing
 from cityhub_operator.drivers.messaging.server import LocalServer, free_port
 from cityhub_operator.schemas import GROUP, VERSION
-from readiness import Watcher, metrics, pct
+from readiness import Watcher, cluster_for, metrics, pct
 
 OFFERING = {
     "apiVersion": f"{GROUP}/{VERSION}",
@@ -107,17 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rss_at = [int(s) for s in args.rss_at.split(",") if s]
     work = Path(tempfile.mkdtemp(prefix="cityhub-bench-"))
-    started_cluster = False
-    if args.kubeconfig is None:
-        from cityhub import cluster
-
-        os.environ["CITYHUB_STATE"] = str(work / "state")
-        if cluster.main(["up"]) != 0:
-            return 1
-        started_cluster = True
-        kubeconfig = work / "state" / "cluster" / "kubeconfig"
-    else:
-        kubeconfig = args.kubeconfig
+    started = cluster_for(work, args.kubeconfig)
+    if started is None:
+        return 1
+    kubeconfig, stop_cluster = started
     secret = b"bench-secret-" + os.urandom(24).hex().encode()
     nats = LocalServer(work / "nats", secret).start()
     (work / "secret").write_text(secret.decode())
@@ -173,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         operator.stop()
         nats.stop()
-        if started_cluster:
-            from cityhub import cluster
-
-            cluster.main(["down"])
+        stop_cluster()
     _report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -3,14 +3,30 @@ operator's own metrics, and percentiles. Imported by bench/bench_*.py (run as sc
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 from cityhub_operator import testing
 from cityhub_operator.schemas import GROUP, VERSION
 from kubernetes import client, watch
+
+
+def cluster_for(work: Path, given: Path | None) -> tuple[Path, Callable[[], None]] | None:
+    """The kubeconfig to bench against and what stops the cluster afterwards: `given` (left running), or a
+    new embedded cluster in work/state. None when the embedded cluster fails to start (it printed why)."""
+    if given is not None:
+        return given, lambda: None
+    from cityhub import cluster
+
+    os.environ["CITYHUB_STATE"] = str(work / "state")
+    if cluster.main(["up"]) != 0:
+        return None
+    return work / "state" / "cluster" / "kubeconfig", lambda: cluster.main(["down"])
 
 
 class Watcher(threading.Thread):
