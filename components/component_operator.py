@@ -12,7 +12,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from cityhub_operator.crds import feedback_crd, render_crds
+from cityhub_operator.crds import install_set
 from cityhub_operator.schemas import GROUP, component_types
 
 from cityhub.catalog import Offering
@@ -90,7 +90,7 @@ class ComponentOperator(pulumi.ComponentResource):
         settings = args.settings
         served = set(settings.components) or set(component_types())
         crds = []
-        api = [*render_crds(), feedback_crd()]
+        api = install_set()
         for crd in api:
             crds.append(
                 k8s.apiextensions.v1.CustomResourceDefinition(

@@ -1,10 +1,11 @@
 """CustomResourceDefinitions generated from the JSON Schemas in schemas/ (the single source).
 
-    python -m cityhub_operator.crds            print every CRD as a multi-document YAML stream
+    python -m cityhub_operator.crds            print the component API's CRDs as a multi-document YAML stream
     python -m cityhub_operator.crds --json     the same as a JSON list
 
-`render_crds()` is what the stack installs: one cluster-scoped catalog kind (ComponentOffering) and one
-namespaced request kind per component type, all in API group hub.cityhub.io and category `cityhub`.
+`install_set()` is what the stack installs: one cluster-scoped catalog kind (ComponentOffering), one
+namespaced request kind per component type (`render_crds()`, API group hub.cityhub.io, category `cityhub`),
+and the departments' ComponentFeedback.
 """
 
 from __future__ import annotations
@@ -182,9 +183,8 @@ def _crd(
     }
 
 
-def catalog_crd() -> dict[str, Any]:
-    """The cluster-scoped ComponentOffering CRD (the catalog, 一本账)."""
-    doc = schemas.catalog_document()
+def _own_crd(doc: dict[str, Any], scope: str) -> dict[str, Any]:
+    """A CRD whose schema file declares its own names under x-cityhub (not a component request kind)."""
     meta = doc["x-cityhub"]
     return _crd(
         kind=meta["kind"],
@@ -192,28 +192,21 @@ def catalog_crd() -> dict[str, Any]:
         singular=meta["singular"],
         short_names=list(meta.get("shortNames", [])),
         categories=list(meta.get("categories", [])),
-        scope="Cluster",
+        scope=scope,
         schema=doc,
         columns=copy.deepcopy(meta.get("printerColumns", [])),
         status=False,
     )
+
+
+def catalog_crd() -> dict[str, Any]:
+    """The cluster-scoped ComponentOffering CRD (the catalog, 一本账)."""
+    return _own_crd(schemas.catalog_document(), "Cluster")
 
 
 def feedback_crd() -> dict[str, Any]:
     """The namespaced ComponentFeedback CRD: departments' ratings (schemas/feedback.schema.json)."""
-    doc = schemas._load(schemas.schemas_dir() / "feedback.schema.json")
-    meta = doc["x-cityhub"]
-    return _crd(
-        kind=meta["kind"],
-        plural=meta["plural"],
-        singular=meta["singular"],
-        short_names=list(meta.get("shortNames", [])),
-        categories=list(meta.get("categories", [])),
-        scope="Namespaced",
-        schema=doc,
-        columns=copy.deepcopy(meta.get("printerColumns", [])),
-        status=False,
-    )
+    return _own_crd(schemas._load(schemas.schemas_dir() / "feedback.schema.json"), "Namespaced")
 
 
 def request_crd(ctype: ComponentType) -> dict[str, Any]:
@@ -233,10 +226,13 @@ def request_crd(ctype: ComponentType) -> dict[str, Any]:
 
 
 def render_crds() -> list[dict[str, Any]]:
-    """Every CRD cityhub installs: the catalog first, then one request kind per component type (by name).
-
-    ComponentFeedback (feedback_crd) is installed next to these; it is not a request kind."""
+    """The component API: the catalog first, then one request kind per component type (by name)."""
     return [catalog_crd(), *(request_crd(t) for _, t in sorted(schemas.component_types().items()))]
+
+
+def install_set() -> list[dict[str, Any]]:
+    """Every CRD cityhub installs: the component API and the departments' feedback kind (not a request)."""
+    return [*render_crds(), feedback_crd()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,7 @@ def apply(
 
 
 def install_crds(kubeconfig: Path) -> None:
-    every = [*crds.render_crds(), crds.feedback_crd()]
+    every = crds.install_set()
     apply(kubeconfig, every)
     kubectl(
         kubeconfig,

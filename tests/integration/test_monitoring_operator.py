@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cityhub_operator import crds, testing
+from cityhub_operator import testing
 from cityhub_operator.drivers.messaging.server import LocalServer, free_port
 from cityhub_operator.testing import OperatorProcess, channel, wait_for
 
@@ -127,10 +127,7 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def cluster(kubeconfig: Path) -> Path:
-    testing.install_crds(kubeconfig)
-    testing.apply(kubeconfig, [crds.feedback_crd()])
-    testing.kubectl(kubeconfig, "wait", "--for", "condition=Established", "--timeout=60s",
-                    "crd/componentfeedbacks.hub.cityhub.io")  # fmt: skip
+    testing.install_crds(kubeconfig)  # with ComponentFeedback
     testing.apply(kubeconfig, [OFFERING])
     testing.ensure_namespaces(kubeconfig, DEPARTMENTS)
     return kubeconfig
