@@ -56,7 +56,7 @@ def run_cluster(action: str) -> tuple[int, str]:
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     missing = paths.missing_tools(TOOLS)
     if missing:
-        pytest.skip(f"toolchain binaries missing ({', '.join(missing)}): run hack/toolchain.sh")
+        pytest.fail(f"toolchain binaries missing ({', '.join(missing)}): run hack/toolchain.sh", False)
     state_dir = tmp_path_factory.mktemp("embedded-cluster")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYHUB_STATE", str(state_dir))
@@ -227,7 +227,7 @@ def test_a_process_that_fails_is_named_with_its_log_and_nothing_keeps_running(
 ) -> None:
     missing = paths.missing_tools(TOOLS)
     if missing:
-        pytest.skip(f"toolchain binaries missing ({', '.join(missing)}): run hack/toolchain.sh")
+        pytest.fail(f"toolchain binaries missing ({', '.join(missing)}): run hack/toolchain.sh", False)
     # The real toolchain, but an apiserver that refuses to start.
     fake_bin = tmp_path / "cache" / "bin"
     fake_bin.mkdir(parents=True)

@@ -197,17 +197,10 @@ def test_requester_account_manages_only_its_component_requests(dev: list[Created
 
 
 def test_request_group_is_the_operators() -> None:
-    import sys
+    from cityhub_operator.schemas import GROUP
 
     from components.tenancy import COMPONENT_REQUEST_GROUP
 
-    sys.path.insert(0, str(STACKS.parent / "operator"))
-    try:
-        from cityhub_operator.schemas import GROUP
-    except ImportError:
-        pytest.skip("operator package not present")
-    finally:
-        sys.path.pop(0)
     assert COMPONENT_REQUEST_GROUP == GROUP
 
 

@@ -85,7 +85,7 @@ def test_every_declared_driver_is_a_module_under_drivers() -> None:
 def test_import_linter_contracts_are_kept() -> None:
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     if lint is None:
-        pytest.skip("import-linter is not installed (pip install import-linter)")
+        pytest.fail("lint-imports not found: import-linter is a dev dependency (pip install -e .[dev])")
     proc = subprocess.run(
         [lint, "--config", str(REPO / ".importlinter"), "--no-cache"],
         cwd=REPO,
