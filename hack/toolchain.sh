@@ -90,7 +90,9 @@ build_pulumi() {
     stamp pulumi "$v"
   fi
   # The Python language host: see hack/langhost/README.md for why it is ours and not Pulumi's.
-  sdk=$(cd "$ROOT/hack/go/pulumi" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3) \
+  # `go list -m -f {{.Dir}}` prints nothing for a module not yet in the module cache: download it first.
+  sdk=$(cd "$ROOT/hack/go/pulumi" && go mod download github.com/pulumi/pulumi/sdk/v3 \
+    && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3) && [ -n "$sdk" ] \
     || { fail "pulumi-language-python $v: locate sdk/v3 module"; return 1; }
   install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$BIN/pulumi-language-python-exec"
   cat >"$BIN/pulumi-language-python" <<EOF
@@ -116,7 +118,10 @@ build_pulumi_kubernetes() {
     (
       set -e
       cd "$src"
+      # `go list -m -f {{.Dir}}` prints nothing for a module not yet in the module cache (fresh machine).
+      go mod download github.com/pulumi/pulumi-kubernetes/provider/v4
       mod=$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi-kubernetes/provider/v4)
+      [ -n "$mod" ] || { echo "provider/v4 module directory not found" >&2; exit 1; }
       for f in main.go generate.go schema.json terraform-mapping.json; do
         install -m 0644 "$mod/cmd/pulumi-resource-kubernetes/$f" "$src/$f"
       done
