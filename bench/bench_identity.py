@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from cityhub_operator import testing
-from cityhub_operator.drivers.identity.server import LocalKeycloak, free_port
-from cityhub_operator.schemas import GROUP, VERSION
+from component_types.identity.driver.server import LocalKeycloak, free_port
+from cityhub_api.schemas import GROUP, VERSION
 from readiness import Watcher, cluster_for, metrics, pct
 
 PLURAL = "identityclients"

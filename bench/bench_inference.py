@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from cityhub_operator.driver import Request  # noqa: E402
-from cityhub_operator.drivers.inference import InferenceDriver  # noqa: E402
-from cityhub_operator.drivers.inference.server import LocalGateway, LocalMLServer  # noqa: E402
-from cityhub_operator.drivers.inference.settings import InferenceSettings  # noqa: E402
+from component_types.inference.driver import InferenceDriver  # noqa: E402
+from component_types.inference.driver.server import LocalGateway, LocalMLServer  # noqa: E402
+from component_types.inference.driver.settings import InferenceSettings  # noqa: E402
 
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 BODY = json.dumps(

@@ -32,8 +32,8 @@ from urllib.parse import urlencode
 import mapbox_vector_tile
 import psycopg
 from cityhub_operator.driver import Request
-from cityhub_operator.drivers.maps import create_driver
-from cityhub_operator.drivers.maps.server import LocalMaps
+from component_types.maps.driver import create_driver
+from component_types.maps.driver.server import LocalMaps
 from psycopg import sql
 
 SECRET = b"maps-benchmark-secret-0123456789-abcdefghijklmnopq"

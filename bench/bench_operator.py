@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cityhub_operator import testing
-from cityhub_operator.drivers.messaging.server import LocalServer, free_port
-from cityhub_operator.schemas import GROUP, VERSION
+from component_types.messaging.driver.server import LocalServer, free_port
+from cityhub_api.schemas import GROUP, VERSION
 from readiness import Watcher, cluster_for, metrics, pct
 
 OFFERING = {

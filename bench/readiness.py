@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cityhub_operator import testing
-from cityhub_operator.schemas import GROUP, VERSION
+from cityhub_api.schemas import GROUP, VERSION
 from kubernetes import client, watch
 
 

@@ -121,7 +121,7 @@ def _nats_secret(backends: Path) -> Path:
 
 def start(drift_interval: str = "30") -> int:
     # Imported here: only `start` needs the operator package and its messaging driver.
-    from cityhub_operator.drivers.messaging.server import LocalServer, free_port
+    from component_types.messaging.driver.server import LocalServer, free_port
 
     state, backends = _dirs()
     state.mkdir(parents=True, exist_ok=True)

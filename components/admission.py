@@ -32,8 +32,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import GRADE_LABELS, Department, Zone
-from components import labels
-from components.labels import SYSTEM_NAMESPACE
+from cityhub_api import labels
+from cityhub_api.labels import SYSTEM_NAMESPACE
 from components.tenancy import COMPONENT_REQUEST_GROUP, COMPONENT_SCHEMAS, REQUEST_ENVELOPE
 
 PARAMS_NAME = "cityhub"

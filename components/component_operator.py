@@ -12,13 +12,13 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from cityhub_operator.crds import install_set
-from cityhub_operator.schemas import GROUP, component_types
+from cityhub_api.crds import install_set
+from cityhub_api.schemas import GROUP, component_types
 
-from cityhub.catalog import Offering
+from cityhub_api.catalog import Offering
 from cityhub.config_model import OperatorConfig
-from components import labels
-from components.labels import SYSTEM_NAMESPACE
+from cityhub_api import labels
+from cityhub_api.labels import SYSTEM_NAMESPACE
 
 NAME = "cityhub-operator"
 METRICS_PORT = 9464

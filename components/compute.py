@@ -15,7 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import ContainerLimits, Department, Mode, Quota
-from components import labels
+from cityhub_api import labels
 
 EMERGENCY_PRIORITY = "cityhub-emergency"
 NORMAL_PRIORITY = "cityhub-normal"

@@ -8,8 +8,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import SharedService
-from components import labels
-from components.labels import SYSTEM_NAMESPACE
+from cityhub_api import labels
+from cityhub_api.labels import SYSTEM_NAMESPACE
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import GpuPool
-from components import labels
+from cityhub_api import labels
 
 GPU_NAMESPACE = "cityhub-inference"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from cityhub.catalog import Offering
+from cityhub_api.catalog import Offering
 from cityhub.config_model import Cluster, HubConfig, Storage
 from components.admission import AdmissionArgs, ComponentAdmission, catalog_offerings
 from components.backends.shared import SharedBackends, SharedBackendsArgs

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import labels, monitoring_rules
-from components.labels import SYSTEM_NAMESPACE
+from cityhub_api import labels, monitoring_rules
+from cityhub_api.labels import SYSTEM_NAMESPACE
 
 MODES = ("operator", "standalone", "none")
 RULES_CONFIGMAP = "cityhub-prometheus-rules"

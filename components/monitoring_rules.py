@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cityhub_operator.metrics import PROVISIONING_BUCKETS
+from cityhub_api.api import PROVISIONING_BUCKETS
 from prometheus_client.utils import floatToGoString
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import Department, Flow, SharedService, Zone
-from components import labels
-from components.labels import SYSTEM_NAMESPACE
+from cityhub_api import labels
+from cityhub_api.labels import SYSTEM_NAMESPACE
 
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 """Excluded from "outside": traffic inside the cluster must go through the zone rules, not the ipBlock."""

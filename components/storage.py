@@ -14,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import GRADE_LABELS, Department, Mode, Storage, StorageClassSpec
-from components import labels
+from cityhub_api import labels
 
 NO_PROVISIONER = "kubernetes.io/no-provisioner"
 

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import GRADE_LABELS, LEVEL_LABELS, Department
-from components import labels
+from cityhub_api import labels
 
 COMPONENT_REQUEST_GROUP = "hub.cityhub.io"
 """The operator's API group (cityhub_operator.schemas.GROUP)."""

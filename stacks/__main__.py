@@ -6,7 +6,7 @@ Validation runs before any resource is declared, so a bad configuration fails `p
 
 import pulumi
 
-from cityhub.catalog import CatalogError, load_offerings
+from cityhub_api.catalog import CatalogError, load_offerings
 from cityhub.config import ConfigError, load_config, raw_stack_config
 from components.hub import ClusterHub, ClusterHubArgs
 

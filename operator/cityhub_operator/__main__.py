@@ -11,14 +11,16 @@ import sys
 
 import kopf
 
-from cityhub_operator import handlers, registry, schemas
+from cityhub_api import registry
+from cityhub_api.registry import SchemaError
+from cityhub_operator import drivers_loader, handlers
 from cityhub_operator.settings import OperatorSettings
 
 
 def main() -> int:
     try:
         settings = OperatorSettings.from_env()
-        declared = schemas.component_types()
+        declared = registry.component_types()
         unknown = [c for c in settings.components if c not in declared]
         if unknown:
             raise ValueError(
@@ -26,8 +28,8 @@ def main() -> int:
                 f"component types ({', '.join(sorted(declared))}); unknown: {', '.join(unknown)}"
             )
         types = [declared[n] for n in (settings.components or sorted(declared))]
-        drivers = {t.name: registry.load_driver(t, os.environ) for t in types}
-    except (ValueError, registry.DriverLoadError, schemas.SchemaError) as e:
+        drivers = {t.name: drivers_loader.load_driver(t, os.environ) for t in types}
+    except (ValueError, drivers_loader.DriverLoadError, SchemaError) as e:
         print(f"cityhub-operator: {e}", file=sys.stderr)
         return 2
     kopf.configure(

@@ -18,7 +18,8 @@ from cityhub_operator import conditions, outcomes, probes
 from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import Driver
 from cityhub_operator.reconcile import Emit, OfferingLookup, Reconciler, RetryLater, SecretStore
-from cityhub_operator.schemas import GROUP, VERSION, ComponentType
+from cityhub_api.api import FINALIZER, GROUP, OFFERING_PLURAL, VERSION
+from cityhub_api.registry import ComponentType
 from cityhub_operator.settings import OperatorSettings
 
 log = logging.getLogger("cityhub_operator")
@@ -59,7 +60,7 @@ def register(
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         """Persist kopf's state under hub.cityhub.io; post only warnings as events; start /metrics."""
-        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration"
@@ -75,7 +76,7 @@ def register(
             reconcilers[ctype.kind] = Reconciler(ctype, drivers[ctype.name], store, operator_settings)
         if operator_settings.metrics_port:
             prometheus_client.start_http_server(operator_settings.metrics_port)
-        log.info("serving %s", ", ".join(f"{t.kind} ({t.driver})" for t in types))
+        log.info("serving %s", ", ".join(f"{t.kind} ({t.module_name('driver')})" for t in types))
 
     operator_settings = settings
 
@@ -90,7 +91,7 @@ def register(
         for driver in drivers.values():
             await driver.close()
 
-    @kopf.index(GROUP, VERSION, "componentofferings", registry=registry, id="offerings")
+    @kopf.index(GROUP, VERSION, OFFERING_PLURAL, registry=registry, id="offerings")
     def offerings(name: str, spec: Mapping[str, Any], **_: Any) -> dict[str, dict[str, Any]]:
         """The catalog in memory: offering name → spec."""
         return {name: dict(spec)}

@@ -10,12 +10,12 @@ from __future__ import annotations
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
+from cityhub_api.api import PROVISIONING_BUCKETS
+
 # *_created series would add one series per counter and histogram label set; no rule or dashboard uses them.
 prometheus_client.disable_created_metrics()
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-# Request → Ready: seconds to minutes; the provisioning SLO threshold must be one of these bounds.
-PROVISIONING_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 # Probe round trips: milliseconds to seconds; Apdex thresholds are counted exactly, not from buckets.
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Incidents: minutes to days.

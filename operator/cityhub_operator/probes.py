@@ -26,7 +26,8 @@ from cityhub_operator import conditions, metrics
 from cityhub_operator.conditions import READY
 from cityhub_operator.driver import BackendError, Driver, Prober, Request
 from cityhub_operator.outcomes import OUTCOMES, Outcomes, labels_of
-from cityhub_operator.schemas import GROUP, VERSION, ComponentType
+from cityhub_api.api import FEEDBACK_PLURAL, GROUP, VERSION
+from cityhub_api.registry import ComponentType
 
 log = logging.getLogger("cityhub_operator.probes")
 DEFAULT_APDEX_THRESHOLD = 0.5
@@ -176,7 +177,7 @@ def register_feedback(registry: kopf.OperatorRegistry, component_types: list[str
 
     feedback = Feedback(component_types)
 
-    @kopf.on.event(GROUP, VERSION, "componentfeedbacks", registry=registry, id="feedback")
+    @kopf.on.event(GROUP, VERSION, FEEDBACK_PLURAL, registry=registry, id="feedback")
     def seen(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         """Count the rating (again when it changes; not at all once deleted)."""
         uid = body["metadata"]["uid"]

@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cityhub_operator import catalog, conditions, metrics, outcomes
+from cityhub_api import labels
+from cityhub_api.registry import ComponentType
+from cityhub_operator import conditions, metrics, outcomes, plans
 from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import (
     BackendError,
@@ -32,7 +34,6 @@ from cityhub_operator.driver import (
     TemporaryBackendError,
 )
 from cityhub_operator.kube import SecretConflict
-from cityhub_operator.schemas import ComponentType
 from cityhub_operator.settings import OperatorSettings
 
 LOG = logging.getLogger("cityhub_operator")
@@ -90,7 +91,7 @@ class Reconciler:
         base = self.settings.retry_base_delay * (2 ** min(retry, 16))
         return min(self.settings.retry_max_delay, base) * random.uniform(0.8, 1.2)
 
-    def request(self, body: Mapping[str, Any], resolved: catalog.Resolved | None = None) -> Request:
+    def request(self, body: Mapping[str, Any], resolved: plans.Resolved | None = None) -> Request:
         meta = body["metadata"]
         spec = body.get("spec") or {}
         return Request(
@@ -154,8 +155,8 @@ class Reconciler:
         provisioned = bool(old.get("backend"))
         offering, known = lookup(spec.get("offering", ""))
         try:
-            resolved = catalog.resolve(self.ctype, spec, spec.get("offering", ""), offering, known)
-        except catalog.Unmet as e:
+            resolved = plans.resolve(self.ctype, spec, spec.get("offering", ""), offering, known)
+        except plans.Unmet as e:
             self._unmet(old, status, emit, generation, provisioned, e.reason, str(e))
             return "unmet"
         request = self.request(body, resolved)
@@ -182,11 +183,11 @@ class Reconciler:
             self._unmet(old, status, emit, generation, provisioned, e.reason, str(e))
             return "unmet"
         name = secret_name(body)
-        labels = {"hub.cityhub.io/component-type": self.ctype.name, "hub.cityhub.io/request": meta["name"]}
+        secret_labels = {labels.COMPONENT_TYPE: self.ctype.name, labels.REQUEST: meta["name"]}
         started = time.perf_counter()
         try:
             secret_changed = await self.secrets.apply(
-                request.namespace, name, {**outcome.endpoints, **outcome.credentials}, body, labels
+                request.namespace, name, {**outcome.endpoints, **outcome.credentials}, body, secret_labels
             )
         except SecretConflict as e:
             self._unmet(old, status, emit, generation, provisioned, "SecretConflict", str(e))
@@ -318,10 +319,10 @@ class Reconciler:
             return False
         offering, known = lookup((body.get("spec") or {}).get("offering", ""))
         try:
-            resolved = catalog.resolve(
+            resolved = plans.resolve(
                 self.ctype, body.get("spec") or {}, body["spec"]["offering"], offering, known
             )
-        except catalog.Unmet:
+        except plans.Unmet:
             return False  # the next spec change reports it; the backend keeps its last good state
         if not interrupted:
             try:

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 
-from cityhub_operator import crds
-from cityhub_operator.schemas import GROUP, VERSION
+from cityhub_api import crds
+from cityhub_api.api import GROUP, VERSION
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from cityhub_policies.model import (
     containers,
     pod_spec,
 )
-from components import labels
+from cityhub_api import labels
 
 Config = Mapping[str, Any]
 

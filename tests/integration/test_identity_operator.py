@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 from cityhub_operator import testing
-from cityhub_operator.drivers.identity import IdentityDriver, IdentitySettings
-from cityhub_operator.drivers.identity.server import LocalKeycloak
+from component_types.identity.driver import IdentityDriver, IdentitySettings
+from component_types.identity.driver.server import LocalKeycloak
 from cityhub_operator.testing import OperatorProcess, condition, wait_for
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from cityhub_operator import testing
 from cityhub_operator.driver import BackendError, Request, TemporaryBackendError
-from cityhub_operator.drivers.inference import InferenceDriver
-from cityhub_operator.drivers.inference.server import LocalGateway, LocalMLServer, mlserver_binary
-from cityhub_operator.drivers.inference.settings import InferenceSettings
+from component_types.inference.driver import InferenceDriver
+from component_types.inference.driver.server import LocalGateway, LocalMLServer, mlserver_binary
+from component_types.inference.driver.settings import InferenceSettings
 from cityhub_operator.testing import OperatorProcess, condition, wait_for
 from kubernetes import client
 

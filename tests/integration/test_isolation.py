@@ -32,7 +32,7 @@ import nats
 import pytest
 import yaml
 from cityhub_operator import testing
-from cityhub_operator.drivers.messaging.server import LocalServer
+from component_types.messaging.driver.server import LocalServer
 from kubernetes import client
 from nats.aio.client import RawCredentials
 

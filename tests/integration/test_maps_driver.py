@@ -19,9 +19,9 @@ import mapbox_vector_tile
 import psycopg
 import pytest
 from cityhub_operator.driver import PermanentBackendError, Request, Result
-from cityhub_operator.drivers.maps import MapsDriver, create_driver
-from cityhub_operator.drivers.maps.naming import DENIED_LAYER
-from cityhub_operator.drivers.maps.server import LocalMaps, require_backends
+from component_types.maps.driver import MapsDriver, create_driver
+from component_types.maps.driver.naming import DENIED_LAYER
+from component_types.maps.driver.server import LocalMaps, require_backends
 from psycopg import sql
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import yaml
 from cityhub_operator import testing
-from cityhub_operator.drivers.maps.server import LocalMaps, require_backends
+from component_types.maps.driver.server import LocalMaps, require_backends
 from cityhub_operator.testing import OperatorProcess, condition, wait_for
 from kubernetes import client
 

@@ -15,8 +15,8 @@ import nats.errors
 import nats.js.errors
 import pytest
 from cityhub_operator.driver import PermanentBackendError, Request, TemporaryBackendError
-from cityhub_operator.drivers.messaging import MessagingDriver, NatsSettings
-from cityhub_operator.drivers.messaging.server import LocalServer, nats_server_binary
+from component_types.messaging.driver import MessagingDriver, NatsSettings
+from component_types.messaging.driver.server import LocalServer, nats_server_binary
 from nats.aio.client import RawCredentials
 
 pytestmark = pytest.mark.integration

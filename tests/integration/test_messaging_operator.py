@@ -19,8 +19,8 @@ import nats.errors
 import nats.js.errors
 import pytest
 from cityhub_operator import testing
-from cityhub_operator.drivers.messaging import MessagingDriver, NatsSettings
-from cityhub_operator.drivers.messaging.server import LocalServer
+from component_types.messaging.driver import MessagingDriver, NatsSettings
+from component_types.messaging.driver.server import LocalServer
 from cityhub_operator.testing import OperatorProcess, channel, condition, wait_for
 from kubernetes import client
 from nats.aio.client import RawCredentials

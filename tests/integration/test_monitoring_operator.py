@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from cityhub_operator import testing
-from cityhub_operator.drivers.messaging.server import LocalServer, free_port
+from component_types.messaging.driver.server import LocalServer, free_port
 from cityhub_operator.testing import OperatorProcess, channel, wait_for
 
 from cityhub import paths
@@ -70,7 +70,7 @@ class Prometheus:
     def start(self) -> Prometheus:
         binary = paths.bin_dir() / "prometheus"
         if not binary.exists():
-            pytest.fail(f"{binary} is missing: run hack/backends/prometheus.sh", pytrace=False)
+            pytest.fail(f"{binary} is missing: run hack/prometheus.sh", pytrace=False)
         with (self.directory / "prometheus.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [

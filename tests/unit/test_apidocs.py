@@ -7,7 +7,7 @@ from pathlib import Path
 from cityhub_operator import apidocs
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "api-reference.md"
-REGENERATE = ".venv/bin/python -m cityhub_operator.apidocs > docs/api-reference.md"
+REGENERATE = ".venv/bin/python -m cityhub_api.apidocs > docs/api-reference.md"
 
 
 def test_api_reference_is_generated_from_the_current_schemas() -> None:

@@ -66,7 +66,7 @@ def stack_raw(stack: str = "dev") -> dict[str, Any]:
 
 
 def hub(raw: dict[str, Any]) -> list[Created]:
-    from cityhub.catalog import load_offerings
+    from cityhub_api.catalog import load_offerings
     from components.hub import ClusterHub, ClusterHubArgs
 
     config = load_config(raw)
@@ -197,7 +197,7 @@ def test_requester_account_manages_only_its_component_requests(dev: list[Created
 
 
 def test_request_group_is_the_operators() -> None:
-    from cityhub_operator.schemas import GROUP
+    from cityhub_api.schemas import GROUP
 
     from components.tenancy import COMPONENT_REQUEST_GROUP
 

@@ -184,7 +184,7 @@ def test_a_new_component_type_is_one_schema_file(tmp_path: Path, monkeypatch: py
             "plural": "maplayers",
             "singular": "maplayer",
             "shortNames": ["ml"],
-            "driver": "cityhub_operator.drivers.maps",
+            "driver": "component_types.maps.driver",
         },
         "type": "object",
         "properties": {

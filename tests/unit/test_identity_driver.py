@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cityhub_operator import schemas
 from cityhub_operator.driver import Driver, PermanentBackendError, Prober, Request
-from cityhub_operator.drivers.identity import (
+from component_types.identity.driver import (
     IdentityDriver,
     IdentitySettings,
     UnconfiguredIdentityDriver,
@@ -220,6 +220,6 @@ def test_schema_declares_the_kind_and_limits() -> None:
     assert (ctype.kind, ctype.short_names, ctype.driver) == (
         "IdentityClient",
         ("idc",),
-        "cityhub_operator.drivers.identity",
+        "component_types.identity.driver",
     )
     assert ctype.limits == {"accessTokenLifespan": "duration", "sessionMaxLifespan": "duration"}

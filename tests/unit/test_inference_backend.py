@@ -22,7 +22,7 @@ def test_gateway_mounts_the_routes_the_operator_writes() -> None:
     gateway = find(created, "Deployment", GATEWAY_NAME, "cityhub-inference")
     pod = gateway.inputs["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["command"][-1] == "cityhub_operator.drivers.inference.gateway"
+    assert container["command"][-1] == "component_types.inference.driver.gateway"
     assert pod["volumes"][0]["configMap"]["name"] == ROUTES_NAME
     find(created, "ConfigMap", ROUTES_NAME, "cityhub-inference")
     find(created, "PersistentVolumeClaim", MODELS_PVC, "cityhub-inference")

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from cityhub_operator import crds, schemas
 from cityhub_operator.driver import Driver, PermanentBackendError, Prober
-from cityhub_operator.drivers.maps import MapsSettings, create_driver, layer, naming
-from cityhub_operator.drivers.maps.catalog_sql import bootstrap_script
-from cityhub_operator.drivers.maps.credentials import Credentials
-from cityhub_operator.drivers.maps.server import martin_config
+from component_types.maps.driver import MapsSettings, create_driver, layer, naming
+from component_types.maps.driver.catalog_sql import bootstrap_script
+from component_types.maps.driver.credentials import Credentials
+from component_types.maps.driver.server import martin_config
 
 ENV = {
     "CITYHUB_MAPS_DSN": "postgresql://postgres:pw@postgis.cityhub-system:5432/cityhub_maps",

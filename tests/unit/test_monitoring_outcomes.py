@@ -11,7 +11,7 @@ from cityhub_operator import probes
 from cityhub_operator.driver import Request, TemporaryBackendError
 from cityhub_operator.outcomes import Feedback, Outcomes
 from cityhub_operator.probes import ProbeRunner, ProbeSettings, apdex_zone
-from cityhub_operator.schemas import component_types
+from cityhub_api.schemas import component_types
 from prometheus_client import REGISTRY
 
 

@@ -22,7 +22,7 @@ TESTS = REPO / "monitoring" / "tests" / "cityhub.rules.test.yaml"
 def promtool() -> Path:
     tool = paths.bin_dir() / "promtool"
     if not tool.exists():
-        pytest.fail(f"{tool} is missing: run hack/backends/prometheus.sh", pytrace=False)
+        pytest.fail(f"{tool} is missing: run hack/prometheus.sh", pytrace=False)
     return tool
 
 

@@ -8,8 +8,8 @@ import json
 
 import nkeys
 from cityhub_operator.driver import Request
-from cityhub_operator.drivers.messaging import Keys, natsjwt, user_permissions
-from cityhub_operator.drivers.messaging.server import server_config
+from component_types.messaging.driver import Keys, natsjwt, user_permissions
+from component_types.messaging.driver.server import server_config
 
 SECRET = b"unit-test-secret-0123456789abcdefghijklmnopqrstuv"
 

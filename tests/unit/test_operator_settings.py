@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cityhub_operator import catalog, registry, schemas, units
-from cityhub_operator.drivers.messaging import NatsSettings
+from component_types.messaging.driver import NatsSettings
 from cityhub_operator.settings import OperatorSettings
 
 
@@ -125,7 +125,7 @@ def test_the_registry_loads_drivers_by_name(monkeypatch: pytest.MonkeyPatch) -> 
     ctype = schemas.component_types()["messaging"]
     env = {"CITYHUB_NATS_URL": "nats://127.0.0.1:1", "CITYHUB_NATS_SECRET": "z" * 32}
     driver = registry.load_driver(ctype, env)
-    assert type(driver).__module__ == "cityhub_operator.drivers.messaging"
+    assert type(driver).__module__ == "component_types.messaging.driver"
     missing = types.SimpleNamespace(**{**ctype.__dict__, "driver": "cityhub_operator.drivers.nope"})
     with pytest.raises(registry.DriverLoadError, match="component type messaging: cannot import"):
         registry.load_driver(missing, env)  # type: ignore[arg-type]

@@ -1,0 +1,51 @@
+"""Label and annotation keys cityhub writes: the contract between the stack, the operator, the policy pack,
+the embedded cluster and the dashboards. Nothing else spells a key."""
+
+from __future__ import annotations
+
+from cityhub_api.api import GROUP
+
+PART_OF = "app.kubernetes.io/part-of"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+NAME = "app.kubernetes.io/name"
+COMPONENT = "app.kubernetes.io/component"
+TENANT = "cityhub.io/tenant"
+"""`department` on every department namespace; network policies select tenants by it."""
+DEPARTMENT = "cityhub.io/department"
+LEVEL = "cityhub.io/level"
+DIVISION_CODE = "cityhub.io/division-code"
+ZONE = "cityhub.io/zone"
+DATA_GRADE = "cityhub.io/data-grade"
+CREDIT_CODE = "cityhub.io/credit-code"
+EMERGENCY_RESPONDER = "cityhub.io/emergency-responder"
+PRIORITY_CLASS = "cityhub.io/priority-class"
+"""The PriorityClass the operator gives the department's workloads; it moves with 平急切换."""
+SERVICE = "cityhub.io/service"
+"""Names the component type a pod backs; the type's front-door Service selects it (registry.FrontDoor)."""
+POOL = "cityhub.io/pool"
+"""Node pool of a node: `cpu` or `gpu-inference`; workloads select pools by it."""
+TIER = "cityhub.io/tier"
+ENCRYPTED = "cityhub.io/encrypted"
+MAX_GRADE = "cityhub.io/max-grade"
+"""StorageClass labels: the storage tier, whether volumes are encrypted, the highest data grade allowed."""
+ENDPOINT = "cityhub.io/endpoint"
+DISPLAY_NAME = "cityhub.io/display-name"
+"""Chinese display names go in annotations: label values must be ASCII."""
+
+COMPONENT_TYPE = f"{GROUP}/component-type"
+REQUEST = f"{GROUP}/request"
+"""On each connection Secret: the component type and the request that owns it."""
+
+SKIP_AWAIT = "pulumi.com/skipAwait"
+PATCH_FORCE = "pulumi.com/patchForce"
+"""Server-side apply with force: the stack owns these fields even when the object already exists (a CRD
+kept by an earlier `pulumi destroy`, or applied by hand with kubectl)."""
+
+SYSTEM_NAMESPACE = "cityhub-system"
+CPU_POOL = "cpu"
+GPU_POOL = "gpu-inference"
+
+
+def common() -> dict[str, str]:
+    """What the stack puts on everything it creates."""
+    return {PART_OF: "cityhub", MANAGED_BY: "pulumi"}

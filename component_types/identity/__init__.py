@@ -1,0 +1,1 @@
+"""The identity component type: see README.md in this folder."""

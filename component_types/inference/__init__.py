@@ -1,0 +1,1 @@
+"""The inference component type: see README.md in this folder."""

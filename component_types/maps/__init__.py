@@ -1,0 +1,1 @@
+"""The maps component type: see README.md in this folder."""

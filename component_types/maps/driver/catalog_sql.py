@@ -1,0 +1,147 @@
+"""The maps catalog in PostGIS: which layers exist, who may read them, and the one tile function.
+
+The tile server (martin) connects as `cityhub_tiles`, which may do exactly one thing: EXECUTE
+cityhub_maps.layer_tile(z, x, y, query_params). That function (SECURITY DEFINER) looks the request's `token`
+up in cityhub_maps.tile_tokens (sha256 only, never the token), finds the `layer` in cityhub_maps.layers and
+serves it only to its own department, to the departments listed in cityhub_maps.readers, or to every
+department when the layer is Public. Anyone else gets a tile whose only layer, `cityhub_denied`, holds
+the reason (a map draws nothing from it). Authorization therefore lives next to the data, in one place, for
+every way of reading it; the tile server holds no table privileges and cannot leak a layer by
+misconfiguration. Unknown layers and forbidden ones get the same answer, so names do not leak either.
+Refusing with an error instead would make martin answer 500 and log the query string, token included.
+
+Geometries are stored in the layer's own coordinate system (`geom`, e.g. EPSG:4490) and, as a stored
+generated column with its own GiST index, in Web Mercator (`geom_3857`), so tiles never reproject at read
+time.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from component_types.maps.driver.naming import CATALOG_SCHEMA, GROUP_ROLE, TILE_FUNCTION, TILES_ROLE
+
+_CATALOG_TABLES = """
+CREATE SCHEMA IF NOT EXISTS cityhub_maps;
+REVOKE ALL ON SCHEMA cityhub_maps FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS cityhub_maps.layers (
+    layer_id      text PRIMARY KEY,
+    department    text NOT NULL,
+    name          text NOT NULL,
+    uid           text NOT NULL,
+    schema_name   text NOT NULL,
+    table_name    text NOT NULL,
+    geometry_type text NOT NULL,
+    srid          integer NOT NULL,
+    attributes    jsonb NOT NULL DEFAULT '[]',
+    visibility    text NOT NULL CHECK (visibility IN ('Department', 'Shared', 'Public')),
+    min_zoom      integer NOT NULL CHECK (min_zoom BETWEEN 0 AND 24),
+    max_zoom      integer NOT NULL CHECK (max_zoom BETWEEN 0 AND 24),
+    CHECK (min_zoom <= max_zoom)
+);
+CREATE TABLE IF NOT EXISTS cityhub_maps.readers (
+    layer_id   text NOT NULL REFERENCES cityhub_maps.layers ON DELETE CASCADE,
+    department text NOT NULL,
+    PRIMARY KEY (layer_id, department)
+);
+CREATE TABLE IF NOT EXISTS cityhub_maps.tile_tokens (
+    department text PRIMARY KEY,
+    token_hash bytea NOT NULL UNIQUE
+);
+"""
+
+_TILE_FUNCTION = """
+CREATE OR REPLACE FUNCTION cityhub_maps.layer_tile(z integer, x integer, y integer, query_params json)
+RETURNS bytea
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $fn$
+DECLARE
+    reader text;
+    refusal text;
+    lyr cityhub_maps.layers%ROWTYPE;
+    columns text;
+    mvt bytea;
+BEGIN
+    SELECT t.department INTO reader FROM cityhub_maps.tile_tokens t
+     WHERE t.token_hash = sha256(convert_to(coalesce(query_params->>'token', ''), 'UTF8'));
+    IF reader IS NULL THEN
+        refusal := 'the token is not valid: use tileToken from the layer''s Secret';
+    ELSE
+        SELECT * INTO lyr FROM cityhub_maps.layers l WHERE l.layer_id = query_params->>'layer';
+        IF NOT FOUND OR NOT (
+            lyr.department = reader
+            OR lyr.visibility = 'Public'
+            OR (lyr.visibility = 'Shared' AND EXISTS (
+                SELECT 1 FROM cityhub_maps.readers r
+                 WHERE r.layer_id = lyr.layer_id AND r.department = reader)))
+        THEN
+            refusal := format('department %s may not read layer %s', reader, query_params->>'layer');
+        END IF;
+    END IF;
+    IF refusal IS NOT NULL THEN
+        -- A tile whose only layer, cityhub_denied, says why: an error would make martin answer 500 and log
+        -- the query parameters, token included.
+        SELECT ST_AsMVT(d, 'cityhub_denied', 4096, 'geom') INTO mvt FROM (
+            SELECT refusal AS reason,
+                   ST_AsMVTGeom(ST_Centroid(ST_TileEnvelope(z, x, y)), ST_TileEnvelope(z, x, y)) AS geom
+        ) AS d;
+        RETURN mvt;
+    END IF;
+    IF z < lyr.min_zoom OR z > lyr.max_zoom THEN
+        RETURN ''::bytea;
+    END IF;
+    SELECT coalesce(string_agg(format('%I, ', a), ''), '') INTO columns
+      FROM jsonb_array_elements_text(lyr.attributes) AS a;
+    EXECUTE format(
+        'SELECT ST_AsMVT(t, %L, 4096, ''geom'', ''id'') FROM ('
+        '  SELECT id, %s ST_AsMVTGeom(geom_3857, ST_TileEnvelope($1, $2, $3), 4096, 64, true) AS geom'
+        '    FROM %I.%I WHERE geom_3857 && ST_TileEnvelope($1, $2, $3, margin => 64.0 / 4096)'
+        ') AS t WHERE t.geom IS NOT NULL',
+        lyr.name, columns, lyr.schema_name, lyr.table_name)
+      INTO mvt USING z, x, y;
+    RETURN coalesce(mvt, ''::bytea);
+END
+$fn$;
+REVOKE ALL ON FUNCTION cityhub_maps.layer_tile(integer, integer, integer, json) FROM PUBLIC;
+"""
+
+
+def bootstrap_statements(tiles_password: str) -> list[sql.Composable]:
+    """Idempotent statements creating the catalog, the tile function and the roles (run as a superuser)."""
+    tiles = sql.Identifier(TILES_ROLE)
+    group = sql.Identifier(GROUP_ROLE)
+    return [
+        sql.SQL("CREATE EXTENSION IF NOT EXISTS postgis"),
+        sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN "
+            "CREATE ROLE {role} NOLOGIN; END IF; END $$"
+        ).format(name=sql.Literal(GROUP_ROLE), role=group),
+        sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN "
+            "CREATE ROLE {role} LOGIN; END IF; END $$"
+        ).format(name=sql.Literal(TILES_ROLE), role=tiles),
+        sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+            tiles, sql.Literal(tiles_password)
+        ),
+        # Departments connect to read and write their layers; nothing else in the database is theirs.
+        sql.SQL(
+            "DO $$ BEGIN "
+            "EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); "
+            "EXECUTE format('GRANT CONNECT ON DATABASE %I TO {group}, {tiles}', current_database()); "
+            "END $$"
+        ).format(group=group, tiles=tiles),
+        sql.SQL("REVOKE ALL ON SCHEMA public FROM PUBLIC"),
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(group, tiles),
+        sql.SQL(_CATALOG_TABLES),
+        sql.SQL(_TILE_FUNCTION),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(CATALOG_SCHEMA), tiles),
+        sql.SQL("GRANT EXECUTE ON FUNCTION {}.{}(integer, integer, integer, json) TO {}").format(
+            sql.Identifier(CATALOG_SCHEMA), sql.Identifier(TILE_FUNCTION), tiles
+        ),
+    ]
+
+
+def bootstrap_script(tiles_password: str) -> str:
+    """The bootstrap as one psql script (the cluster's PostGIS runs it from its init directory)."""
+    return ";\n".join(s.as_string() for s in bootstrap_statements(tiles_password)) + ";\n"

@@ -1,0 +1,1 @@
+"""The messaging component type: see README.md in this folder."""
