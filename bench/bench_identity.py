@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from component_types.identity.driver.server import LocalKeycloak, free_port
 from cityhub_api.schemas import GROUP, VERSION
 from readiness import Watcher, cluster_for, metrics, pct

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from component_types.messaging.driver.server import LocalServer, free_port
 from cityhub_api.schemas import GROUP, VERSION
 from readiness import Watcher, cluster_for, metrics, pct

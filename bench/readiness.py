@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from cityhub_api.schemas import GROUP, VERSION
 from kubernetes import client, watch
 

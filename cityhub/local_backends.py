@@ -21,9 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cityhub_api.settings import Env
-
 from cityhub.supervisor import Record, Supervisor
+from cityhub_api.settings import Env
 
 
 @dataclass(frozen=True)

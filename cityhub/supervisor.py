@@ -156,7 +156,9 @@ def wait_ready(rec: Record, ready: Callable[[], bool], timeout: float, interval:
             return time.monotonic() - started
         if time.monotonic() >= deadline:
             stop(rec)
-            raise ProcessFailed(f"{rec.name} was not ready within {timeout:.0f}s; see {rec.log}\n{tail(rec.log)}")
+            raise ProcessFailed(
+                f"{rec.name} was not ready within {timeout:.0f}s; see {rec.log}\n{tail(rec.log)}"
+            )
         time.sleep(interval)
 
 

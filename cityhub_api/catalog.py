@@ -68,9 +68,8 @@ def load_offerings(names: tuple[str, ...] = (), served: tuple[str, ...] = ()) ->
             if offering is None:
                 continue
             if offering.name in offerings:
-                problems.append(
-                    f"{where}: metadata.name {offering.name!r} is also used in {offerings[offering.name].path}"
-                )
+                other = offerings[offering.name].path
+                problems.append(f"{where}: metadata.name {offering.name!r} is also used in {other}")
             offerings[offering.name] = offering
     unknown = [n for n in names if n not in offerings]
     if unknown:

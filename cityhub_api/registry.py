@@ -143,8 +143,8 @@ def _importable(root: Path) -> None:
         return
     if str(root) not in [str(Path(p).resolve()) for p in spec.submodule_search_locations]:
         raise SchemaError(
-            f"{root}: another package named {root.name} is importable ({list(spec.submodule_search_locations)});"
-            " give the folder a unique name"
+            f"{root}: another package named {root.name} is importable "
+            f"({list(spec.submodule_search_locations)}); give the folder a unique name"
         )
 
 
@@ -235,7 +235,8 @@ def _discover(search: tuple[Path, ...]) -> dict[str, ComponentType]:
         for folder in sorted(p for p in root.iterdir() if (p / SCHEMA_FILE).exists()):
             ctype = load_type(folder, f"{root.name}.{folder.name}")
             if ctype.name in found:
-                raise SchemaError(f"{folder}: type {ctype.name} is also declared in {found[ctype.name].folder}")
+                other = found[ctype.name].folder
+                raise SchemaError(f"{folder}: type {ctype.name} is also declared in {other}")
             found[ctype.name] = ctype
     for attr in ("kind", "plural"):
         values = [getattr(t, attr) for t in found.values()]

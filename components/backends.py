@@ -3,12 +3,13 @@
 
 The contract every type's backend follows:
 
-    Backend(name, args: BackendArgs, opts)      creates the backend's workloads in `args.namespace` (or a pool's
-                                                namespace), labels the pods that serve its front door with
-                                                `args.pod_labels()` (so the front-door Service selects them by
-                                                construction), and puts what the operator needs into the Secret
-                                                `args.secret_name`, which the operator mounts at `args.mount`
-    backend.operator_env                        the driver's CITYHUB_* settings (a dict, or an Output of one)
+    Backend(name, args: BackendArgs, opts)
+        creates the backend's workloads in `args.namespace` (or a pool's namespace), labels the pods that
+        serve its front door with `args.pod_labels(...)` (so the front-door Service selects them by
+        construction), and puts what the operator needs into the Secret `args.secret_name`, which the
+        operator mounts at `args.mount`
+    backend.operator_env
+        the driver's CITYHUB_* settings (a dict, or an Output of one)
 
 Every backend credential derives from one Pulumi secret, cityhub:backendsMasterKey, by HMAC with a purpose
 (`args.key("nats")`): one value to set and rotate, and each backend still gets a different key.

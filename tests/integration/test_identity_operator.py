@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from component_types.identity.driver import IdentityDriver, IdentitySettings
 from component_types.identity.driver.server import LocalKeycloak
 from cityhub_operator.testing import OperatorProcess, condition, wait_for

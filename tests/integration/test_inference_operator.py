@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from cityhub_operator.driver import BackendError, Request, TemporaryBackendError
 from component_types.inference.driver import InferenceDriver
 from component_types.inference.driver.server import LocalGateway, LocalMLServer, mlserver_binary

@@ -31,7 +31,7 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from component_types.messaging.driver.server import LocalServer
 from kubernetes import client
 from nats.aio.client import RawCredentials

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from component_types.maps.driver.server import LocalMaps, require_backends
 from cityhub_operator.testing import OperatorProcess, condition, wait_for
 from kubernetes import client

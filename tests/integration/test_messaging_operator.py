@@ -18,7 +18,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from component_types.messaging.driver import MessagingDriver, NatsSettings
 from component_types.messaging.driver.server import LocalServer
 from cityhub_operator.testing import OperatorProcess, channel, condition, wait_for

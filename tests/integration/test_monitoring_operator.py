@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cityhub_operator import testing
+from cityhub import testkit as testing
 from component_types.messaging.driver.server import LocalServer, free_port
 from cityhub_operator.testing import OperatorProcess, channel, wait_for
 

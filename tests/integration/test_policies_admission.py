@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cityhub_operator import testing
+from cityhub import testkit as testing
 
 from cityhub import paths
 from cityhub.config_model import Department, Quota, Zone

@@ -1,16 +1,15 @@
-"""Helpers to run the operator as a process against a cluster: for integration tests, benchmarks and demos.
+"""Helpers for integration tests, benchmarks and demos: kubectl, CRDs, requests, the operator as a process.
 
 proc = OperatorProcess(kubeconfig, env={...}, log=path).start()
 ... proc.kill()   # SIGKILL, like a crash
 proc.start()      # a new process picks up where the old one left off
-proc.stop()       # SIGTERM, by PID
+proc.stop()       # SIGTERM to its group, by PID (checked against its start time)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,10 +20,12 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 
+from cityhub import paths, supervisor
 from cityhub_api import crds
 from cityhub_api.api import GROUP, VERSION
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+OPERATOR_ROOT = paths.repo_root() / "operator"
+"""Where the operator's package lives in a checkout (it is also installed in .venv in editable mode)."""
 
 
 def api(kubeconfig: Path) -> client.ApiClient:
@@ -34,9 +35,7 @@ def api(kubeconfig: Path) -> client.ApiClient:
 def kubectl(
     kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True, kubectl_bin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    binary = kubectl_bin or str(
-        Path(os.environ.get("CITYHUB_CACHE", Path.home() / ".cache" / "cityhub")) / "bin" / "kubectl"
-    )
+    binary = kubectl_bin or str(paths.bin_dir() / "kubectl")
     proc = subprocess.run(
         [binary, "--kubeconfig", str(kubeconfig), *args],
         input=stdin,
@@ -119,55 +118,42 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 class OperatorProcess:
-    """`python -m cityhub_operator` in its own process group, stopped by PID."""
+    """`python -m cityhub_operator` in its own process group, started and stopped through the supervisor."""
 
     def __init__(self, kubeconfig: Path, env: Mapping[str, str], log: Path) -> None:
         self.kubeconfig, self.env, self.log = kubeconfig, dict(env), log
-        self.process: subprocess.Popen[bytes] | None = None
+        self.record: supervisor.Record | None = None
 
     def start(self) -> OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(OPERATOR_ROOT), os.environ.get("PYTHONPATH")])),
             "CITYHUB_HEALTH_PORT": "0",
             "CITYHUB_METRICS_PORT": "0",
             **self.env,
         }
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "cityhub_operator"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.record = supervisor.spawn(
+            "operator", [sys.executable, "-m", "cityhub_operator"], log=self.log, env=env, cwd=Path.cwd()
+        )
         return self
 
     @property
     def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+        assert self.record is not None
+        return self.record.pid
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.record is not None and supervisor.is_running(self.record)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no finalizers released — a crash."""
-        if self.alive():
-            assert self.process is not None
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.record is not None:
+            supervisor.kill(self.record)
 
     def stop(self, timeout: float = 20.0) -> None:
-        if not self.alive():
-            return
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.record is not None:
+            supervisor.stop(self.record, timeout)
 
     def rss_bytes(self) -> int:
         """Resident memory of the operator process (Linux /proc)."""
