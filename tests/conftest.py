@@ -7,6 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from cityhub_api import registry
+
+# Each component type's folder may hold pytest fixtures (component_types/<type>/fixtures.py): every test can
+# use them, e.g. a test of the isolation matrix starting several types' backends.
+pytest_plugins = [
+    t.module_name(registry.FIXTURES) for t in registry.component_types().values() if t.has(registry.FIXTURES)
+]
+
 
 def _ensure_event_loop() -> None:
     """Pulumi's mocks and SDK call asyncio.get_event_loop(); after any earlier asyncio.run() (driver and
