@@ -57,13 +57,8 @@ def city_config(departments: int) -> dict[str, Any]:
         ],
         "flows": [{"from": "internet", "to": "egov", "ports": [443]}, {"from": "egov", "to": "private"}],
         "sharedServices": [
-            {"name": "identity", "displayName": "统一身份认证", "port": 443, "zones": list(ZONES)},
-            {
-                "name": "messaging",
-                "displayName": "数据传输与事件流转",
-                "port": 4222,
-                "zones": ["egov", "private"],
-            },
+            {"name": "identity", "displayName": "统一身份认证", "zones": list(ZONES)},
+            {"name": "messaging", "displayName": "数据传输与事件流转", "zones": ["egov", "private"]},
         ],
         "gpuPool": {"gpus": 4},
         "storage": {

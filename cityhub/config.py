@@ -359,7 +359,7 @@ def build(raw: dict[str, Any]) -> HubConfig:
         zones=tuple(Zone(z["slug"], z["name"], z.get("public", False)) for z in raw["zones"]),
         flows=tuple(Flow(f["from"], f["to"], tuple(f.get("ports", ()))) for f in raw.get("flows", [])),
         shared_services=tuple(
-            SharedService(s["name"], s["displayName"], s["port"], tuple(s["zones"]))
+            SharedService(s["name"], tuple(s["zones"]), s.get("displayName"))
             for s in raw.get("sharedServices", [])
         ),
         limits=_limits(raw.get("limits", {})),
@@ -367,12 +367,16 @@ def build(raw: dict[str, Any]) -> HubConfig:
         storage=_storage(raw["storage"]) if "storage" in raw else None,
         departments=tuple(_department(d, clusters[0].name) for d in raw["departments"]),
         operator=_operator(raw.get("operator", {})),
-        backends=Backends(
-            deploy=tuple((raw.get("backends") or {}).get("deploy", ())),
-            identity_public_url=(raw.get("backends") or {}).get("identityPublicUrl"),
-            storage_class=(raw.get("backends") or {}).get("storageClass"),
-        ),
+        backends=_backends(raw.get("backends") or {}),
         monitoring=dict(raw.get("monitoring", {})),
+    )
+
+
+def _backends(raw: dict[str, Any]) -> Backends:
+    return Backends(
+        deploy=tuple(raw.get("deploy", ())),
+        storage_class=raw.get("storageClass"),
+        settings={k: dict(v) for k, v in raw.items() if k not in ("deploy", "storageClass")},
     )
 
 

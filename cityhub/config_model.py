@@ -81,11 +81,14 @@ class Flow:
 
 @dataclass(frozen=True)
 class SharedService:
+    """cityhub:sharedServices[]: which zones reach a component type's front door."""
+
     name: str
-    display_name: str
-    port: int
+    """A component type (its front-door Service has this name; its port comes from the type)."""
     zones: tuple[str, ...]
     """Zones whose departments may call the service."""
+    display_name: str | None = None
+    """Overrides the type's display name on the Service."""
 
 
 @dataclass(frozen=True)
@@ -172,8 +175,10 @@ class Backends:
     """cityhub:backends."""
 
     deploy: tuple[str, ...] = ()
-    identity_public_url: str | None = None
+    """Component types whose backends the stack runs in the cluster."""
     storage_class: str | None = None
+    settings: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Type name → that type's own settings (cityhub:backends.<type>, validated by its schema)."""
 
 
 @dataclass(frozen=True)

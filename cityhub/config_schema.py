@@ -6,12 +6,12 @@ import difflib
 import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "hub-config.schema.json"
+from cityhub_api import schemas
+
 NAMESPACE = "cityhub"
 """The Pulumi config namespace: stack keys are written `cityhub:<key>`."""
 
@@ -42,7 +42,8 @@ class ConfigError(ValueError):
 
 @cache
 def hub_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """schemas/hub-config.schema.json with the component types' names and backend settings filled in."""
+    return schemas.hub_config_schema()
 
 
 def key_path(parts: list[str | int] | tuple[str | int, ...]) -> str:

@@ -1,66 +1,42 @@
-"""`cityhub operator start|stop|status`: the operator and its backends as local processes, next to the
-embedded cluster (or any cluster in $KUBECONFIG), for development and the README's main job.
+"""`cityhub operator start|stop|status`: the operator and every component type's backend as local processes,
+next to the embedded cluster (or any cluster in $KUBECONFIG): the embedded default runs the whole product.
 
-    .state/operator/operator.pid, operator.log      python -m cityhub_operator (JSON logs)
-    .state/operator/env                             the settings it was started with (no secrets)
-    .state/backends/nats/                           nats-server: config, JetStream store, log, pid
-    .state/backends/nats-secret                     the messaging driver's master secret (mode 0600)
+    .state/processes/<name>.json        one record per process (pid, start time, ports, log), for status/stop
+    .state/backends/<type>/             each type's backend: configuration, data, logs (its local.py decides)
+    .state/backends/secrets/            per-checkout master secrets of the backends (mode 0600)
+    .state/operator/operator.log, env   python -m cityhub_operator (JSON logs); the settings it got (no secrets)
 
-In a real cluster the stack runs the operator as a Deployment instead (cityhub:operator.deploy).
+Every type with a `local.py` is started (component_types/<type>/local.py, found through the registry). A backend
+that fails to start is named with its log; the others keep running and the operator serves them. In a real
+cluster the stack runs the operator and the backends as workloads instead (cityhub:operator.deploy,
+cityhub:backends.deploy).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from cityhub import paths
+import yaml
 
-SERVED = "messaging"
-"""Component types whose backends this command starts locally."""
+from cityhub import paths, supervisor
+from cityhub.local_backends import LocalBackend, LocalContext
+from cityhub.supervisor import ProcessFailed, Supervisor
+from cityhub_api import registry
+from cityhub_api.labels import SYSTEM_NAMESPACE
+from cityhub_api.settings import Env
+
 OPERATOR_ACCOUNT = "cityhub-operator"
-OPERATOR_NAMESPACE = "cityhub-system"
+OPERATOR = "operator"
 
 
-def _dirs() -> tuple[Path, Path]:
-    return paths.state_dir() / "operator", paths.state_dir() / "backends"
-
-
-def _pid(file: Path) -> int | None:
-    """The PID in `file` if that process is alive."""
-    try:
-        pid = int(file.read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
-def _stop_pid(file: Path, what: str, timeout: float = 20.0) -> None:
-    pid = _pid(file)
-    if pid is None:
-        file.unlink(missing_ok=True)
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid(file):
-        time.sleep(0.1)
-    if _pid(file):
-        os.kill(pid, signal.SIGKILL)
-    file.unlink(missing_ok=True)
-    print(f"stopped {what} (pid {pid})")
+def _supervisor() -> Supervisor:
+    return Supervisor(paths.state_dir() / "processes")
 
 
 def _kubeconfig() -> Path:
-    given = os.environ.get("KUBECONFIG")
-    path = Path(given) if given else paths.state_dir() / "cluster" / "kubeconfig"
+    path = Env().path("KUBECONFIG", paths.state_dir() / "cluster" / "kubeconfig")
     if not path.exists():
         raise SystemExit(
             f"cityhub operator: no kubeconfig at {path}; run `cityhub cluster up` or set KUBECONFIG"
@@ -72,7 +48,6 @@ def _service_account_kubeconfig(admin: Path, out: Path) -> Path | None:
     """A kubeconfig for the operator's own ServiceAccount (created by the stack), so the local operator has
     exactly the permissions it has in the cluster, and admission lets it write request status. None when the
     ServiceAccount does not exist (the stack was not applied)."""
-    import yaml
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
@@ -81,7 +56,7 @@ def _service_account_kubeconfig(admin: Path, out: Path) -> Path | None:
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=86400)
     )
     try:
-        token = api.create_namespaced_service_account_token(OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, request)
+        token = api.create_namespaced_service_account_token(OPERATOR_ACCOUNT, SYSTEM_NAMESPACE, request)
     except ApiException as e:
         if e.status == 404:
             return None
@@ -89,6 +64,7 @@ def _service_account_kubeconfig(admin: Path, out: Path) -> Path | None:
     doc = yaml.safe_load(admin.read_text())
     current = next(c for c in doc["contexts"] if c["name"] == doc["current-context"])["context"]
     cluster = next(c for c in doc["clusters"] if c["name"] == current["cluster"])
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.touch(mode=0o600)
     out.write_text(
         yaml.safe_dump(
@@ -110,108 +86,121 @@ def _service_account_kubeconfig(admin: Path, out: Path) -> Path | None:
     return out
 
 
-def _nats_secret(backends: Path) -> Path:
-    file = backends / "nats-secret"
-    if not file.exists():
-        backends.mkdir(parents=True, exist_ok=True)
-        file.touch(mode=0o600)
-        file.write_text(secrets.token_urlsafe(48))
-    return file
+def start_backends(sup: Supervisor, only: tuple[str, ...] = ()) -> tuple[dict[str, LocalBackend], list[str]]:
+    """Start every type's local backend (or those in `only`); returns the started ones and the failures."""
+    started: dict[str, LocalBackend] = {}
+    failed: list[str] = []
+    for ctype in registry.component_types().values():
+        if (only and ctype.name not in only) or not ctype.has(registry.LOCAL):
+            continue
+        ctx = LocalContext(
+            type_name=ctype.name,
+            directory=paths.state_dir() / "backends" / ctype.name,
+            supervisor=sup,
+            cache=paths.cache_dir(),
+        )
+        try:
+            backend = ctype.load(registry.LOCAL).start(ctx)
+        except (ProcessFailed, FileNotFoundError, OSError) as e:
+            failed.append(ctype.name)
+            print(f"{ctype.name}: backend did not start: {e}", file=sys.stderr)
+            continue
+        started[ctype.name] = backend
+        print(f"{ctype.name}: {backend.summary or 'started'}")
+    return started, failed
 
 
-def start(drift_interval: str = "30") -> int:
-    # Imported here: only `start` needs the operator package and its messaging driver.
-    from component_types.messaging.driver.server import LocalServer, free_port
-
-    state, backends = _dirs()
+def start(drift_interval: str = "30", only: tuple[str, ...] = ()) -> int:
+    sup = _supervisor()
+    state = paths.state_dir() / "operator"
     state.mkdir(parents=True, exist_ok=True)
-    if pid := _pid(state / "operator.pid"):
-        print(f"operator already running (pid {pid}); logs: {state / 'operator.log'}")
+    if rec := sup.get(OPERATOR):
+        print(f"operator already running (pid {rec.pid}, serving {rec.serves}); logs: {rec.log}")
         return 0
     kubeconfig = _service_account_kubeconfig(_kubeconfig(), state / "kubeconfig")
     if kubeconfig is None:
         print(
-            f"cityhub operator: ServiceAccount {OPERATOR_NAMESPACE}/{OPERATOR_ACCOUNT} not found; "
+            f"cityhub operator: ServiceAccount {SYSTEM_NAMESPACE}/{OPERATOR_ACCOUNT} not found; "
             "apply the stack first (`cityhub up`)",
             file=sys.stderr,
         )
         return 1
-    secret_file = _nats_secret(backends)
-    nats_pid_file = backends / "nats" / "nats-server.pid"
-    nats_url_file = backends / "nats" / "url"
-    if _pid(nats_pid_file) is None:
-        server = LocalServer(backends / "nats", secret_file.read_text().strip().encode(), port=free_port())
-        server.start()
-        assert server.process is not None
-        nats_pid_file.write_text(str(server.process.pid))
-        nats_url_file.write_text(server.url)
-        print(f"nats-server (JetStream) pid {server.process.pid} at {server.url}")
-    health, metrics = free_port(), free_port()
+    backends, failed = start_backends(sup, only)
+    if not backends:
+        print("cityhub operator: no backend started; nothing to serve", file=sys.stderr)
+        return 1
+    served = sorted(backends)
+    health, metrics = supervisor.free_port(), supervisor.free_port()
     env = {
         "KUBECONFIG": str(kubeconfig),
-        "CITYHUB_COMPONENTS": SERVED,
-        "CITYHUB_NATS_URL": nats_url_file.read_text().strip(),
-        "CITYHUB_NATS_SECRET_FILE": str(secret_file),
+        "CITYHUB_COMPONENTS": ",".join(served),
         "CITYHUB_LOG_FORMAT": "json",
         "CITYHUB_DRIFT_INTERVAL": drift_interval,
         "CITYHUB_HEALTH_PORT": str(health),
         "CITYHUB_METRICS_PORT": str(metrics),
     }
+    for backend in backends.values():
+        env.update(backend.operator_env)
     (state / "env").write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
-    with (state / "operator.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cityhub_operator"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    (state / "operator.pid").write_text(str(process.pid))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            print(f"operator exited with {process.returncode}; see {state / 'operator.log'}", file=sys.stderr)
-            return 1
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1):
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        print(f"operator not healthy within 60s; see {state / 'operator.log'}", file=sys.stderr)
-        return 1
-    print(
-        f"operator pid {process.pid} serving {SERVED}; metrics http://127.0.0.1:{metrics}/metrics; "
-        f"logs {state / 'operator.log'}"
+    rec = sup.spawn(
+        OPERATOR,
+        [sys.executable, "-m", "cityhub_operator"],
+        log=state / "operator.log",
+        env={**Env().env, **env},
+        cwd=paths.repo_root(),
+        ports={"health": health, "metrics": metrics},
+        serves=", ".join(served),
+        url=f"http://127.0.0.1:{metrics}/metrics",
     )
+    try:
+        supervisor.wait_ready(rec, lambda: supervisor.http_ok(f"http://127.0.0.1:{health}/healthz"), 60)
+    except ProcessFailed as e:
+        print(f"cityhub operator: {e}", file=sys.stderr)
+        return 1
+    print(f"operator pid {rec.pid} serving {', '.join(served)}; metrics {rec.url}; logs {rec.log}")
+    if failed:
+        print(f"not served (backend failed, see above): {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
 def stop() -> int:
-    state, backends = _dirs()
-    _stop_pid(state / "operator.pid", "operator")
-    _stop_pid(backends / "nats" / "nats-server.pid", "nats-server")
+    for name, pid, outcome in _supervisor().stop_all():
+        print(f"{name} (pid {pid}): {outcome}")
     return 0
 
 
 def status() -> int:
-    state, backends = _dirs()
-    running = True
-    for file, what in (
-        (state / "operator.pid", "operator"),
-        (backends / "nats" / "nats-server.pid", "nats-server"),
-    ):
-        pid = _pid(file)
-        running &= pid is not None
-        print(f"{what}: {'running, pid ' + str(pid) if pid else 'stopped'}")
-    return 0 if running else 3
+    """Each process, what it serves, its ports and log; exit 3 when any recorded process is down."""
+    records = _supervisor().records()
+    if not records:
+        print("nothing started (cityhub operator start)")
+        return 3
+    down = 0
+    rows = [("PROCESS", "STATE", "PID", "SERVES", "PORTS", "LOG")]
+    for rec in records:
+        alive = supervisor.is_running(rec)
+        down += not alive
+        ports = ",".join(f"{k}={v}" for k, v in rec.ports.items())
+        rows.append((rec.name, "running" if alive else "down", str(rec.pid), rec.serves, ports, rec.log))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 3 if down else 0
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="cityhub operator", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=("start", "stop", "status"))
     parser.add_argument("--drift-interval", default="30", help="seconds between drift checks (start)")
+    parser.add_argument(
+        "--components", default="", help="comma-separated component types to start (default: every type)"
+    )
     ns = parser.parse_args(argv)
     if ns.action == "start":
-        return start(ns.drift_interval)
+        only = tuple(c.strip() for c in ns.components.split(",") if c.strip())
+        unknown = [c for c in only if c not in registry.component_types()]
+        if unknown:
+            parser.error(f"--components: unknown {', '.join(unknown)}; types: {', '.join(registry.type_names())}")
+        return start(ns.drift_interval, only)
     return stop() if ns.action == "stop" else status()

@@ -12,6 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cityhub_api.settings import Env, cache_dir
+
+
+__all__ = ["ToolMissingError", "bin_dir", "cache_dir", "missing_tools", "repo_root", "state_dir", "tool"]
+
 
 class ToolMissingError(FileNotFoundError):
     """A toolchain binary is not built yet."""
@@ -22,18 +27,12 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def cache_dir() -> Path:
-    given = os.environ.get("CITYHUB_CACHE")
-    return Path(given).expanduser() if given else Path.home() / ".cache" / "cityhub"
-
-
 def bin_dir() -> Path:
     return cache_dir() / "bin"
 
 
 def state_dir() -> Path:
-    given = os.environ.get("CITYHUB_STATE")
-    return Path(given).expanduser() if given else repo_root() / ".state"
+    return Env().path("CITYHUB_STATE", repo_root() / ".state")
 
 
 def tool(name: str) -> Path:

@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from cityhub_api import registry
 from cityhub_api.registry import ComponentType, SchemaError
 from cityhub_api.settings import Env
 
@@ -73,3 +74,23 @@ def request_schema(ctype: ComponentType) -> dict[str, Any]:
         spec["x-kubernetes-validations"] = copy.deepcopy(rules)
     out["required"] = ["spec"]
     return out
+
+
+def hub_config_schema() -> dict[str, Any]:
+    """schemas/hub-config.schema.json composed with the component types: the names `cityhub:backends.deploy`
+    and `cityhub:sharedServices[].name` accept, and each type's own `cityhub:backends.<type>` settings."""
+    doc = load("hub-config.schema.json")
+    types = registry.component_types()
+    names = list(types)
+    hint = f"must be one of {', '.join(names)}"
+    backends = doc["properties"]["backends"]
+    backends["properties"]["deploy"]["items"].update({"enum": names, "x-hint": hint})
+    for name, ctype in types.items():
+        if ctype.backend_settings:
+            if name in backends["properties"]:
+                raise SchemaError(f"{ctype.folder}: backend settings key {name!r} clashes with backends.{name}")
+            backends["properties"][name] = copy.deepcopy(ctype.backend_settings)
+    backends["x-hint"] = f"takes only {', '.join(sorted(backends['properties']))}"
+    service = doc["properties"]["sharedServices"]["items"]["properties"]["name"]
+    service.update({"enum": names, "x-hint": hint})
+    return doc

@@ -22,10 +22,8 @@ operator can always add and remove its finalizer, even on a request an older cat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import pulumi
@@ -34,7 +32,8 @@ import pulumi_kubernetes as k8s
 from cityhub.config_model import GRADE_LABELS, Department, Zone
 from cityhub_api import labels
 from cityhub_api.labels import SYSTEM_NAMESPACE
-from components.tenancy import COMPONENT_REQUEST_GROUP, COMPONENT_SCHEMAS, REQUEST_ENVELOPE
+from cityhub_api.registry import component_types
+from components.tenancy import COMPONENT_REQUEST_GROUP
 
 PARAMS_NAME = "cityhub"
 PARAMS_GROUP = "admission.cityhub.io"
@@ -66,28 +65,21 @@ class CatalogOffering:
     plans: tuple[str, ...]
 
 
-@cache
 def request_types() -> tuple[RequestType, ...]:
-    """Every component request type in schemas/components, the files the operator builds its CRDs from."""
-    out = []
-    for path in sorted(COMPONENT_SCHEMAS.glob("*.schema.json")):
-        if path.name == REQUEST_ENVELOPE:
-            continue
-        schema = json.loads(path.read_text(encoding="utf-8"))
-        meta = schema["x-cityhub"]
-        out.append(
-            RequestType(
-                kind=meta["kind"],
-                plural=meta["plural"],
-                component_type=meta["componentType"],
-                shares="shareWith" in schema.get("properties", {}),
-            )
+    """Every component request type, from the registry the operator builds its CRDs from."""
+    return tuple(
+        RequestType(
+            kind=t.kind,
+            plural=t.plural,
+            component_type=t.name,
+            shares="shareWith" in t.schema.get("properties", {}),
         )
-    return tuple(out)
+        for t in component_types().values()
+    )
 
 
 def catalog_offerings(documents: Iterable[Mapping[str, Any]]) -> tuple[CatalogOffering, ...]:
-    """ComponentOffering manifests (stacks/catalog/*.yaml) as the names, types and plans admission checks."""
+    """ComponentOffering manifests (each type's catalog.yaml): the names, types and plans admission checks."""
     return tuple(
         CatalogOffering(
             name=d["metadata"]["name"],

@@ -12,19 +12,20 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from cityhub_api.crds import install_set
-from cityhub_api.schemas import GROUP, component_types
 
-from cityhub_api.catalog import Offering
 from cityhub.config_model import OperatorConfig
 from cityhub_api import labels
+from cityhub_api.api import API_VERSION, FEEDBACK_PLURAL, GROUP, OFFERING_KIND, OFFERING_PLURAL
+from cityhub_api.catalog import Offering
+from cityhub_api.crds import install_set
 from cityhub_api.labels import SYSTEM_NAMESPACE
+from cityhub_api.registry import component_types
+from components.backends import BACKENDS_MOUNT, OPERATOR_ACCOUNT, OPERATOR_LABELS
 
-NAME = "cityhub-operator"
+NAME = OPERATOR_ACCOUNT
 METRICS_PORT = 9464
 HEALTH_PORT = 8080
-BACKENDS_MOUNT = "/var/run/cityhub/backends"
-APP_LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "operator"}
+APP_LABELS = OPERATOR_LABELS
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,9 @@ class ComponentOperatorArgs:
     """Where the operator runs."""
     backend_env: Sequence[pulumi.Input[Mapping[str, str]]] = ()
     """Driver settings of the backends the stack deploys (cityhub:operator.env overrides them)."""
-    backend_secrets: tuple[str, ...] = ()
-    """Secrets (in the operator's namespace) with driver credentials, mounted together at BACKENDS_MOUNT."""
+    backend_mounts: Mapping[str, str] = field(default_factory=dict)
+    """Type name → the Secret (in the operator's namespace) with its driver's credentials, mounted at
+    BACKENDS_MOUNT/<type>."""
 
 
 def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
@@ -54,7 +56,7 @@ def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
         # feedback ratings are read for the satisfaction metrics.
         {
             "apiGroups": [GROUP],
-            "resources": ["componentofferings", "componentfeedbacks"],
+            "resources": [OFFERING_PLURAL, FEEDBACK_PLURAL],
             "verbs": ["get", "list", "watch"],
         },
         # Events on requests tell a department what happened (kopf only creates core/v1 events).
@@ -108,8 +110,8 @@ class ComponentOperator(pulumi.ComponentResource):
         for offering in args.offerings:
             k8s.apiextensions.CustomResource(
                 f"{name}-offering-{offering.name}",
-                api_version=f"{GROUP}/v1alpha1",
-                kind="ComponentOffering",
+                api_version=API_VERSION,
+                kind=OFFERING_KIND,
                 metadata={
                     "name": offering.name,
                     "labels": labels.common(),
@@ -192,18 +194,21 @@ class ComponentOperator(pulumi.ComponentResource):
         container_env = pulumi.Output.all(*(pulumi.Output.from_input(e) for e in args.backend_env)).apply(
             env_list
         )
-        secrets = [*args.backend_secrets, *([settings.backend_secret] if settings.backend_secret else [])]
         volumes: list[dict[str, Any]] = []
         mounts: list[dict[str, Any]] = []
-        if len(secrets) == 1:
-            volumes.append({"name": "backends", "secret": {"secretName": secrets[0]}})
-        elif secrets:
-            # Several backends' Secrets in one directory: their keys are distinct by design (nats-secret, …).
-            volumes.append(
-                {"name": "backends", "projected": {"sources": [{"secret": {"name": n}} for n in secrets]}}
+        # One directory per type (<mount>/<type>/<key>): types' key names cannot collide.
+        for type_name, secret in sorted(args.backend_mounts.items()):
+            volumes.append({"name": f"backend-{type_name}", "secret": {"secretName": secret}})
+            mounts.append(
+                {
+                    "name": f"backend-{type_name}",
+                    "mountPath": f"{BACKENDS_MOUNT}/{type_name}",
+                    "readOnly": True,
+                }
             )
-        if secrets:
-            mounts.append({"name": "backends", "mountPath": BACKENDS_MOUNT, "readOnly": True})
+        if settings.backend_secret:
+            volumes.append({"name": "backend-extra", "secret": {"secretName": settings.backend_secret}})
+            mounts.append({"name": "backend-extra", "mountPath": f"{BACKENDS_MOUNT}/extra", "readOnly": True})
         memory_limit = _double(settings.memory)
         pod_labels = {**labels.common(), **APP_LABELS}
         k8s.apps.v1.Deployment(

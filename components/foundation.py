@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 from cityhub.config_model import SharedService
 from cityhub_api import labels
 from cityhub_api.labels import SYSTEM_NAMESPACE
+from cityhub_api.registry import component_types
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,14 @@ class FoundationArgs:
     division_code: str
     """The city's 6-digit administrative division code (GB/T 2260), e.g. 330100."""
     shared_services: tuple[SharedService, ...] = ()
-    """Shared components (共性组件); each gets a Service in the system namespace."""
+    """Which zones reach each component type (display names may be overridden here)."""
     cluster_domain: str = "cluster.local"
 
 
 class Foundation(pulumi.ComponentResource):
-    """The system namespace labelled with the city, a ConfigMap describing the city, and one Service per
-    shared component, so departments reach identity, maps, messaging and inference at stable addresses
-    before the operator fills them with pods."""
+    """The system namespace labelled with the city, a ConfigMap describing the city, and one front-door
+    Service per component type (name, selector and ports from the registry), so departments reach every
+    shared component at a stable address before its backend's pods exist."""
 
     namespace_name: pulumi.Output[str]
     endpoints: dict[str, str]
@@ -52,25 +53,33 @@ class Foundation(pulumi.ComponentResource):
             opts=child,
         )
         self.endpoints = {}
-        for service in args.shared_services:
+        shared = {s.name: s for s in args.shared_services}
+        for ctype in component_types().values():
+            door = ctype.front_door
+            override = shared[ctype.name].display_name if ctype.name in shared else None
+            display = override or ctype.display_name
             k8s.core.v1.Service(
-                f"{name}-service-{service.name}",
+                f"{name}-service-{door.name}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=service.name,
+                    name=door.name,
                     namespace=namespace.metadata.name,
-                    labels={**labels.common(), labels.SERVICE: service.name},
-                    # The operator brings the pods later; waiting for endpoints now would hang the update.
-                    annotations={labels.DISPLAY_NAME: service.display_name, labels.SKIP_AWAIT: "true"},
+                    labels={**labels.common(), **door.selector},
+                    # The backends bring the pods later; waiting for endpoints now would hang the update.
+                    annotations={labels.DISPLAY_NAME: display, labels.SKIP_AWAIT: "true"},
                 ),
                 spec=k8s.core.v1.ServiceSpecArgs(
-                    selector={labels.SERVICE: service.name},
+                    selector=door.selector,
                     ports=[
-                        k8s.core.v1.ServicePortArgs(name="main", port=service.port, target_port=service.port)
+                        k8s.core.v1.ServicePortArgs(
+                            name="main",
+                            port=door.port,
+                            target_port=door.target_port,
+                            app_protocol=door.app_protocol,
+                        )
                     ],
                 ),
                 opts=child,
             )
-            host = f"{service.name}.{SYSTEM_NAMESPACE}.svc.{args.cluster_domain}"
-            self.endpoints[service.name] = f"{host}:{service.port}"
+            self.endpoints[door.name] = f"{door.host(SYSTEM_NAMESPACE, args.cluster_domain)}:{door.port}"
         self.namespace_name = namespace.metadata.name
         self.register_outputs({"namespace_name": self.namespace_name, "endpoints": self.endpoints})

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from cityhub_api.catalog import Offering
 from cityhub.config_model import Cluster, HubConfig, Storage
+from cityhub_api.catalog import Offering
+from cityhub_api.labels import GPU_POOL
 from components.admission import AdmissionArgs, ComponentAdmission, catalog_offerings
-from components.backends.shared import SharedBackends, SharedBackendsArgs
+from components.backends import SharedBackends, SharedBackendsArgs
 from components.component_operator import ComponentOperator, ComponentOperatorArgs
 from components.compute import Compute, ComputeArgs, priority_class_for
 from components.foundation import Foundation, FoundationArgs
@@ -106,13 +107,15 @@ class ClusterHub(pulumi.ComponentResource):
         backends = SharedBackends(
             name,
             SharedBackendsArgs(
-                backends=config.backends,
+                deploy=config.backends.deploy,
                 master_key=pulumi.Output.secret(config.backends_master_key)
                 if config.backends_master_key
                 else None,
                 system_namespace=foundation.namespace_name,
-                inference_namespace=self.gpu_pool["namespace"] if self.gpu_pool else None,  # type: ignore[arg-type]
                 operator_image=config.operator.image,
+                storage_class=config.backends.storage_class,
+                settings=config.backends.settings,
+                pools={GPU_POOL: self.gpu_pool["namespace"]} if self.gpu_pool else {},  # type: ignore[dict-item]
             ),
             opts=child,
         )
@@ -124,7 +127,7 @@ class ClusterHub(pulumi.ComponentResource):
                 department_namespaces=namespaces,
                 namespace=foundation.namespace_name,
                 backend_env=backends.operator_env,
-                backend_secrets=tuple(backends.secret_names),
+                backend_mounts=backends.mounts,
             ),
             opts=child,
         )

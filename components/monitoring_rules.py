@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cityhub_api.api import PROVISIONING_BUCKETS
 from prometheus_client.utils import floatToGoString
+
+from cityhub_api.api import PROVISIONING_BUCKETS
 
 REPO = Path(__file__).resolve().parents[1]
 RULES_FILE = REPO / "monitoring" / "rules" / "cityhub.rules.yaml"

@@ -11,6 +11,8 @@ import pulumi_kubernetes as k8s
 from cityhub.config_model import Department, Flow, SharedService, Zone
 from cityhub_api import labels
 from cityhub_api.labels import SYSTEM_NAMESPACE
+from cityhub_api.registry import component_types
+from components.backends import OPERATOR_LABELS
 
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 """Excluded from "outside": traffic inside the cluster must go through the zone rules, not the ipBlock."""
@@ -82,13 +84,16 @@ def egress_rules(
             rules.append(
                 np.NetworkPolicyEgressRuleArgs(to=[_zone_peer(flow.target)], ports=_ports(flow.ports))
             )
+    types = component_types()
     for service in services:
         if dept.zone in service.zones:
+            door = types[service.name].front_door
             peer = np.NetworkPolicyPeerArgs(
                 namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={NAME_LABEL: SYSTEM_NAMESPACE}),
-                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={labels.SERVICE: service.name}),
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=door.selector),
             )
-            rules.append(np.NetworkPolicyEgressRuleArgs(to=[peer], ports=_ports((service.port,))))
+            # A policy sees the pod's port (after the Service's translation), so the target port.
+            rules.append(np.NetworkPolicyEgressRuleArgs(to=[peer], ports=_ports((door.target_port,))))
     if zone.public:
         outside = np.IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES)
         rules.append(np.NetworkPolicyEgressRuleArgs(to=[np.NetworkPolicyPeerArgs(ip_block=outside)]))
@@ -138,7 +143,30 @@ class Network(pulumi.ComponentResource):
             spec=np.NetworkPolicySpecArgs(pod_selector=all_pods, policy_types=["Ingress"]),
             opts=child,
         )
+        np.NetworkPolicy(
+            f"{name}-system-from-operator",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="allow-from-operator", namespace=args.system_namespace, labels=labels.common()
+            ),
+            spec=np.NetworkPolicySpecArgs(
+                pod_selector=all_pods,
+                policy_types=["Ingress"],
+                # The operator provisions and probes every backend in the system namespace.
+                ingress=[
+                    np.NetworkPolicyIngressRuleArgs(
+                        from_=[
+                            np.NetworkPolicyPeerArgs(
+                                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=OPERATOR_LABELS)
+                            )
+                        ]
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        types = component_types()
         for service in args.shared_services:
+            door = types[service.name].front_door
             callers = k8s.meta.v1.LabelSelectorArgs(
                 match_labels={labels.TENANT: "department"},
                 match_expressions=[
@@ -153,12 +181,12 @@ class Network(pulumi.ComponentResource):
                     name=f"allow-{service.name}", namespace=args.system_namespace, labels=labels.common()
                 ),
                 spec=np.NetworkPolicySpecArgs(
-                    pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={labels.SERVICE: service.name}),
+                    pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=door.selector),
                     policy_types=["Ingress"],
                     ingress=[
                         np.NetworkPolicyIngressRuleArgs(
                             from_=[np.NetworkPolicyPeerArgs(namespace_selector=callers)],
-                            ports=_ports((service.port,)),
+                            ports=_ports((door.target_port,)),
                         )
                     ],
                 ),

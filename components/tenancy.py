@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import GRADE_LABELS, LEVEL_LABELS, Department
 from cityhub_api import labels
+from cityhub_api.api import GROUP
+from cityhub_api.registry import component_types
 
-COMPONENT_REQUEST_GROUP = "hub.cityhub.io"
-"""The operator's API group (cityhub_operator.schemas.GROUP)."""
-COMPONENT_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "components"
-REQUEST_ENVELOPE = "request.schema.json"
+COMPONENT_REQUEST_GROUP = GROUP
 
 
-@cache
 def component_request_resources() -> tuple[str, ...]:
-    """The plural of every component request kind (MessagingChannel, …) declared in schemas/components,
-    the same files the operator builds its CRDs from, so a new component type is grantable at once."""
-    plurals = []
-    for path in sorted(COMPONENT_SCHEMAS.glob("*.schema.json")):
-        if path.name != REQUEST_ENVELOPE:
-            plurals.append(json.loads(path.read_text(encoding="utf-8"))["x-cityhub"]["plural"])
-    return tuple(plurals)
+    """The plural of every component request kind (MessagingChannel, …), from the registry the operator
+    builds its CRDs from, so a new component type is grantable at once."""
+    return tuple(t.plural for t in component_types().values())
 
 
 REQUESTER_ACCOUNT = "component-requester"

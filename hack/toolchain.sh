@@ -165,11 +165,12 @@ build_kubernetes
 NATS_SERVER_VERSION=$NATS_SERVER_VERSION bash "$ROOT/hack/nats.sh" || fail "nats-server v$NATS_SERVER_VERSION: go install"
 build_pulumi
 [ -x "$VENV/bin/python" ] && build_pulumi_kubernetes
-# Component backends (one script each, e.g. hack/backends/keycloak.sh): pinned, cached, idempotent.
-# Each gets CITYHUB_CACHE, CITYHUB_BIN and CITYHUB_VENV and names what it installs on stderr.
-for script in "$ROOT"/hack/backends/*.sh; do
+# Prometheus and promtool (the monitoring tests' real server), then each component type's backend: every
+# component_types/<type>/install.sh, pinned, cached, idempotent. Each gets CITYHUB_CACHE, CITYHUB_BIN and
+# CITYHUB_VENV and names what it installs on stderr.
+for script in "$ROOT"/hack/prometheus.sh "$ROOT"/component_types/*/install.sh; do
   [ -e "$script" ] || continue
-  name=$(basename "$script" .sh)
+  name=$(basename "$(dirname "$script")"); [ "$name" = hack ] && name=prometheus
   log "backend $name"
   CITYHUB_CACHE=$CACHE CITYHUB_BIN=$BIN CITYHUB_VENV=$VENV timed bash "$script" || fail "backend $name: $script"
 done
