@@ -2,11 +2,11 @@
 next to the embedded cluster (or any cluster in $KUBECONFIG): the embedded default runs the whole product.
 
     .state/processes/<name>.json        one record per process (pid, start time, ports, log), for status/stop
-    .state/backends/<type>/             each type's backend: configuration, data, logs (its local.py decides)
+    .state/backends/<type>/             each type's backend: configuration, data, logs (its local.py)
     .state/backends/secrets/            per-checkout master secrets of the backends (mode 0600)
-    .state/operator/operator.log, env   python -m cityhub_operator (JSON logs); the settings it got (no secrets)
+    .state/operator/operator.log, env   python -m cityhub_operator (JSON logs); its settings (no secrets)
 
-Every type with a `local.py` is started (component_types/<type>/local.py, found through the registry). A backend
+Every type with a `local.py` is started (component_types/<type>/local.py, found by the registry). A backend
 that fails to start is named with its log; the others keep running and the operator serves them. In a real
 cluster the stack runs the operator and the backends as workloads instead (cityhub:operator.deploy,
 cityhub:backends.deploy).
@@ -201,6 +201,7 @@ def main(argv: list[str]) -> int:
         only = tuple(c.strip() for c in ns.components.split(",") if c.strip())
         unknown = [c for c in only if c not in registry.component_types()]
         if unknown:
-            parser.error(f"--components: unknown {', '.join(unknown)}; types: {', '.join(registry.type_names())}")
+            types = ", ".join(registry.type_names())
+            parser.error(f"--components: unknown {', '.join(unknown)}; types: {types}")
         return start(ns.drift_interval, only)
     return stop() if ns.action == "stop" else status()

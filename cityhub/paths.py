@@ -14,7 +14,6 @@ from pathlib import Path
 
 from cityhub_api.settings import Env, cache_dir
 
-
 __all__ = ["ToolMissingError", "bin_dir", "cache_dir", "missing_tools", "repo_root", "state_dir", "tool"]
 
 

@@ -1,8 +1,10 @@
-"""The API reference, generated from the same JSON Schemas as the CRDs (so the two cannot disagree).
+"""Docs generated from the registry and the schemas, so they cannot disagree with the CRDs:
 
-    python -m cityhub_api.apidocs > docs/api-reference.md
+    python -m cityhub_api.apidocs > docs/api-reference.md      the API reference (every field of every kind)
+    python -m cityhub_api.apidocs --write-tables               the component tables in README.md and
+                                                                docs/api.md (between their markers)
 
-tests/unit/test_apidocs.py fails when the committed file is out of date.
+tests/unit/test_apidocs.py fails when a committed file is out of date.
 """
 
 from __future__ import annotations
@@ -108,5 +110,55 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-if __name__ == "__main__":
+TABLE_BEGIN = "<!-- component table (python -m cityhub_api.apidocs --write-tables): begin -->"
+TABLE_END = "<!-- component table: end -->"
+TABLE_FILES = ("README.md", "docs/api.md")
+
+
+def component_table(base: str = "") -> str:
+    """One row per component type: display name, request kind (short name), backend, docs page.
+
+    `base` is the path from the document to the repository root (e.g. "../" for docs/)."""
+    rows = [
+        "| component | request kind | backend | docs |",
+        "| --- | --- | --- | --- |",
+    ]
+    for ctype in registry.component_types().values():
+        short = f" (`{ctype.short_names[0]}`)" if ctype.short_names else ""
+        try:
+            page = ctype.docs_page.relative_to(registry.DEFAULT_ROOT.parent).as_posix()
+        except ValueError:
+            page = ctype.docs_page.as_posix()
+        rows.append(
+            f"| {_cell(ctype.display_name)} | `{ctype.kind}`{short} | {_cell(ctype.backend_summary)} | "
+            f"[{ctype.name}]({base}{page}) |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def with_table(text: str, base: str) -> str:
+    """`text` with the block between the table markers replaced by the current table."""
+    begin, end = text.index(TABLE_BEGIN), text.index(TABLE_END)
+    return text[: begin + len(TABLE_BEGIN)] + "\n" + component_table(base) + text[end:]
+
+
+def _base(relative: str) -> str:
+    return "../" * relative.count("/")
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--write-tables"]:
+        root = registry.DEFAULT_ROOT.parent
+        for relative in TABLE_FILES:
+            path = root / relative
+            path.write_text(with_table(path.read_text(encoding="utf-8"), _base(relative)), encoding="utf-8")
+        return 0
+    if argv:
+        print("usage: python -m cityhub_api.apidocs [--write-tables]", file=sys.stderr)
+        return 2
     sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -88,7 +88,7 @@ def hub_config_schema() -> dict[str, Any]:
     for name, ctype in types.items():
         if ctype.backend_settings:
             if name in backends["properties"]:
-                raise SchemaError(f"{ctype.folder}: backend settings key {name!r} clashes with backends.{name}")
+                raise SchemaError(f"{ctype.folder}: cityhub:backends.{name} is already a key of its own")
             backends["properties"][name] = copy.deepcopy(ctype.backend_settings)
     backends["x-hint"] = f"takes only {', '.join(sorted(backends['properties']))}"
     service = doc["properties"]["sharedServices"]["items"]["properties"]["name"]

@@ -27,7 +27,7 @@ MAPPER_PREFIX = "cityhub-"
 # Always a client's default scopes: `basic` gives sub, `roles` the realm_access claim our roles travel in.
 BASE_SCOPES = ("basic", "roles", "acr", "web-origins")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-_ROLE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+ROLE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 CLIENT_FIELDS = (
     "name",
     "description",
@@ -87,7 +87,7 @@ def spec_problems(request: Request, known_roles: Sequence[str]) -> list[str]:
     if not is_confidential(request) and not request.spec.get("redirectUris"):
         out.append("spec.redirectUris: a public client needs at least one redirect URI")
     for role in request.spec.get("roles") or []:
-        if not _ROLE.match(str(role)) or role not in known_roles:
+        if not ROLE_PATTERN.match(str(role)) or role not in known_roles:
             out.append(
                 f"spec.roles: unknown department role {role!r}; the city's department roles are "
                 f"{', '.join(known_roles)}"
