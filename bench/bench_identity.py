@@ -24,10 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cityhub import testkit as testing
-from component_types.identity.driver.server import LocalKeycloak, free_port
-from cityhub_api.schemas import GROUP, VERSION
 from readiness import Watcher, cluster_for, metrics, pct
+
+from cityhub import testkit as testing
+from cityhub.supervisor import free_port
+from cityhub_api.api import GROUP, VERSION
+from component_types.identity.keycloak import KeycloakMissing
+from component_types.identity.local import KeycloakServer
 
 PLURAL = "identityclients"
 OFFERING = {
@@ -102,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="cityhub-bench-identity-"))
+    try:
+        keycloak = KeycloakServer.from_template(work / "keycloak")
+    except KeycloakMissing as e:
+        print(f"bench_identity: {e}", file=sys.stderr)
+        return 1
     started = cluster_for(work, args.kubeconfig)
     if started is None:
         return 1
     kubeconfig, stop_cluster = started
-    keycloak = LocalKeycloak.from_template(work / "keycloak")
     port = free_port()
     operator = testing.OperatorProcess(
         kubeconfig,

@@ -21,12 +21,12 @@ def cluster_for(work: Path, given: Path | None) -> tuple[Path, Callable[[], None
     new embedded cluster in work/state. None when the embedded cluster fails to start (it printed why)."""
     if given is not None:
         return given, lambda: None
-    from cityhub import cluster
+    from cityhub import embedded_cluster
 
     os.environ["CITYHUB_STATE"] = str(work / "state")
-    if cluster.main(["up"]) != 0:
+    if embedded_cluster.main(["up"]) != 0:
         return None
-    return work / "state" / "cluster" / "kubeconfig", lambda: cluster.main(["down"])
+    return work / "state" / "cluster" / "kubeconfig", lambda: embedded_cluster.main(["down"])
 
 
 class Watcher(threading.Thread):

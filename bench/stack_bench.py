@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from city import city_config
 
-from cityhub import cluster, paths
+from cityhub import embedded_cluster, paths
 from cityhub.pulumi_env import pulumi_env
 
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         own_cluster = not kubeconfig
         if own_cluster:
             os.environ["CITYHUB_STATE"] = str(workdir / "state")
-            if cluster.main(["up"]) != 0:
+            if embedded_cluster.main(["up"]) != 0:
                 return 1
             kubeconfig = str(workdir / "state" / "cluster" / "kubeconfig")
         try:
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             if own_cluster:
-                cluster.main(["down"])
+                embedded_cluster.main(["down"])
     print(table(rows))
     if ns.out:
         ns.out.write_text(

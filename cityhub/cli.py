@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from cityhub import cluster, paths
+from cityhub import embedded_cluster, paths
 from cityhub.pulumi_env import pulumi_env
 
 
@@ -33,7 +33,7 @@ def select_stack(stack: str) -> None:
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
-    if not os.environ.get("KUBECONFIG") and cluster.main(["up"]) != 0:
+    if not os.environ.get("KUBECONFIG") and embedded_cluster.main(["up"]) != 0:
         return 1
     select_stack(ns.stack)
     # --refresh: the stack's state may describe a cluster that is gone (an embedded cluster recreated after
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["pulumi"]:
         return run_pulumi(argv[1:], check=False)
     if argv[:1] == ["cluster"]:
-        return cluster.main(argv[1:])
+        return embedded_cluster.main(argv[1:])
     if argv[:1] == ["operator"]:
         from cityhub import local_operator
 

@@ -35,6 +35,7 @@ from cityhub.config_model import (
     Zone,
 )
 from cityhub.config_schema import NAMESPACE, ConfigError, ConfigProblem, key_path, schema_problems
+from cityhub_api import catalog, registry
 
 __all__ = ["ConfigError", "ConfigProblem", "load_config", "raw_stack_config"]
 
@@ -182,27 +183,24 @@ def rule_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
 
 def _operator_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
     """Component types and offerings named in cityhub:operator must exist."""
-    # Imported here: the operator's schema reader is only needed when the operator is configured.
-    from cityhub import catalog
-
     problems: list[ConfigProblem] = []
-    declared = catalog.component_types()
+    declared = registry.component_types()
     for i, name in enumerate(raw.get("components", [])):
         if name not in declared:
             problems.append(
                 ConfigProblem(
                     key_path(["operator", "components", i]),
-                    f"unknown component type {name!r}; declared types (schemas/components): "
-                    f"{', '.join(sorted(declared))}",
+                    f"unknown component type {name!r}; types (component_types/): {', '.join(declared)}",
                 )
             )
-    available = catalog.offering_files()
+    available = catalog.offering_names()
     for i, name in enumerate(raw.get("catalog", [])):
         if name not in available:
             problems.append(
                 ConfigProblem(
                     key_path(["operator", "catalog", i]),
-                    f"no offering {name!r} in stacks/catalog; available: {', '.join(sorted(available))}",
+                    f"no offering {name!r} in any type's catalog.yaml; "
+                    f"offerings: {', '.join(sorted(available))}",
                 )
             )
     return problems

@@ -52,6 +52,16 @@ def _documents(ctype: ComponentType, problems: list[str]) -> list[tuple[str, Any
     return [(_where(path, i, len(docs)), d) for i, d in enumerate(docs)]
 
 
+def offering_names() -> set[str]:
+    """The names of every offering the types ship (unvalidated: load_offerings checks them)."""
+    names: set[str] = set()
+    for ctype in registry.component_types().values():
+        for _, doc in _documents(ctype, []):
+            if isinstance(doc, dict) and isinstance((doc.get("metadata") or {}).get("name"), str):
+                names.add(doc["metadata"]["name"])
+    return names
+
+
 def load_offerings(names: tuple[str, ...] = (), served: tuple[str, ...] = ()) -> list[Offering]:
     """The offerings to publish (all, or `names`), validated; raises CatalogError listing every problem.
 

@@ -226,18 +226,26 @@ def load_type(folder: Path, package: str) -> ComponentType:
     )
 
 
-@cache
-def _discover(search: tuple[Path, ...]) -> dict[str, ComponentType]:
-    found: dict[str, ComponentType] = {}
+def _schema_files(search: tuple[Path, ...]) -> tuple[tuple[Path, int], ...]:
+    files = []
     for root in search:
         if not root.is_dir():
             raise SchemaError(f"CITYHUB_COMPONENT_TYPES: {root} is not a folder")
-        for folder in sorted(p for p in root.iterdir() if (p / SCHEMA_FILE).exists()):
-            ctype = load_type(folder, f"{root.name}.{folder.name}")
-            if ctype.name in found:
-                other = found[ctype.name].folder
-                raise SchemaError(f"{folder}: type {ctype.name} is also declared in {other}")
-            found[ctype.name] = ctype
+        files += [(p, p.stat().st_mtime_ns) for p in sorted(root.glob(f"*/{SCHEMA_FILE}"))]
+    return tuple(files)
+
+
+@cache
+def _discover(files: tuple[tuple[Path, int], ...]) -> dict[str, ComponentType]:
+    """Types from their schema files; cached by path and modification time (a changed file is re-read)."""
+    found: dict[str, ComponentType] = {}
+    for path, _ in files:
+        folder = path.parent
+        ctype = load_type(folder, f"{folder.parent.name}.{folder.name}")
+        if ctype.name in found:
+            other = found[ctype.name].folder
+            raise SchemaError(f"{folder}: type {ctype.name} is also declared in {other}")
+        found[ctype.name] = ctype
     for attr in ("kind", "plural"):
         values = [getattr(t, attr) for t in found.values()]
         dupes = {v for v in values if values.count(v) > 1}
@@ -248,7 +256,7 @@ def _discover(search: tuple[Path, ...]) -> dict[str, ComponentType]:
 
 def component_types(env: Env | None = None) -> dict[str, ComponentType]:
     """Every component type, by name (sorted)."""
-    return dict(_discover(roots(env)))
+    return dict(_discover(_schema_files(roots(env))))
 
 
 def component_type(name: str) -> ComponentType:

@@ -45,8 +45,16 @@ class Env:
             return default
         return raw
 
-    def number(self, name: str, default: float, *, minimum: float = 0.0, exclusive: bool = False) -> float:
-        """A number of seconds (or any float) of at least `minimum` (above it when `exclusive`)."""
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float = 0.0,
+        exclusive: bool = False,
+        unit: str = "seconds",
+    ) -> float:
+        """A number (of seconds, by default) of at least `minimum` (above it when `exclusive`)."""
         raw = self.raw(name)
         if raw is None:
             return default
@@ -57,7 +65,7 @@ class Env:
         ok = value > minimum if exclusive else value >= minimum  # both false for NaN
         if not ok:
             bound = f"above {minimum:g}" if exclusive else f"at least {minimum:g}"
-            raise self._invalid(name, raw, f"a number {bound}")
+            raise self._invalid(name, raw, f"a number of {unit}, {bound}" if unit else f"a number {bound}")
         return value
 
     def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:

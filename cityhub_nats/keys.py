@@ -70,10 +70,10 @@ class Keys:
         """The operator's own user in a department's account: it manages the streams."""
         return self._derive("user", f"{department}/{OPERATOR_USER}")
 
-    def user(self, namespace: str, name: str, uid: str) -> Key:
-        """A request's user: a new uid (the request deleted and made again) is a new user."""
+    def user(self, label: str) -> Key:
+        """A department's credentials named `label` (messaging: <namespace>/<name>/<uid> of the request)."""
         # Not cached: one per request, used once per reconcile.
-        return derive_key(self._secret, "user", f"{namespace}/{name}/{uid}")
+        return derive_key(self._secret, "user", label)
 
     def operator_jwt(self) -> str:
         return jwt.operator_jwt(

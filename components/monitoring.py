@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from cityhub_api import labels, monitoring_rules
+from cityhub_api import labels
+from components import monitoring_rules
 from cityhub_api.labels import SYSTEM_NAMESPACE
 
 MODES = ("operator", "standalone", "none")

@@ -1,5 +1,5 @@
 """Whether a process of the embedded cluster is healthy: etcd's /health, the apiserver's /readyz (as admin,
-which also proves client-certificate auth works), the others' /healthz, all over TLS checked against the CA."""
+which also proves client-certificate auth works), the others' /healthz; all over TLS checked by the CA."""
 
 from __future__ import annotations
 

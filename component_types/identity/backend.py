@@ -1,112 +1,69 @@
-"""The identity backend in cluster mode: Keycloak (the city's OIDC provider) in the hub's system namespace.
+"""The identity backend in the cluster: Keycloak (the city's OIDC provider) in the hub's system namespace.
 
-    keycloak          Deployment (one replica, Recreate), `kc.sh start` with local caches, health on the
-                      management port 9000, a modest heap; its H2 (dev-file) database on a PersistentVolume,
-                      or an external PostgreSQL when `database_url` is given (production)
-    keycloak          Service, port 8080: what the operator (CITYHUB_IDENTITY_URL) and, behind the city's
-                      ingress, departments' applications (CITYHUB_IDENTITY_PUBLIC_URL) reach
-    cityhub-identity-backend   Secret: the operator's admin client secret (identity-admin-secret) and the
-                      database password; Keycloak creates the admin client (a master-realm service account)
-                      from it on its first start
+    keycloak                   Deployment (one replica, Recreate), `kc.sh start` with local caches, health on
+                               the management port, a modest heap; its H2 (dev-file) database on the
+                               PersistentVolumeClaim keycloak-data, or an external PostgreSQL when
+                               cityhub:backends.identity sets databaseUrl (production). Its pods carry the
+                               front-door labels and serve HTTP on the front door's target port, so the
+                               operator and (behind the city's ingress) departments' applications reach it
+                               through the Service `identity` the stack creates: no Service of its own.
+    cityhub-identity-backend   Secret (args.secret_name): admin-secret, the operator's admin client secret,
+                               from which Keycloak creates that client on its first start; db-password, the
+                               external database's password (set the database user's password to it)
 
-`operator_env` holds the CITYHUB_IDENTITY_* variables for the component operator when that Secret is mounted
-at `backends_mount` (component_operator.BACKENDS_MOUNT).
+Settings (cityhub:backends.identity, schema.json x-cityhub.backendSettings): publicUrl, databaseUrl,
+databaseUsername.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from component_types.identity.driver.server import ADMIN_CLIENT_ID, HEAP, KEYCLOAK_VERSION
 
 from cityhub_api import labels
+from component_types.identity import keycloak
+from components.backends import BackendArgs
 
 NAME = "keycloak"
-SECRET_NAME = "cityhub-identity-backend"
-HTTP_PORT = 8080
-MANAGEMENT_PORT = 9000
-APP = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "identity"}
+ADMIN_SECRET_KEY = "admin-secret"
+DB_PASSWORD_KEY = "db-password"
+STORAGE_SIZE = "2Gi"
+MEMORY = "1Gi"
+DATA_DIR = "/opt/keycloak/data"
 
 
-@dataclass(frozen=True)
-class IdentityBackendArgs:
-    namespace: pulumi.Input[str]
-    """The hub's system namespace (labels.SYSTEM_NAMESPACE)."""
-    admin_secret: pulumi.Input[str]
-    """The operator's admin client secret (a Pulumi secret, at least 16 characters)."""
-    realm: str = "city"
-    """The city's realm (CITYHUB_IDENTITY_REALM); the operator creates it on first use."""
-    public_url: str | None = None
-    """The URL departments' applications use, e.g. https://id.city.gov (issuer of every token). None: the
-    in-cluster Service URL (for clusters where every application runs inside)."""
-    image: str = f"quay.io/keycloak/keycloak:{KEYCLOAK_VERSION}"
-    database_url: str | None = None
-    """JDBC URL of an external PostgreSQL, e.g. jdbc:postgresql://pg.cityhub-system.svc/keycloak. None: the
-    embedded H2 (dev-file) database on a PersistentVolume: one replica only, fine for a pilot."""
-    database_username: str = "keycloak"
-    database_password: pulumi.Input[str] = ""
-    storage_class: str | None = None
-    storage_size: str = "2Gi"
-    memory: str = "1Gi"
-    backends_mount: str = "/var/run/cityhub/backends"
-    """Where the component operator mounts SECRET_NAME (component_operator.BACKENDS_MOUNT)."""
+class Backend(pulumi.ComponentResource):
+    """Keycloak for the identity component type, and the Secret the operator's identity driver reads."""
 
+    operator_env: pulumi.Output[dict[str, str]]
+    """CITYHUB_IDENTITY_* for the operator, which mounts the Secret at args.mount."""
 
-def keycloak_args(args: IdentityBackendArgs) -> list[str]:
-    out = [
-        "start",
-        "--http-enabled=true",
-        f"--http-port={HTTP_PORT}",
-        "--health-enabled=true",
-        "--cache=local",
-        "--proxy-headers=xforwarded",
-    ]
-    if args.public_url:
-        # Tokens name the public issuer even when fetched through the in-cluster Service (the operator's
-        # admin calls and applications' back-channel requests).
-        out += [f"--hostname={args.public_url}", "--hostname-backchannel-dynamic=true"]
-    else:
-        out.append("--hostname-strict=false")
-    if args.database_url:
-        out += ["--db=postgres", f"--db-url={args.database_url}", f"--db-username={args.database_username}"]
-    else:
-        out.append("--db=dev-file")
-    return out
-
-
-class IdentityBackend(pulumi.ComponentResource):
-    """Keycloak for the identity component, and the Secret the operator's identity driver reads."""
-
-    def __init__(
-        self, name: str, args: IdentityBackendArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:backends:IdentityBackend", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ns = args.namespace
-        meta_labels = {**labels.common(), **APP, labels.SERVICE: "identity"}
+        ns, door = args.namespace, args.ctype.front_door
+        public_url = str(args.settings.get("publicUrl") or "")
+        database_url = str(args.settings.get("databaseUrl") or "")
+        database_username = str(args.settings.get("databaseUsername") or "keycloak")
+        meta_labels = args.labels(NAME)
+
         secret = k8s.core.v1.Secret(
             f"{name}-secret",
-            metadata={"name": SECRET_NAME, "namespace": ns, "labels": meta_labels},
+            metadata={"name": args.secret_name, "namespace": ns, "labels": meta_labels},
             string_data={
-                "identity-admin-secret": pulumi.Output.secret(args.admin_secret),
-                "identity-db-password": pulumi.Output.secret(args.database_password),
+                ADMIN_SECRET_KEY: args.key("identity-admin"),
+                DB_PASSWORD_KEY: args.key("identity-db"),
             },
             opts=child,
         )
-        k8s.core.v1.Service(
-            f"{name}-service",
-            metadata={"name": NAME, "namespace": ns, "labels": meta_labels},
-            spec={"selector": APP, "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
-            opts=child,
-        )
-        volumes: list[dict[str, object]] = []
-        mounts: list[dict[str, object]] = []
-        if not args.database_url:
-            claim: dict[str, object] = {
+        volumes: list[dict[str, Any]] = []
+        mounts: list[dict[str, Any]] = []
+        if not database_url:
+            claim: dict[str, Any] = {
                 "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": args.storage_size}},
+                "resources": {"requests": {"storage": STORAGE_SIZE}},
             }
             if args.storage_class:
                 claim["storageClassName"] = args.storage_class
@@ -117,20 +74,20 @@ class IdentityBackend(pulumi.ComponentResource):
                 opts=child,
             )
             volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": f"{NAME}-data"}})
-            mounts.append({"name": "data", "mountPath": "/opt/keycloak/data"})
+            mounts.append({"name": "data", "mountPath": DATA_DIR})
 
-        def from_secret(key: str) -> dict[str, object]:
-            return {"secretKeyRef": {"name": SECRET_NAME, "key": key}}
+        def from_secret(key: str) -> dict[str, Any]:
+            return {"secretKeyRef": {"name": args.secret_name, "key": key}}
 
-        env: list[dict[str, object]] = [
-            # Used only when the master realm is created, i.e. on the first start with an empty database.
-            {"name": "KC_BOOTSTRAP_ADMIN_CLIENT_ID", "value": ADMIN_CLIENT_ID},
-            {"name": "KC_BOOTSTRAP_ADMIN_CLIENT_SECRET", "valueFrom": from_secret("identity-admin-secret")},
-            {"name": "JAVA_OPTS_APPEND", "value": HEAP},
+        env: list[dict[str, Any]] = [
+            {"name": keycloak.BOOTSTRAP_CLIENT_ID, "value": keycloak.ADMIN_CLIENT_ID},
+            {"name": keycloak.BOOTSTRAP_CLIENT_SECRET, "valueFrom": from_secret(ADMIN_SECRET_KEY)},
+            {"name": "JAVA_OPTS_APPEND", "value": keycloak.HEAP},
         ]
-        if args.database_url:
-            env.append({"name": "KC_DB_PASSWORD", "valueFrom": from_secret("identity-db-password")})
-        probe = {"httpGet": {"path": "/health/ready", "port": "management"}, "periodSeconds": 10}
+        if database_url:
+            env.append({"name": "KC_DB_PASSWORD", "valueFrom": from_secret(DB_PASSWORD_KEY)})
+        probe = {"httpGet": {"path": keycloak.READY_PATH, "port": "management"}, "periodSeconds": 10}
+        pod_labels = args.pod_labels(NAME)
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={"name": NAME, "namespace": ns, "labels": meta_labels},
@@ -138,9 +95,9 @@ class IdentityBackend(pulumi.ComponentResource):
                 "replicas": 1,
                 # One writer of the embedded database at a time.
                 "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": APP},
+                "selector": {"matchLabels": {k: pod_labels[k] for k in (labels.NAME, labels.COMPONENT)}},
                 "template": {
-                    "metadata": {"labels": meta_labels},
+                    "metadata": {"labels": pod_labels},
                     "spec": {
                         "securityContext": {
                             "runAsNonRoot": True,
@@ -149,24 +106,29 @@ class IdentityBackend(pulumi.ComponentResource):
                         },
                         "containers": [
                             {
-                                "name": "keycloak",
-                                "image": args.image,
-                                "args": keycloak_args(args),
+                                "name": NAME,
+                                "image": keycloak.IMAGE,
+                                "args": keycloak.cluster_args(
+                                    door.target_port,
+                                    public_url=public_url,
+                                    database_url=database_url,
+                                    database_username=database_username,
+                                ),
                                 "env": env,
                                 "ports": [
-                                    {"name": "http", "containerPort": HTTP_PORT},
-                                    {"name": "management", "containerPort": MANAGEMENT_PORT},
+                                    {"name": "http", "containerPort": door.target_port},
+                                    {"name": "management", "containerPort": keycloak.CLUSTER_MANAGEMENT_PORT},
                                 ],
                                 "readinessProbe": probe,
                                 # A first start creates the database: give it minutes before liveness counts.
                                 "startupProbe": {**probe, "failureThreshold": 30},
                                 "livenessProbe": {
-                                    "httpGet": {"path": "/health/live", "port": "management"},
+                                    "httpGet": {"path": keycloak.LIVE_PATH, "port": "management"},
                                     "periodSeconds": 20,
                                 },
                                 "resources": {
-                                    "requests": {"cpu": "250m", "memory": args.memory},
-                                    "limits": {"memory": args.memory},
+                                    "requests": {"cpu": "250m", "memory": MEMORY},
+                                    "limits": {"memory": MEMORY},
                                 },
                                 "securityContext": {
                                     "allowPrivilegeEscalation": False,
@@ -181,20 +143,10 @@ class IdentityBackend(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
         )
-        self.url = pulumi.Output.concat("http://", NAME, ".", ns, f".svc:{HTTP_PORT}")
-        public = args.public_url
-
-        def env_of(url: str) -> dict[str, str]:
-            out = {
-                "CITYHUB_IDENTITY_URL": url,
-                "CITYHUB_IDENTITY_ADMIN_CLIENT_ID": ADMIN_CLIENT_ID,
-                "CITYHUB_IDENTITY_ADMIN_SECRET_FILE": f"{args.backends_mount}/identity-admin-secret",
-                "CITYHUB_IDENTITY_REALM": args.realm,
-            }
-            if public:
-                out["CITYHUB_IDENTITY_PUBLIC_URL"] = public
-            return out
-
-        self.operator_env = self.url.apply(env_of)
-        self.secret_name = secret.metadata.name
-        self.register_outputs({"url": self.url, "secret_name": self.secret_name})
+        # The front door: the Service named after the type in the system namespace, selecting these pods.
+        self.url = pulumi.Output.from_input(ns).apply(lambda n: f"http://{door.host(n)}:{door.port}")
+        admin_secret_file = f"{args.mount}/{ADMIN_SECRET_KEY}"
+        self.operator_env = self.url.apply(
+            lambda url: keycloak.operator_env(url, admin_secret_file, public_url=public_url)
+        )
+        self.register_outputs({"url": self.url})

@@ -4,13 +4,15 @@
 # SHA-256, unpacked to $CITYHUB_CACHE/keycloak/<version> and pre-built ("kc.sh build") for the options the
 # tests and the local server use (dev-file database, health endpoints), so a start needs no
 # re-augmentation. Needs Java 17+ (Debian's openjdk-17-jre-headless is installed when java is missing).
-# Then it starts Keycloak once to make the initial database that tests copy (a fresh database costs ~40 s
-# per start; see cityhub_operator/drivers/identity/server.py).
+# Then it starts Keycloak once to make the initial database that local Keycloaks copy (a fresh database
+# costs ~40 s per start; see component_types/identity/local.py).
 # Idempotent: skipped when the stamp matches version and build options. Called from hack/toolchain.sh.
 set -euo pipefail
+# The version and the build options are kept in sync with component_types/identity/keycloak.py (VERSION,
+# BUILD_OPTIONS): a local start runs `kc.sh start --optimized`, which needs exactly this build.
+# tests/unit/test_identity_backend.py checks that they agree.
 KEYCLOAK_VERSION=${KEYCLOAK_VERSION:-26.0.8}
 KEYCLOAK_SHA256=${KEYCLOAK_SHA256:-d82a52098db41f036bcfe8f2ebfd9251781c8af5959af8714e8aa9b311081786}
-# Build-time options: kept in sync with cityhub_operator/drivers/identity/server.py (BUILD_OPTIONS).
 BUILD_OPTIONS=(--db=dev-file --health-enabled=true)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${CITYHUB_CACHE:-$HOME/.cache/cityhub}
@@ -24,7 +26,7 @@ template() {
   [ -f "$TEMPLATE/admin-secret" ] && return 0
   [ -x "$PY" ] || { log "keycloak: no Python venv at $PY yet; the first test run makes the template"; return 0; }
   log "keycloak $KEYCLOAK_VERSION: first start, to make the initial database ($TEMPLATE)"
-  CITYHUB_CACHE=$CACHE PYTHONPATH=$ROOT/operator "$PY" -m component_types.identity.driver.server template >/dev/null
+  (cd "$ROOT" && CITYHUB_CACHE=$CACHE PYTHONPATH=$ROOT "$PY" -m component_types.identity.local template >/dev/null)
 }
 
 if [ -x "$HOME_DIR/bin/kc.sh" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ]; then

@@ -1,160 +1,219 @@
-"""The inference backend in cluster mode: the gateway, the shared model store and the operator's settings.
+"""The inference backend in a cluster (cityhub:backends.deploy includes inference): the gateway, its routes,
+the model store, and what the operator's driver needs to run model servers.
 
-    inference-gateway   the cityhub inference gateway (Deployment + Service, CPU pool): checks departments'
-                        API keys, enforces requestsPerMinute (429), proxies KServe V2 calls to the model
-                        servers; its routes are the ConfigMap `inference-routes`, which the operator writes
-    inference-routes    ConfigMap of route files (data is the operator's: Pulumi ignores changes to it)
-    cityhub-models      PersistentVolumeClaim holding the model store, mounted read-only by model servers
-    cityhub-inference-backend   Secret with the master secret the operator derives API keys from
+In the hub's system namespace (`args.namespace`, where the front door Service `inference` is):
+    inference-gateway       Deployment (CPU pool) of `python -m component_types.inference.gateway` from the
+                            operator's image: checks departments' API keys, enforces requestsPerMinute (429),
+                            proxies KServe V2 calls to the model servers. Its pods carry the front door's
+                            labels and serve its target port (8090), so the front door selects them
+    inference-routes        ConfigMap the gateway mounts as its route files; its data is the operator's
+                            (the driver writes routes; Pulumi ignores changes to it)
+    cityhub-inference-backend   Secret `secret`: the master secret departments' API keys derive from
+                            (args.key("inference")); the operator mounts it at args.mount
 
-Per-endpoint model servers (KServe InferenceService, or Deployment + Service on the CPU or GPU inference
-pool) are created by the operator's inference driver in `namespace` (the GPU inference pool's namespace).
-`operator_env` holds the CITYHUB_INFERENCE_* variables for the component operator when the Secret is
-mounted at `backends_mount`.
+In the GPU inference pool's namespace (`args.pools[gpu-inference]`, else the system namespace), where the
+driver creates one model server per endpoint (CITYHUB_INFERENCE_MODE=kubernetes):
+    cityhub-models          PersistentVolumeClaim holding the model store, mounted read-only by model servers
+    inference-model-servers NetworkPolicy: model servers take ingress from the gateway's pods only
+    cityhub-operator-inference  Role + RoleBinding: the operator manages model servers there, and nowhere else
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub_api import labels
+from component_types.inference import naming
+from components.backends import OPERATOR_ACCOUNT, BackendArgs
 
-GATEWAY_NAME = "inference-gateway"
-ROUTES_NAME = "inference-routes"
-MODELS_PVC = "cityhub-models"
-SECRET_NAME = "cityhub-inference-backend"
-GATEWAY_PORT = 8090
+NAMESPACE_NAME = "kubernetes.io/metadata.name"
+"""Kubernetes labels every namespace with its name; a NetworkPolicy selects a namespace by it."""
+OPERATOR_ROLE = "cityhub-operator-inference"
+MODEL_SERVERS_POLICY = "inference-model-servers"
+CRUD = ["get", "list", "create", "update", "patch", "delete"]
+MODEL_SERVER_RULES: list[dict[str, Any]] = [
+    # One Deployment + Service per endpoint (or a KServe InferenceService where KServe runs).
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": CRUD},
+    {"apiGroups": [""], "resources": ["services"], "verbs": CRUD},
+    {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"], "verbs": CRUD},
+    # The pool's scheduling (ConfigMap gpu-scheduling, from components/gpu_pool.py) and the pool's quota.
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["get", "list"]},
+]
+ROUTES_RULES: list[dict[str, Any]] = [
+    # The gateway's routes and nothing else of the system namespace (the stack creates the ConfigMap).
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": [naming.ROUTES_CONFIGMAP],
+        "verbs": ["get", "update", "patch"],
+    },
+]
 
 
-@dataclass(frozen=True)
-class InferenceBackendArgs:
-    namespace: pulumi.Input[str]
-    """Namespace of the gateway and the model servers: the GPU inference pool's (gpu_pool.GPU_NAMESPACE)."""
-    master_secret: pulumi.Input[str]
-    """At least 32 characters of random text (a Pulumi secret): departments' API keys derive from it."""
-    gateway_image: str
-    """An image with the cityhub_operator package (the component operator's image)."""
-    mlserver_image: str = "docker.io/seldonio/mlserver:1.7.1-sklearn"
-    gateway_replicas: int = 2
-    storage_class: str | None = None
-    models_size: str = "20Gi"
-    backends_mount: str = "/var/run/cityhub/backends"
-    """Where the component operator mounts SECRET_NAME (component_operator.BACKENDS_MOUNT)."""
-
-
-class InferenceBackend(pulumi.ComponentResource):
-    """The inference gateway, its routes ConfigMap, the model store claim and the operator's Secret."""
+class Backend(pulumi.ComponentResource):
+    """The inference gateway, its routes, the model store claim, the model servers' fence, the operator's
+    Secret and permissions."""
 
     operator_env: pulumi.Output[dict[str, str]]
 
-    def __init__(
-        self, name: str, args: InferenceBackendArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:backends:InferenceBackend", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ns = args.namespace
-        common = {**labels.common(), labels.SERVICE: "inference"}
-        selector = {"app.kubernetes.io/name": GATEWAY_NAME}
+        system = args.namespace
+        servers = args.pools.get(labels.GPU_POOL, args.namespace)
+        settings = args.settings
+        image = str(settings.get("mlserverImage") or naming.MLSERVER_IMAGE)
+
         k8s.core.v1.Secret(
             f"{name}-secret",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=SECRET_NAME, namespace=ns, labels=common),
-            string_data={"inference-secret": pulumi.Output.secret(args.master_secret)},
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=args.secret_name, namespace=system, labels=args.labels(args.secret_name)
+            ),
+            string_data={naming.SECRET_KEY: args.key("inference")},
             opts=child,
         )
         k8s.core.v1.ConfigMap(
             f"{name}-routes",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=ROUTES_NAME, namespace=ns, labels=common),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=naming.ROUTES_CONFIGMAP, namespace=system, labels=args.labels(naming.ROUTES_CONFIGMAP)
+            ),
             data={},
             # The operator adds and removes routes: Pulumi creates the ConfigMap and leaves its data alone.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["data"]),
         )
+        self._gateway(name, args, int(settings.get("gatewayReplicas", 2)))
         k8s.core.v1.PersistentVolumeClaim(
             f"{name}-models",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=MODELS_PVC, namespace=ns, labels=common, annotations={labels.SKIP_AWAIT: "true"}
+                name=naming.MODELS_PVC,
+                namespace=servers,
+                labels=args.labels(naming.MODELS_PVC),
+                annotations={labels.SKIP_AWAIT: "true"},
             ),
             spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
                 access_modes=["ReadOnlyMany"],
                 storage_class_name=args.storage_class,
-                resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": args.models_size}),
+                resources=k8s.core.v1.VolumeResourceRequirementsArgs(
+                    requests={"storage": str(settings.get("modelsSize", "20Gi"))}
+                ),
             ),
             opts=child,
+        )
+        self._model_servers_policy(name, args, servers)
+        self._operator_role(f"{name}-operator", OPERATOR_ROLE, args, servers, MODEL_SERVER_RULES)
+        self._operator_role(f"{name}-operator-routes", f"{OPERATOR_ROLE}-routes", args, system, ROUTES_RULES)
+
+        door = args.ctype.front_door
+        self.operator_env = pulumi.Output.all(system, servers).apply(
+            lambda ns: {
+                "CITYHUB_INFERENCE_MODE": "kubernetes",
+                "CITYHUB_INFERENCE_NAMESPACE": ns[1],
+                "CITYHUB_INFERENCE_GATEWAY_URL": f"http://{door.host(ns[0])}:{door.port}",
+                "CITYHUB_INFERENCE_SECRET_FILE": f"{args.mount}/{naming.SECRET_KEY}",
+                "CITYHUB_INFERENCE_ROUTES_CONFIGMAP": naming.ROUTES_CONFIGMAP,
+                **({"CITYHUB_INFERENCE_ROUTES_NAMESPACE": ns[0]} if ns[0] != ns[1] else {}),
+                "CITYHUB_INFERENCE_MODELS_PVC": naming.MODELS_PVC,
+                "CITYHUB_INFERENCE_IMAGE": image,
+            }
+        )
+        self.register_outputs({"operator_env": self.operator_env})
+
+    def gateway_selector(self, args: BackendArgs) -> dict[str, str]:
+        """The gateway's pods among the front door's (the Deployment's selector, the policy's peer)."""
+        return {**args.ctype.front_door.selector, labels.NAME: naming.GATEWAY}
+
+    def _gateway(self, name: str, args: BackendArgs, replicas: int) -> None:
+        port = args.ctype.front_door.target_port
+        container = k8s.core.v1.ContainerArgs(
+            name="gateway",
+            image=args.operator_image,
+            command=["python", "-m", naming.GATEWAY_MODULE],
+            args=["--listen", f"0.0.0.0:{port}", "--routes", naming.ROUTES_MOUNT],
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=port)],
+            readiness_probe=k8s.core.v1.ProbeArgs(
+                http_get=k8s.core.v1.HTTPGetActionArgs(path="/v2/health/live", port=port)
+            ),
+            resources=k8s.core.v1.ResourceRequirementsArgs(
+                requests={"cpu": "200m", "memory": "128Mi"}, limits={"memory": "512Mi"}
+            ),
+            volume_mounts=[
+                k8s.core.v1.VolumeMountArgs(name="routes", mount_path=naming.ROUTES_MOUNT, read_only=True)
+            ],
         )
         k8s.apps.v1.Deployment(
             f"{name}-gateway",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=GATEWAY_NAME, namespace=ns, labels=common, annotations={labels.SKIP_AWAIT: "true"}
+                name=naming.GATEWAY,
+                namespace=args.namespace,
+                labels=args.labels(naming.GATEWAY),
+                annotations={labels.SKIP_AWAIT: "true"},
             ),
             spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=args.gateway_replicas,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                replicas=replicas,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self.gateway_selector(args)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels={**common, **selector}),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=args.pod_labels(naming.GATEWAY)),
                     spec=k8s.core.v1.PodSpecArgs(
                         automount_service_account_token=False,
-                        node_selector={"cityhub.io/pool": "cpu"},
-                        containers=[
-                            k8s.core.v1.ContainerArgs(
-                                name="gateway",
-                                image=args.gateway_image,
-                                command=["python", "-m", "component_types.inference.driver.gateway"],
-                                args=[
-                                    "--listen",
-                                    f"0.0.0.0:{GATEWAY_PORT}",
-                                    "--routes",
-                                    "/etc/cityhub/routes",
-                                ],
-                                ports=[
-                                    k8s.core.v1.ContainerPortArgs(name="http", container_port=GATEWAY_PORT)
-                                ],
-                                readiness_probe=k8s.core.v1.ProbeArgs(
-                                    http_get=k8s.core.v1.HTTPGetActionArgs(
-                                        path="/v2/health/live", port=GATEWAY_PORT
-                                    )
-                                ),
-                                resources=k8s.core.v1.ResourceRequirementsArgs(
-                                    requests={"cpu": "200m", "memory": "128Mi"}, limits={"memory": "512Mi"}
-                                ),
-                                volume_mounts=[
-                                    k8s.core.v1.VolumeMountArgs(
-                                        name="routes", mount_path="/etc/cityhub/routes", read_only=True
-                                    )
-                                ],
-                            )
-                        ],
+                        node_selector={labels.POOL: labels.CPU_POOL},
+                        containers=[container],
                         volumes=[
                             k8s.core.v1.VolumeArgs(
                                 name="routes",
-                                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=ROUTES_NAME),
+                                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                                    name=naming.ROUTES_CONFIGMAP
+                                ),
                             )
                         ],
                     ),
                 ),
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        k8s.core.v1.Service(
-            f"{name}-gateway-service",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=GATEWAY_NAME, namespace=ns, labels=common),
-            spec=k8s.core.v1.ServiceSpecArgs(
-                selector=selector,
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=GATEWAY_PORT, target_port=GATEWAY_PORT)],
+
+    def _model_servers_policy(self, name: str, args: BackendArgs, servers: pulumi.Input[str]) -> None:
+        """Model servers answer the gateway only: a department must go through the key check and the rate
+        limit. In the system namespace (no GPU pool) this adds to its default-deny-ingress policy."""
+        gateway = k8s.networking.v1.NetworkPolicyPeerArgs(
+            namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={NAMESPACE_NAME: args.namespace}),
+            pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self.gateway_selector(args)),
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-model-servers",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=MODEL_SERVERS_POLICY, namespace=servers, labels=args.labels(MODEL_SERVERS_POLICY)
             ),
-            opts=child,
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=naming.MANAGED_LABELS),
+                policy_types=["Ingress"],
+                ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=[gateway])],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        mount = args.backends_mount.rstrip("/")
-        self.operator_env = pulumi.Output.from_input(ns).apply(
-            lambda namespace: {
-                "CITYHUB_INFERENCE_MODE": "cluster",
-                "CITYHUB_INFERENCE_NAMESPACE": namespace,
-                "CITYHUB_INFERENCE_GATEWAY_URL": f"http://{GATEWAY_NAME}.{namespace}.svc:{GATEWAY_PORT}",
-                "CITYHUB_INFERENCE_SECRET_FILE": f"{mount}/inference-secret",
-                "CITYHUB_INFERENCE_ROUTES_CONFIGMAP": ROUTES_NAME,
-                "CITYHUB_INFERENCE_MODELS_PVC": MODELS_PVC,
-                "CITYHUB_INFERENCE_IMAGE": args.mlserver_image,
-            }
+
+    def _operator_role(
+        self,
+        resource: str,
+        role_name: str,
+        args: BackendArgs,
+        namespace: pulumi.Input[str],
+        rules: list[dict[str, Any]],
+    ) -> None:
+        """What the driver's kubernetes mode may do in `namespace`, bound to the operator's account."""
+        role = k8s.rbac.v1.Role(
+            resource,
+            metadata={"name": role_name, "namespace": namespace, "labels": args.labels(role_name)},
+            rules=rules,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        self.register_outputs({"operator_env": self.operator_env})
+        k8s.rbac.v1.RoleBinding(
+            resource,
+            metadata={"name": role_name, "namespace": namespace, "labels": args.labels(role_name)},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
+            subjects=[{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": args.namespace}],
+            opts=pulumi.ResourceOptions(parent=self),
+        )

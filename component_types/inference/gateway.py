@@ -1,7 +1,9 @@
 """The inference gateway: authenticates departments, enforces their rate limits, proxies KServe V2 calls.
 
-    python -m component_types.inference.driver.gateway --listen 127.0.0.1:8090 --routes DIR \
-        [--upstream http://127.0.0.1:8080]
+    python -m component_types.inference.gateway --listen HOST:PORT --routes DIR [--upstream URL]
+
+A runtime, not driver code: the stack runs it in the hub's system namespace (backend.py, pods behind the
+front door `inference`, port 8090), the embedded default as a local process (local.py, a free port).
 
 For /v2/models/{endpoint}[/versions/{v}]/{infer,ready} and /v2/models/{endpoint} it
   1. finds the route of {endpoint} (<department>.<name>; routes.py) — unknown: 404,
@@ -27,9 +29,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from component_types.inference.driver.routes import Route, RouteFiles, key_hash
+from component_types.inference.routes import Route, RouteFiles, key_hash
 
-log = logging.getLogger("component_types.inference.driver.gateway")
+log = logging.getLogger("component_types.inference.gateway")
 WINDOW = 60.0
 HOP_HEADERS = {"content-type", "content-length"}
 
@@ -164,8 +166,8 @@ class Gateway:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m component_types.inference.driver.gateway")
-    parser.add_argument("--listen", default="127.0.0.1:8090", help="host:port")
+    parser = argparse.ArgumentParser(prog="python -m component_types.inference.gateway")
+    parser.add_argument("--listen", required=True, help="host:port, e.g. 0.0.0.0:8090")
     parser.add_argument("--routes", required=True, type=Path, help="directory of route files")
     parser.add_argument("--upstream", default=None, help="V2 server whose readiness /v2/health/ready reports")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds for one upstream call")

@@ -1,8 +1,9 @@
 """Routes: what the gateway knows about each endpoint, one JSON file per endpoint.
 
-The driver writes them (embedded mode: files in a directory; cluster mode: keys of a ConfigMap the gateway
-mounts, which kubelet turns into the same files); the gateway reads them. A route holds the SHA-256 of the
-endpoint's API key, never the key, so the routes can be read by the gateway without being a credential.
+The driver writes them (embedded mode: files in a directory; kubernetes mode: keys of a ConfigMap the
+gateway mounts, which kubelet turns into the same files); the gateway (gateway.py) reads them. A route holds
+the SHA-256 of the endpoint's API key, never the key, so the routes can be read by the gateway without being
+a credential. Neutral: the driver, the gateway and the local launcher use it (standard library only).
 """
 
 from __future__ import annotations

@@ -1,178 +1,162 @@
-"""The maps backend in cluster mode: PostGIS and martin in the hub's system namespace.
+"""The maps backend in cluster mode (cityhub:backends.deploy names maps): PostGIS and martin in the hub's
+system namespace.
 
-    maps-postgis   PostgreSQL 15 + PostGIS (StatefulSet); on first start its init script (from the
-                   Secret) creates the catalog, tile function and tiles role (drivers/maps/catalog_sql.py)
-    maps-tiles     martin (Deployment), connected as the tiles role, serving only /layers/{z}/{x}/{y}; the
-                   tile function decides per request which department may read which layer; stateless
+    maps-postgis   PostgreSQL 15 + PostGIS (StatefulSet) behind its own Service `maps-postgis` (internal:
+                   the operator and martin connect to it); on first start its init script (from the Secret)
+                   creates the catalog, tile function and tiles role (catalog_sql.py)
+    maps-tiles     martin (Deployment): the maps front door. Its pods carry the front-door labels, so the
+                   stack's Service `maps` (port 3000) selects them; connected as the tiles role, it serves
+                   only /layers/{z}/{x}/{y}, and the tile function decides per request which department may
+                   read which layer; stateless
+    maps-postgis   NetworkPolicy: martin may reach PostGIS (the system namespace denies other ingress)
 
-Every credential is derived from one master secret (a Pulumi secret): the operator reads it from the Secret
-`cityhub-maps-backend`, which this component also fills with the operator's DSN. `operator_env` holds the
-CITYHUB_MAPS_* variables for the component operator when that Secret is mounted at `backends_mount`.
+Every credential derives from cityhub:backendsMasterKey: the Secret `args.secret_name`, which the operator
+mounts at `args.mount`, holds the maps master secret, the superuser's password and DSN, martin's database
+URL and the init script. Imports no database client: the SQL and martin's config are plain text rendered
+by the type's neutral modules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from component_types.maps.driver.catalog_sql import bootstrap_script
-from component_types.maps.driver.credentials import Credentials
-from component_types.maps.driver.naming import TILES_ROLE
-from component_types.maps.driver.server import DATABASE, martin_config
 
 from cityhub_api import labels
+from component_types.maps.catalog_sql import bootstrap_script
+from component_types.maps.credentials import Credentials
+from component_types.maps.martin_config import martin_config
+from component_types.maps.naming import DATABASE, SUPERUSER, TILES_ROLE
+from components.backends import BackendArgs
 
 POSTGIS_NAME = "maps-postgis"
 TILES_NAME = "maps-tiles"
-SECRET_NAME = "cityhub-maps-backend"
 POSTGRES_PORT = 5432
-TILES_PORT = 3000
+POSTGIS_IMAGE = "docker.io/postgis/postgis:15-3.5"
+MARTIN_IMAGE = "ghcr.io/maplibre/martin:1.14.0"
+STORAGE_SIZE = "20Gi"
+TILES_REPLICAS = 2
+INIT_SCRIPT = "10-cityhub-maps.sql"
+
+# Keys of the Secret args.secret_name (files under args.mount in the operator's pod).
+SECRET_KEY = "secret"
+"""The maps master secret (args.key("maps")): department passwords, tile tokens, the tiles password."""
+POSTGRES_PASSWORD_KEY = "postgres-password"
+"""The PostgreSQL superuser's password (args.key("maps-postgres")); the PostGIS image sets it on init."""
+DSN_KEY = "dsn"
+"""The operator's connection as the superuser: postgresql://postgres:…@maps-postgis.<ns>.svc:5432/…"""
+TILES_URL_KEY = "tiles-database-url"
+"""martin's connection as the tiles role (its DATABASE_URL)."""
 
 
-@dataclass(frozen=True)
-class MapsBackendArgs:
-    namespace: pulumi.Input[str]
-    """The hub's system namespace (labels.SYSTEM_NAMESPACE)."""
-    master_secret: pulumi.Input[str]
-    """At least 32 characters of random text (a Pulumi secret): every maps credential derives from it."""
-    postgres_password: pulumi.Input[str]
-    """The PostgreSQL superuser's password (a Pulumi secret); the operator connects with it."""
-    postgis_image: str = "docker.io/postgis/postgis:15-3.5"
-    martin_image: str = "ghcr.io/maplibre/martin:1.14.0"
-    storage_class: str | None = None
-    storage_size: str = "20Gi"
-    tiles_replicas: int = 2
-    backends_mount: str = "/var/run/cityhub/backends"
-    """Where the component operator mounts SECRET_NAME (component_operator.BACKENDS_MOUNT)."""
+class Backend(pulumi.ComponentResource):
+    """PostGIS + martin for the maps component type, and the Secret the operator's maps driver reads."""
 
+    operator_env: pulumi.Output[dict[str, str]]
+    """CITYHUB_MAPS_*: files under args.mount and the front door's tile URL."""
 
-class MapsBackend(pulumi.ComponentResource):
-    """PostGIS + martin for the maps component, and the Secret the operator's maps driver reads."""
-
-    def __init__(self, name: str, args: MapsBackendArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:backends:MapsBackend", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         ns = args.namespace
-        host = pulumi.Output.concat(POSTGIS_NAME, ".", ns, ".svc")
+        master = args.key("maps")
+        postgres_password = args.key("maps-postgres")
+        host = pulumi.Output.concat(POSTGIS_NAME, ".", ns, f".svc:{POSTGRES_PORT}")
         tiles_password = pulumi.Output.secret(
-            pulumi.Output.from_input(args.master_secret).apply(
-                lambda s: Credentials(s.encode()).tiles_password()
-            )
-        )
-        init_sql = pulumi.Output.secret(tiles_password.apply(bootstrap_script))
-        dsn = pulumi.Output.secret(
-            pulumi.Output.concat(
-                "postgresql://postgres:", args.postgres_password, "@", host, f":{POSTGRES_PORT}/{DATABASE}"
-            )
-        )
-        tiles_url = pulumi.Output.concat(
-            "postgresql://", TILES_ROLE, ":", tiles_password, "@", host, f":{POSTGRES_PORT}/{DATABASE}"
+            master.apply(lambda s: Credentials(s.encode()).tiles_password())
         )
         secret = k8s.core.v1.Secret(
             f"{name}-secret",
-            metadata={
-                "name": SECRET_NAME,
-                "namespace": ns,
-                "labels": {**labels.common(), labels.SERVICE: "maps"},
-            },
+            metadata={"name": args.secret_name, "namespace": ns, "labels": args.labels(args.secret_name)},
             string_data={
-                "maps-secret": args.master_secret,
-                "maps-dsn": dsn,
-                "postgres-password": args.postgres_password,
-                "tiles-database-url": pulumi.Output.secret(tiles_url),
-                # Run once by the postgis image's entrypoint on an empty data directory.
-                "10-cityhub-maps.sql": init_sql,
+                SECRET_KEY: master,
+                POSTGRES_PASSWORD_KEY: postgres_password,
+                DSN_KEY: pulumi.Output.secret(
+                    pulumi.Output.concat(
+                        f"postgresql://{SUPERUSER}:", postgres_password, "@", host, f"/{DATABASE}"
+                    )
+                ),
+                TILES_URL_KEY: pulumi.Output.secret(
+                    pulumi.Output.concat(
+                        f"postgresql://{TILES_ROLE}:", tiles_password, "@", host, f"/{DATABASE}"
+                    )
+                ),
+                # Run once by the PostGIS image's entrypoint on an empty data directory.
+                INIT_SCRIPT: pulumi.Output.secret(tiles_password.apply(bootstrap_script)),
             },
             opts=child,
         )
-        self._postgis(name, args, secret, child)
-        self._martin(name, args, secret, child)
-        self.tile_url = pulumi.Output.concat("http://", TILES_NAME, ".", ns, f".svc:{TILES_PORT}")
+        after_secret = pulumi.ResourceOptions(parent=self, depends_on=[secret])
+        self._postgis(name, args, after_secret)
+        self._martin(name, args, after_secret)
+        self._network_policy(name, args, child)
+        door = args.ctype.front_door
+        self.tile_url = pulumi.Output.concat("http://", door.name, ".", ns, f".svc:{door.port}")
         self.operator_env = self.tile_url.apply(
             lambda url: {
-                "CITYHUB_MAPS_DSN_FILE": f"{args.backends_mount}/maps-dsn",
-                "CITYHUB_MAPS_SECRET_FILE": f"{args.backends_mount}/maps-secret",
+                "CITYHUB_MAPS_DSN_FILE": f"{args.mount}/{DSN_KEY}",
+                "CITYHUB_MAPS_SECRET_FILE": f"{args.mount}/{SECRET_KEY}",
                 "CITYHUB_MAPS_TILE_URL": url,
             }
         )
-        self.secret_name = secret.metadata.name
-        self.register_outputs({"tile_url": self.tile_url, "secret_name": self.secret_name})
+        self.register_outputs({"tile_url": self.tile_url})
 
-    def _postgis(
-        self, name: str, args: MapsBackendArgs, secret: k8s.core.v1.Secret, child: pulumi.ResourceOptions
-    ) -> None:
-        app = {"app.kubernetes.io/name": POSTGIS_NAME}
+    def _postgis(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions) -> None:
+        # The selector is the name only: a StatefulSet's selector cannot change once created.
+        selector = {labels.NAME: POSTGIS_NAME}
+        own = args.labels(POSTGIS_NAME)  # not the front door's: departments reach martin, not PostGIS
         k8s.core.v1.Service(
             f"{name}-postgis",
-            metadata={
-                "name": POSTGIS_NAME,
-                "namespace": args.namespace,
-                "labels": {**labels.common(), **app},
-            },
-            spec={"selector": app, "ports": [{"name": "postgres", "port": POSTGRES_PORT}]},
-            opts=child,
+            metadata={"name": POSTGIS_NAME, "namespace": args.namespace, "labels": own},
+            spec={"selector": selector, "ports": [{"name": "postgres", "port": POSTGRES_PORT}]},
+            opts=opts,
         )
-        claim: dict[str, object] = {
+        claim: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": args.storage_size}},
+            "resources": {"requests": {"storage": STORAGE_SIZE}},
         }
         if args.storage_class:
             claim["storageClassName"] = args.storage_class
+        container = {
+            "name": "postgis",
+            "image": POSTGIS_IMAGE,
+            "env": [
+                {"name": "POSTGRES_DB", "value": DATABASE},
+                {"name": "POSTGRES_USER", "value": SUPERUSER},
+                {"name": "POSTGRES_PASSWORD", "valueFrom": _secret_ref(args, POSTGRES_PASSWORD_KEY)},
+                {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+            ],
+            "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
+            "readinessProbe": {
+                "exec": {"command": ["pg_isready", "-U", SUPERUSER, "-d", DATABASE]},
+                "periodSeconds": 5,
+            },
+            "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+            "volumeMounts": [
+                {"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                {"name": "init", "mountPath": "/docker-entrypoint-initdb.d", "readOnly": True},
+            ],
+        }
         k8s.apps.v1.StatefulSet(
             f"{name}-postgis",
-            metadata={
-                "name": POSTGIS_NAME,
-                "namespace": args.namespace,
-                "labels": {**labels.common(), **app},
-            },
+            metadata={"name": POSTGIS_NAME, "namespace": args.namespace, "labels": own},
             spec={
                 "serviceName": POSTGIS_NAME,
                 "replicas": 1,
-                "selector": {"matchLabels": app},
+                "selector": {"matchLabels": selector},
                 "template": {
-                    "metadata": {"labels": {**labels.common(), **app, labels.SERVICE: "maps"}},
+                    "metadata": {"labels": own},
                     "spec": {
                         "securityContext": {"fsGroup": 999, "seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [
-                            {
-                                "name": "postgis",
-                                "image": args.postgis_image,
-                                "env": [
-                                    {"name": "POSTGRES_DB", "value": DATABASE},
-                                    {
-                                        "name": "POSTGRES_PASSWORD",
-                                        "valueFrom": {
-                                            "secretKeyRef": {"name": SECRET_NAME, "key": "postgres-password"}
-                                        },
-                                    },
-                                    {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
-                                ],
-                                "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
-                                "readinessProbe": {
-                                    "exec": {"command": ["pg_isready", "-U", "postgres", "-d", DATABASE]},
-                                    "periodSeconds": 5,
-                                },
-                                "resources": {
-                                    "requests": {"cpu": "500m", "memory": "1Gi"},
-                                    "limits": {"memory": "2Gi"},
-                                },
-                                "volumeMounts": [
-                                    {"name": "data", "mountPath": "/var/lib/postgresql/data"},
-                                    {
-                                        "name": "init",
-                                        "mountPath": "/docker-entrypoint-initdb.d",
-                                        "readOnly": True,
-                                    },
-                                ],
-                            }
-                        ],
+                        "containers": [container],
                         "volumes": [
                             {
                                 "name": "init",
                                 "secret": {
-                                    "secretName": SECRET_NAME,
-                                    "items": [{"key": "10-cityhub-maps.sql", "path": "10-cityhub-maps.sql"}],
+                                    "secretName": args.secret_name,
+                                    "items": [{"key": INIT_SCRIPT, "path": INIT_SCRIPT}],
                                 },
                             }
                         ],
@@ -180,81 +164,78 @@ class MapsBackend(pulumi.ComponentResource):
                 },
                 "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim}],
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
+            opts=opts,
         )
 
-    def _martin(
-        self, name: str, args: MapsBackendArgs, secret: k8s.core.v1.Secret, child: pulumi.ResourceOptions
-    ) -> None:
-        app = {"app.kubernetes.io/name": TILES_NAME}
+    def _martin(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions) -> None:
+        port = args.ctype.front_door.target_port
         config = k8s.core.v1.ConfigMap(
             f"{name}-martin",
-            metadata={"name": TILES_NAME, "namespace": args.namespace, "labels": labels.common()},
+            metadata={"name": TILES_NAME, "namespace": args.namespace, "labels": args.labels(TILES_NAME)},
             # martin substitutes ${DATABASE_URL} from its environment (the Secret): no password in the map.
-            data={"config.yaml": martin_config("${DATABASE_URL}", listen=f"0.0.0.0:{TILES_PORT}")},
-            opts=child,
+            data={"config.yaml": martin_config("${DATABASE_URL}", listen=f"0.0.0.0:{port}")},
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        k8s.core.v1.Service(
-            f"{name}-tiles",
-            metadata={"name": TILES_NAME, "namespace": args.namespace, "labels": {**labels.common(), **app}},
-            spec={"selector": app, "ports": [{"name": "http", "port": TILES_PORT}]},
-            opts=child,
-        )
+        container = {
+            "name": "martin",
+            "image": MARTIN_IMAGE,
+            "args": ["--config", "/etc/martin/config.yaml"],
+            "env": [{"name": "DATABASE_URL", "valueFrom": _secret_ref(args, TILES_URL_KEY)}],
+            "ports": [{"name": "http", "containerPort": port}],
+            # martin exits when PostGIS or the tile function is not there yet; the restart policy retries
+            # until the init script has run.
+            "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
+            "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 20},
+            "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [{"name": "config", "mountPath": "/etc/martin", "readOnly": True}],
+        }
         k8s.apps.v1.Deployment(
             f"{name}-tiles",
-            metadata={"name": TILES_NAME, "namespace": args.namespace, "labels": {**labels.common(), **app}},
+            metadata={"name": TILES_NAME, "namespace": args.namespace, "labels": args.labels(TILES_NAME)},
             spec={
-                "replicas": args.tiles_replicas,
-                "selector": {"matchLabels": app},
+                "replicas": TILES_REPLICAS,
+                "selector": {"matchLabels": {labels.NAME: TILES_NAME}},
                 "template": {
-                    "metadata": {"labels": {**labels.common(), **app, labels.SERVICE: "maps"}},
+                    # The front door's labels: the stack's Service `maps` selects these pods.
+                    "metadata": {"labels": args.pod_labels(TILES_NAME)},
                     "spec": {
                         "securityContext": {
                             "runAsNonRoot": True,
                             "runAsUser": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"},
                         },
-                        "containers": [
-                            {
-                                "name": "martin",
-                                "image": args.martin_image,
-                                "args": ["--config", "/etc/martin/config.yaml"],
-                                "env": [
-                                    {
-                                        "name": "DATABASE_URL",
-                                        "valueFrom": {
-                                            "secretKeyRef": {"name": SECRET_NAME, "key": "tiles-database-url"}
-                                        },
-                                    }
-                                ],
-                                "ports": [{"name": "http", "containerPort": TILES_PORT}],
-                                # martin exits when PostGIS or the tile function is not there yet; the
-                                # restart policy retries until the init script has run.
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/health", "port": "http"},
-                                    "periodSeconds": 5,
-                                },
-                                "livenessProbe": {
-                                    "httpGet": {"path": "/health", "port": "http"},
-                                    "periodSeconds": 20,
-                                },
-                                "resources": {
-                                    "requests": {"cpu": "250m", "memory": "128Mi"},
-                                    "limits": {"memory": "512Mi"},
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
-                                "volumeMounts": [
-                                    {"name": "config", "mountPath": "/etc/martin", "readOnly": True}
-                                ],
-                            }
-                        ],
+                        "containers": [container],
                         "volumes": [{"name": "config", "configMap": {"name": TILES_NAME}}],
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[config, secret]),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[config])),
         )
+
+    def _network_policy(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions) -> None:
+        """The system namespace admits only the operator and departments (to front doors): martin needs
+        PostGIS too."""
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-postgis-from-tiles",
+            metadata={"name": POSTGIS_NAME, "namespace": args.namespace, "labels": args.labels(POSTGIS_NAME)},
+            spec={
+                "podSelector": {"matchLabels": {labels.NAME: POSTGIS_NAME}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": {labels.NAME: TILES_NAME}}}],
+                        "ports": [{"protocol": "TCP", "port": POSTGRES_PORT}],
+                    }
+                ],
+            },
+            opts=opts,
+        )
+
+
+def _secret_ref(args: BackendArgs, key: str) -> Mapping[str, Any]:
+    return {"secretKeyRef": {"name": args.secret_name, "key": key}}

@@ -1,63 +1,69 @@
-"""The messaging backend in cluster mode: one nats-server with JetStream behind the `messaging` Service.
+"""The messaging backend in cluster mode: one nats-server with JetStream behind the `messaging` front door.
 
-Its configuration trusts only the keys derived from the messaging master secret (decentralized JWT auth,
-accounts pushed by the operator), so the ConfigMap holds public keys and signed JWTs, never a secret.
+    nats                      StatefulSet, one replica: client port (the front door's target port, 4222),
+                              monitoring 8222 (/healthz), JetStream on a PersistentVolume at /data
+    nats-config               ConfigMap: nats-server.conf, trusting only the keys derived from the master
+                              secret (decentralized JWT auth, accounts pushed by the operator); public keys
+                              and signed JWTs only
+    cityhub-messaging-backend Secret: `secret`, the master secret (args.key("nats")), which the operator
+                              mounts at args.mount and derives the same keys from
+
+Settings (cityhub:backends.messaging): image, storageSize, maxFileStore (schema.json, backendSettings).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pulumi
 import pulumi_kubernetes as k8s
-from component_types.messaging.driver.server import server_config
 
-from cityhub_api import labels
+from cityhub_nats.server_config import server_config
+from components.backends import BackendArgs
 
 NAME = "nats"
-CLIENT_PORT = 4222
 MONITOR_PORT = 8222
 STORE = "/data"
+SECRET_KEY = "secret"
+"""The master secret's key in the backend Secret (a file under args.mount for the operator)."""
+IMAGE = "docker.io/library/nats:2.11.9-alpine"
+STORAGE_SIZE = "20Gi"
+MAX_FILE_STORE = "18G"
 
 
-@dataclass(frozen=True)
-class MessagingBackendArgs:
-    namespace: pulumi.Input[str]
-    """The hub's system namespace; the Foundation's `messaging` Service selects these pods."""
-    master_secret: pulumi.Input[str]
-    """32+ characters of random text (a Pulumi secret): the NATS operator and account keys derive from it."""
-    image: str = "docker.io/library/nats:2.11.9-alpine"
-    storage_class: str | None = None
-    storage_size: str = "20Gi"
-    max_file_store: str = "18G"
-    backends_mount: str = "/var/run/cityhub/backends"
-
-
-class MessagingBackend(pulumi.ComponentResource):
+class Backend(pulumi.ComponentResource):
     """A one-replica nats-server StatefulSet with a JetStream volume, and the settings the driver needs."""
 
     operator_env: dict[str, pulumi.Input[str]]
 
-    def __init__(
-        self, name: str, args: MessagingBackendArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:backends:MessagingBackend", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
-        meta = {**labels.common(), labels.SERVICE: "messaging", "app.kubernetes.io/name": NAME}
+        door = args.ctype.front_door
+        image = str(args.settings.get("image", IMAGE))
+        storage_size = str(args.settings.get("storageSize", STORAGE_SIZE))
+        max_file_store = str(args.settings.get("maxFileStore", MAX_FILE_STORE))
+        master = args.key("nats")
+
+        k8s.core.v1.Secret(
+            f"{name}-secret",
+            metadata={"name": args.secret_name, "namespace": args.namespace, "labels": args.labels(NAME)},
+            string_data={SECRET_KEY: master},
+            opts=child,
+        )
+        # The configuration holds public keys and JWTs only: safe to unsecret into a ConfigMap.
         config = pulumi.Output.unsecret(
-            pulumi.Output.from_input(args.master_secret).apply(
+            master.apply(
                 lambda secret: server_config(
                     secret.encode(),
                     store_dir=STORE,
-                    listen=f"0.0.0.0:{CLIENT_PORT}",
+                    listen=f"0.0.0.0:{door.target_port}",
                     http=f"0.0.0.0:{MONITOR_PORT}",
-                    max_file_store=args.max_file_store,
+                    max_file_store=max_file_store,
                 )
             )
         )
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
-            metadata={"name": f"{NAME}-config", "namespace": args.namespace, "labels": meta},
+            metadata={"name": f"{NAME}-config", "namespace": args.namespace, "labels": args.labels(NAME)},
             data={"nats-server.conf": config},
             opts=child,
         )
@@ -65,29 +71,29 @@ class MessagingBackend(pulumi.ComponentResource):
             "metadata": {"name": "data"},
             "spec": {
                 "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": args.storage_size}},
+                "resources": {"requests": {"storage": storage_size}},
             },
         }
         if args.storage_class:
             claim["spec"]["storageClassName"] = args.storage_class  # type: ignore[index]
         k8s.apps.v1.StatefulSet(
             f"{name}-server",
-            metadata={"name": NAME, "namespace": args.namespace, "labels": meta},
+            metadata={"name": NAME, "namespace": args.namespace, "labels": args.labels(NAME)},
             spec={
-                "serviceName": "messaging",
+                "serviceName": door.name,
                 "replicas": 1,
-                "selector": {"matchLabels": {labels.SERVICE: "messaging"}},
+                "selector": {"matchLabels": door.selector},
                 "template": {
-                    "metadata": {"labels": meta},
+                    "metadata": {"labels": args.pod_labels(NAME)},
                     "spec": {
                         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
                         "containers": [
                             {
                                 "name": "nats",
-                                "image": args.image,
+                                "image": image,
                                 "args": ["-c", "/etc/nats/nats-server.conf"],
                                 "ports": [
-                                    {"name": "main", "containerPort": CLIENT_PORT},
+                                    {"name": "main", "containerPort": door.target_port},
                                     {"name": "monitor", "containerPort": MONITOR_PORT},
                                 ],
                                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": "monitor"}},
@@ -110,11 +116,10 @@ class MessagingBackend(pulumi.ComponentResource):
             # A StatefulSet on a cluster without a storage provisioner never becomes ready; don't hang `up`.
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="10m")),
         )
-        mount = args.backends_mount.rstrip("/")
         self.operator_env = {
-            "CITYHUB_NATS_URL": pulumi.Output.concat(  # type: ignore[dict-item]
-                "nats://messaging.", args.namespace, f".svc:{CLIENT_PORT}"
+            "CITYHUB_NATS_URL": pulumi.Output.from_input(args.namespace).apply(
+                lambda namespace: f"nats://{door.host(namespace)}:{door.port}"
             ),
-            "CITYHUB_NATS_SECRET_FILE": f"{mount}/nats-secret",
+            "CITYHUB_NATS_SECRET_FILE": f"{args.mount}/{SECRET_KEY}",
         }
-        self.register_outputs({})
+        self.register_outputs({"operator_env": self.operator_env})

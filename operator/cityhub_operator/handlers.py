@@ -14,12 +14,12 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from cityhub_api.api import FINALIZER, GROUP, OFFERING_PLURAL, VERSION
+from cityhub_api.registry import ComponentType
 from cityhub_operator import conditions, outcomes, probes
 from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import Driver
 from cityhub_operator.reconcile import Emit, OfferingLookup, Reconciler, RetryLater, SecretStore
-from cityhub_api.api import FINALIZER, GROUP, OFFERING_PLURAL, VERSION
-from cityhub_api.registry import ComponentType
 from cityhub_operator.settings import OperatorSettings
 
 log = logging.getLogger("cityhub_operator")

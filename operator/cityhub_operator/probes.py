@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,12 +21,13 @@ from typing import Any
 
 import kopf
 
+from cityhub_api.api import FEEDBACK_PLURAL, GROUP, VERSION
+from cityhub_api.registry import ComponentType
+from cityhub_api.settings import Env
 from cityhub_operator import conditions, metrics
 from cityhub_operator.conditions import READY
 from cityhub_operator.driver import BackendError, Driver, Prober, Request
 from cityhub_operator.outcomes import OUTCOMES, Outcomes, labels_of
-from cityhub_api.api import FEEDBACK_PLURAL, GROUP, VERSION
-from cityhub_api.registry import ComponentType
 
 log = logging.getLogger("cityhub_operator.probes")
 DEFAULT_APDEX_THRESHOLD = 0.5
@@ -37,29 +37,17 @@ DEFAULT_APDEX_THRESHOLD = 0.5
 @dataclass(frozen=True)
 class ProbeSettings:
     interval: float = 30.0
+    """CITYHUB_PROBE_INTERVAL: seconds between probes of one component; 0 turns probes off."""
     timeout: float = 10.0
+    """CITYHUB_PROBE_TIMEOUT: seconds a probe may take before it counts as failed."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProbeSettings:
-        env = os.environ if env is None else env
+        e = Env(env)
         return cls(
-            interval=_seconds(env, "CITYHUB_PROBE_INTERVAL", cls.interval, allow_zero=True),
-            timeout=_seconds(env, "CITYHUB_PROBE_TIMEOUT", cls.timeout, allow_zero=False),
+            interval=e.number("CITYHUB_PROBE_INTERVAL", cls.interval, minimum=0.0),
+            timeout=e.number("CITYHUB_PROBE_TIMEOUT", cls.timeout, minimum=0.0, exclusive=True),
         )
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (value >= 0 if allow_zero else value > 0):  # also false for NaN
-        needs = "a number of seconds, 0 to turn probes off" if allow_zero else "a positive number of seconds"
-        raise ValueError(f"Invalid {name}={raw}: needs to be {needs}")
-    return value
 
 
 def apdex_zone(seconds: float | None, offering: Mapping[str, Any] | None) -> str:

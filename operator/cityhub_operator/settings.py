@@ -1,11 +1,13 @@
-"""Operator settings: loaded once at startup from CITYHUB_* environment variables, validated with messages
-that say what a value needs to be. Driver settings (CITYHUB_NATS_*, …) belong to their drivers."""
+"""Operator settings: loaded once at startup from CITYHUB_* environment variables through the one settings
+idiom (cityhub_api.settings.Env), validated with messages that say what a value needs to be. Driver settings
+(CITYHUB_NATS_*, …) belong to their drivers."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from cityhub_api.settings import Env
 
 
 @dataclass(frozen=True)
@@ -35,71 +37,16 @@ class OperatorSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
-        env = os.environ if env is None else env
+        e = Env(env)
         return cls(
-            namespaces=_names(env, "CITYHUB_NAMESPACES"),
-            components=_names(env, "CITYHUB_COMPONENTS"),
-            drift_interval=_number(env, "CITYHUB_DRIFT_INTERVAL", cls.drift_interval, minimum=1.0),
-            retry_base_delay=_number(env, "CITYHUB_RETRY_BASE_DELAY", cls.retry_base_delay, minimum=0.1),
-            retry_max_delay=_number(env, "CITYHUB_RETRY_MAX_DELAY", cls.retry_max_delay, minimum=1.0),
-            log_format=_choice(env, "CITYHUB_LOG_FORMAT", cls.log_format, ("json", "plain")),
-            log_level=_choice(env, "CITYHUB_LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
-            metrics_port=_port(env, "CITYHUB_METRICS_PORT", cls.metrics_port),
-            health_port=_port(env, "CITYHUB_HEALTH_PORT", cls.health_port),
-            worker_limit=_integer(env, "CITYHUB_WORKER_LIMIT", cls.worker_limit),
+            namespaces=e.names("CITYHUB_NAMESPACES"),
+            components=e.names("CITYHUB_COMPONENTS"),
+            drift_interval=e.number("CITYHUB_DRIFT_INTERVAL", cls.drift_interval, minimum=1.0),
+            retry_base_delay=e.number("CITYHUB_RETRY_BASE_DELAY", cls.retry_base_delay, minimum=0.1),
+            retry_max_delay=e.number("CITYHUB_RETRY_MAX_DELAY", cls.retry_max_delay, minimum=1.0),
+            log_format=e.choice("CITYHUB_LOG_FORMAT", cls.log_format, ("json", "plain")),
+            log_level=e.choice("CITYHUB_LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
+            metrics_port=e.port("CITYHUB_METRICS_PORT", cls.metrics_port),
+            health_port=e.port("CITYHUB_HEALTH_PORT", cls.health_port),
+            worker_limit=e.integer("CITYHUB_WORKER_LIMIT", cls.worker_limit),
         )
-
-
-def _raw(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    raw = _raw(env, name)
-    if raw is None:
-        return ()
-    items = tuple(i.strip() for i in raw.split(",") if i.strip())
-    bad = [i for i in items if not (i.replace("-", "").isalnum() and i.islower() and len(i) <= 63)]
-    if bad:
-        raise ValueError(f"Invalid {name}={raw}: needs to be a comma-separated list of lowercase names")
-    return items
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value >= minimum:  # also false for NaN
-        raise ValueError(f"Invalid {name}={raw}: needs to be a number of seconds, at least {minimum:g}")
-    return value
-
-
-def _integer(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise ValueError(f"Invalid {name}={raw}: needs to be a non-negative integer")
-    return int(raw)
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    value = _integer(env, name, default)
-    if value > 65535:
-        raise ValueError(f"Invalid {name}={value}: needs to be a TCP port (1-65535) or 0 to turn it off")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    for choice in choices:
-        if raw.lower() == choice.lower():
-            return choice
-    raise ValueError(f"Invalid {name}={raw}: needs to be one of {', '.join(choices)}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cityhub import cluster, paths
+from cityhub import embedded_cluster, paths
 
 REQUIRED_TOOLS = (
     "etcd",
@@ -44,10 +44,10 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     old = os.environ.get("CITYHUB_STATE")
     os.environ["CITYHUB_STATE"] = str(state)
     try:
-        assert cluster.main(["up"]) == 0, "embedded cluster failed to start; see the logs above"
+        assert embedded_cluster.main(["up"]) == 0, "embedded cluster failed to start; see the logs above"
         yield state / "cluster" / "kubeconfig"
     finally:
-        cluster.main(["down"])
+        embedded_cluster.main(["down"])
         if old is None:
             os.environ.pop("CITYHUB_STATE", None)
         else:

@@ -22,7 +22,12 @@ from typing import Any
 
 import pytest
 
-from cityhub import cluster, paths
+from cityhub import embedded_cluster, paths, supervisor
+from cityhub.embedded_cluster.health import https_get
+from cityhub.embedded_cluster.layout import Layout
+from cityhub.embedded_cluster.pki import Pki
+from cityhub.embedded_cluster.ports import PROCESSES
+from cityhub.embedded_cluster.state import ClusterState, load_state
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +44,8 @@ class Embedded:
     up_output: str
     up_seconds: float
 
-    def state(self) -> cluster.ClusterState:
-        state = cluster.load_state(cluster.Layout(self.state_dir / "cluster"))
+    def state(self) -> ClusterState:
+        state = load_state(Layout(self.state_dir / "cluster"))
         assert state is not None
         return state
 
@@ -48,7 +53,7 @@ class Embedded:
 def run_cluster(action: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = cluster.main([action])
+        code = embedded_cluster.main([action])
     return code, out.getvalue()
 
 
@@ -105,18 +110,18 @@ def test_up_prints_kubeconfig_and_api_is_healthy(embedded: Embedded) -> None:
     assert embedded.kubeconfig.is_file()
     assert f"export KUBECONFIG={embedded.kubeconfig}" in embedded.up_output
     print(f"cold `cluster up`: {embedded.up_seconds:.1f}s")
-    pki = cluster.Pki(embedded.state_dir / "cluster" / "pki")
+    pki = Pki(embedded.state_dir / "cluster" / "pki")
     ctx = ssl.create_default_context(cafile=str(pki.ca))
     ctx.load_cert_chain(str(pki.crt("admin")), str(pki.key("admin")))
     port = embedded.state().find("kube-apiserver").port  # type: ignore[union-attr]
-    assert cluster.https_get(port, "/readyz", ctx) == (200, "ok")
+    assert https_get(port, "/readyz", ctx) == (200, "ok")
     assert "kubernetes" in kubectl(embedded, "get", "service", "kubernetes", "-n", "default")
 
 
 def test_status_reports_everything_running(embedded: Embedded) -> None:
     code, output = run_cluster("status")
     assert code == 0, output
-    for name in cluster.PROCESSES:
+    for name in PROCESSES:
         line = next(line for line in output.splitlines() if line.split()[:1] == [name])
         assert line.split()[-1] == "running"
     assert "apiserver: ok" in output
@@ -192,7 +197,7 @@ def test_killed_scheduler_is_reported_and_up_restarts_it(embedded: Embedded) -> 
     scheduler = embedded.state().find("kube-scheduler")
     assert scheduler is not None
     os.kill(scheduler.pid, signal.SIGKILL)
-    eventually(lambda: not cluster.is_running(scheduler), 10, "scheduler gone")
+    eventually(lambda: not supervisor.is_running(scheduler), 10, "scheduler gone")
     code, output = run_cluster("status")
     assert code == 1
     line = next(line for line in output.splitlines() if line.split()[:1] == ["kube-scheduler"])
@@ -213,13 +218,13 @@ def test_down_stops_everything_and_frees_ports(embedded: Embedded) -> None:
     code, output = run_cluster("down")
     assert code == 0, output
     for rec in state.processes:
-        assert not cluster.is_running(rec), rec.name
+        assert not supervisor.is_running(rec), rec.name
         for port in rec.ports.values():
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert not (embedded.state_dir / "cluster" / "state.json").exists()
     code, output = run_cluster("status")
-    assert code == 1 and output.count("not started") == len(cluster.PROCESSES)
+    assert code == 1 and output.count("not started") == len(PROCESSES)
 
 
 def test_a_process_that_fails_is_named_with_its_log_and_nothing_keeps_running(
@@ -241,7 +246,7 @@ def test_a_process_that_fails_is_named_with_its_log_and_nothing_keeps_running(
     monkeypatch.setenv("CITYHUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CITYHUB_STATE", str(tmp_path / "state"))
 
-    assert cluster.main(["up"]) == 1
+    assert embedded_cluster.main(["up"]) == 1
     captured = capsys.readouterr()
     assert 'step "start kube-apiserver" failed' in captured.err
     assert "Error: unknown flag: --cityhub-test" in captured.err  # the tail of its log

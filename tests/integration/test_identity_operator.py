@@ -6,7 +6,8 @@ asked for; one department's client never carries another's roles; updates change
 input names the bad value; drift is repaired; deletion makes the credentials stop working; a provider
 that is down gives Ready=False with a retry, and the request becomes Ready once it is back.
 
-Keycloak starts once for the module (from the cached initial database, ~20 s).
+Keycloak starts once for the module (the `keycloak` fixture of component_types/identity/fixtures.py, from
+the cached initial database, ~20 s).
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cityhub import testkit as testing
-from component_types.identity.driver import IdentityDriver, IdentitySettings
-from component_types.identity.driver.server import LocalKeycloak
-from cityhub_operator.testing import OperatorProcess, condition, wait_for
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kubernetes import client
+
+from cityhub import testkit as testing
+from cityhub.testkit import OperatorProcess, condition, wait_for
+from component_types.identity.driver.identity_driver import IdentityDriver
+from component_types.identity.driver.settings import IdentitySettings
+from component_types.identity.local import KeycloakServer
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "hub.cityhub.io", "v1alpha1", "identityclients"
@@ -62,15 +65,6 @@ def identity_client(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def keycloak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKeycloak]:
-    server = LocalKeycloak.from_template(tmp_path_factory.mktemp("keycloak")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def cluster(kubeconfig: Path) -> Path:
     testing.install_crds(kubeconfig)
     testing.apply(kubeconfig, [OFFERING])
@@ -80,7 +74,7 @@ def cluster(kubeconfig: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def operator(
-    cluster: Path, keycloak: LocalKeycloak, tmp_path_factory: pytest.TempPathFactory
+    cluster: Path, keycloak: KeycloakServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     tmp = tmp_path_factory.mktemp("identity-operator")
     env = {
@@ -109,7 +103,7 @@ def k8s(cluster: Path) -> client.ApiClient:
     return testing.api(cluster)
 
 
-def admin(keycloak: LocalKeycloak, call: Any) -> Any:
+def admin(keycloak: KeycloakServer, call: Any) -> Any:
     """Run `call(driver)` with a driver of its own: the test's hands on Keycloak, like an admin's."""
 
     async def main() -> Any:
@@ -227,7 +221,7 @@ def test_admission_rejects_bad_redirect_uris_naming_them(cluster: Path) -> None:
 
 
 def test_confidential_client_token_carries_department_and_roles(
-    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, keycloak: LocalKeycloak
+    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, keycloak: KeycloakServer
 ) -> None:
     testing.apply(
         cluster,
@@ -275,7 +269,7 @@ def test_confidential_client_token_carries_department_and_roles(
 
 
 def test_a_department_cannot_obtain_another_departments_roles(
-    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, keycloak: LocalKeycloak
+    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, keycloak: KeycloakServer
 ) -> None:
     testing.apply(
         cluster,
@@ -401,7 +395,7 @@ def test_public_client_has_no_secret(operator: OperatorProcess, k8s: client.ApiC
 
 
 def test_client_deleted_out_of_band_is_recreated(
-    operator: OperatorProcess, k8s: client.ApiClient, keycloak: LocalKeycloak
+    operator: OperatorProcess, k8s: client.ApiClient, keycloak: KeycloakServer
 ) -> None:
     async def remove(driver: IdentityDriver) -> None:
         found = await driver.admin.call("GET", "/realms/city/clients", params={"clientId": "weijian.records"})
@@ -420,7 +414,7 @@ def test_client_deleted_out_of_band_is_recreated(
 
 
 def test_realm_deleted_out_of_band_is_recreated_with_its_clients(
-    operator: OperatorProcess, k8s: client.ApiClient, keycloak: LocalKeycloak
+    operator: OperatorProcess, k8s: client.ApiClient, keycloak: KeycloakServer
 ) -> None:
     async def drop_realm(driver: IdentityDriver) -> None:
         await driver.admin.call("DELETE", "/realms/city")
@@ -453,7 +447,7 @@ def test_deleting_the_request_revokes_the_credentials(
 
 
 def test_provider_down_gives_retry_then_ready(
-    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, keycloak: LocalKeycloak
+    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, keycloak: KeycloakServer
 ) -> None:
     keycloak.stop()
     try:

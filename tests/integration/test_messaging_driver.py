@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +15,27 @@ import nats.errors
 import nats.js.errors
 import pytest
 from cityhub_operator.driver import PermanentBackendError, Request, TemporaryBackendError
-from component_types.messaging.driver import MessagingDriver, NatsSettings
-from component_types.messaging.driver.server import LocalServer, nats_server_binary
 from nats.aio.client import RawCredentials
 
+from cityhub import supervisor
+from cityhub.local_backends import LocalContext
+from cityhub.supervisor import Supervisor
+from cityhub_api.settings import cache_dir
+from component_types.messaging import local
+from component_types.messaging.driver import MessagingDriver, NatsSettings, create_driver
+from component_types.messaging.local import NatsServer
+
 pytestmark = pytest.mark.integration
-SECRET = b"integration-test-secret-0123456789-abcdefghijklmnop"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    try:
-        nats_server_binary()
-    except FileNotFoundError as e:
-        pytest.fail(str(e), pytrace=False)
-    srv = LocalServer(tmp_path_factory.mktemp("nats"), SECRET, max_file_store="1G").start()
-    yield srv
-    srv.stop()
+def server(nats_server: NatsServer) -> NatsServer:
+    """component_types/messaging/fixtures.py: 1G of JetStream file store, which refusals rely on."""
+    return nats_server
 
 
-def settings(server: LocalServer, **over: Any) -> NatsSettings:
-    return NatsSettings(url=server.url, secret=SECRET, public_url=server.url, timeout=3.0, **over)
+def settings(server: NatsServer, **over: Any) -> NatsSettings:
+    return NatsSettings(url=server.url, secret=server.secret, public_url=server.url, timeout=3.0, **over)
 
 
 def request(department: str, name: str, *, share: tuple[str, ...] = (), **limits: int) -> Request:
@@ -54,7 +54,7 @@ def request(department: str, name: str, *, share: tuple[str, ...] = (), **limits
     )
 
 
-def run(server: LocalServer, body: Callable[[MessagingDriver], Awaitable[Any]]) -> Any:
+def run(server: NatsServer, body: Callable[[MessagingDriver], Awaitable[Any]]) -> Any:
     async def main() -> Any:
         driver = MessagingDriver(settings(server))
         try:
@@ -104,7 +104,7 @@ class Client:
         return got
 
 
-def test_credentials_publish_and_consume_only_on_the_departments_subjects(server: LocalServer) -> None:
+def test_credentials_publish_and_consume_only_on_the_departments_subjects(server: NatsServer) -> None:
     req = request("jiaotong", "traffic-events", maxMessages=500)
 
     async def body(driver: MessagingDriver) -> None:
@@ -145,16 +145,16 @@ def test_credentials_publish_and_consume_only_on_the_departments_subjects(server
     run(server, body)
 
 
-def test_ensure_is_idempotent_and_deterministic(server: LocalServer) -> None:
+def test_ensure_is_idempotent_and_deterministic(server: NatsServer) -> None:
     req = request("chengguan", "cases")
 
     async def body(driver: MessagingDriver) -> None:
         first = await driver.ensure(req)
-        jwt_before = await driver._lookup("chengguan")
+        jwt_before = await driver.accounts.lookup("chengguan")
         second = await driver.ensure(req)
         assert first == second  # same credentials, byte for byte
-        assert await driver._lookup("chengguan") == jwt_before  # nothing pushed the second time
-        admin = await driver._admin_conn("chengguan")
+        assert await driver.accounts.lookup("chengguan") == jwt_before  # nothing pushed the second time
+        admin = await driver.connections.admin("chengguan")
         names = await admin.jetstream().streams_info()
         assert [s.config.name for s in names].count("cases") == 1
         observed = await driver.observe(req)
@@ -170,7 +170,7 @@ def test_ensure_is_idempotent_and_deterministic(server: LocalServer) -> None:
     run(server, again)
 
 
-def test_sharing_is_explicit_and_revocable(server: LocalServer) -> None:
+def test_sharing_is_explicit_and_revocable(server: NatsServer) -> None:
     source = request("yingji", "alerts", share=("jiaotong",))
     reader = request("jiaotong", "inbox")
     outsider = request("weijian", "inbox")
@@ -195,21 +195,21 @@ def test_sharing_is_explicit_and_revocable(server: LocalServer) -> None:
         # Withdraw the grant: the reader stops receiving.
         await driver.ensure(dataclasses.replace(source, spec={"shareWith": []}))
         assert await granted.receives("shared.yingji.alerts.>", publish) == []
-        claims = await driver._lookup("jiaotong")
+        claims = await driver.accounts.lookup("jiaotong")
         assert not claims["nats"].get("imports")
         # Grant again, then delete the channel: imports and export go, readers get nothing.
         await driver.ensure(source)
         assert await granted.receives("shared.yingji.alerts.>", publish) == [b"signal 8"]
         await driver.delete(source)
-        assert not (await driver._lookup("jiaotong"))["nats"].get("imports")
-        assert not (await driver._lookup("yingji"))["nats"].get("exports")
+        assert not (await driver.accounts.lookup("jiaotong"))["nats"].get("imports")
+        assert not (await driver.accounts.lookup("yingji"))["nats"].get("exports")
         for c in (granted, other, pub):
             await c.conn.close()
 
     run(server, body)
 
 
-def test_delete_revokes_the_credentials_and_removes_the_stream(server: LocalServer) -> None:
+def test_delete_revokes_the_credentials_and_removes_the_stream(server: NatsServer) -> None:
     req = request("huanbao", "air-quality")
 
     async def body(driver: MessagingDriver) -> None:
@@ -220,7 +220,7 @@ def test_delete_revokes_the_credentials_and_removes_the_stream(server: LocalServ
         assert app.conn.is_closed or not app.conn.is_connected  # the server dropped the revoked user
         with pytest.raises(Exception, match=r"(?i)authorization"):
             await Client.connect(server.url, creds)
-        admin = await driver._admin_conn("huanbao")
+        admin = await driver.connections.admin("huanbao")
         with pytest.raises(nats.js.errors.NotFoundError):
             await admin.jetstream().stream_info("air-quality")
         await driver.delete(req)  # idempotent
@@ -230,14 +230,14 @@ def test_delete_revokes_the_credentials_and_removes_the_stream(server: LocalServ
     run(server, body)
 
 
-def test_drift_is_observed_and_repaired(server: LocalServer) -> None:
+def test_drift_is_observed_and_repaired(server: NatsServer) -> None:
     req = request("shuiwu", "levels", share=("yingji",))
 
     async def body(driver: MessagingDriver) -> None:
         await driver.ensure(req)
-        admin = await driver._admin_conn("shuiwu")
+        admin = await driver.connections.admin("shuiwu")
         await admin.jetstream().delete_stream("levels")  # out of band
-        await driver._modify_account("yingji", lambda c: c.update(imports=[]))
+        await driver.accounts.modify("yingji", lambda c: c.update(imports=[]))
         observed = await driver.observe(req)
         assert not observed.in_sync
         assert any("stream levels is missing" in d for d in observed.drift), observed.drift
@@ -248,7 +248,7 @@ def test_drift_is_observed_and_repaired(server: LocalServer) -> None:
     run(server, body)
 
 
-def test_backend_refusal_is_permanent_and_leaves_nothing(server: LocalServer) -> None:
+def test_backend_refusal_is_permanent_and_leaves_nothing(server: NatsServer) -> None:
     req = request("ziranziyuan", "imagery", maxBytes=5 * 2**30)  # the server allows 1G of file store
 
     async def body(driver: MessagingDriver) -> None:
@@ -256,7 +256,7 @@ def test_backend_refusal_is_permanent_and_leaves_nothing(server: LocalServer) ->
             await driver.ensure(req)
         assert refused.value.reason == "BackendRefused"
         assert "spec.limits.maxBytes" in str(refused.value)
-        admin = await driver._admin_conn("ziranziyuan")
+        admin = await driver.connections.admin("ziranziyuan")
         with pytest.raises(nats.js.errors.NotFoundError):
             await admin.jetstream().stream_info("imagery")
         bad = request("ziranziyuan", "self", share=("ziranziyuan",))
@@ -269,10 +269,41 @@ def test_backend_refusal_is_permanent_and_leaves_nothing(server: LocalServer) ->
 
 
 def test_unreachable_server_is_a_temporary_error(tmp_path: Path) -> None:
-    down = LocalServer(tmp_path, SECRET)  # never started: nothing listens on its port
+    down = NatsServer(tmp_path, b"s" * 32)  # never started: nothing listens on its port
 
     async def body(driver: MessagingDriver) -> None:
         with pytest.raises(TemporaryBackendError, match="cannot connect to NATS"):
             await driver.ensure(request("jiaotong", "x"))
 
     run(down, body)
+
+
+def test_the_embedded_launcher_is_idempotent_and_its_settings_drive_the_driver(tmp_path: Path) -> None:
+    records = Supervisor(tmp_path / "processes")
+    ctx = LocalContext("messaging", tmp_path / "backends" / "messaging", records, cache_dir())
+    first = local.start(ctx)
+    try:
+        assert first.summary.startswith("nats-server (JetStream) at nats://127.0.0.1:")
+        assert local.start(ctx).processes == first.processes  # the running server is reused
+        (rec,) = first.processes
+        assert records.get("messaging-nats-server") == rec
+        secret_file = Path(first.operator_env["CITYHUB_NATS_SECRET_FILE"])
+        assert secret_file.stat().st_mode & 0o077 == 0  # only a path in the settings, the file private
+        assert secret_file.read_text() not in "".join(first.operator_env.values())
+
+        async def provision(env: dict[str, str]) -> Any:
+            driver = create_driver(env)
+            try:
+                return await driver.ensure(request("yingji", "launcher"))
+            finally:
+                await driver.close()
+
+        result = asyncio.run(provision(dict(first.operator_env)))
+        assert result.endpoints["url"] == first.operator_env["CITYHUB_NATS_URL"]
+        # A crashed server comes back on its port (the operator keeps its URL) with its accounts.
+        supervisor.kill(rec)
+        again = local.start(ctx)
+        assert again.operator_env == first.operator_env and again.processes != first.processes
+        assert asyncio.run(provision(dict(again.operator_env))).backend == result.backend
+    finally:
+        records.stop_all()

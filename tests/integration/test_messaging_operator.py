@@ -18,12 +18,13 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
-from cityhub import testkit as testing
-from component_types.messaging.driver import MessagingDriver, NatsSettings
-from component_types.messaging.driver.server import LocalServer
-from cityhub_operator.testing import OperatorProcess, channel, condition, wait_for
 from kubernetes import client
 from nats.aio.client import RawCredentials
+
+from cityhub import testkit as testing
+from cityhub.testkit import OperatorProcess, channel, condition, wait_for
+from component_types.messaging.driver import MessagingDriver, NatsSettings
+from component_types.messaging.local import NatsServer
 
 pytestmark = pytest.mark.integration
 SECRET = b"operator-integration-secret-0123456789-abcdefghijkl"
@@ -57,13 +58,18 @@ def cluster(kubeconfig: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    server = LocalServer(tmp_path_factory.mktemp("nats"), SECRET, max_file_store="10G").start()
-    yield server
-    server.stop()
+def nats_secret() -> bytes:
+    """The secret of the `nats_server` fixture (component_types/messaging/fixtures.py)."""
+    return SECRET
 
 
-def operator_env(server: LocalServer, secret_file: Path, **extra: str) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def nats_max_file_store() -> str:
+    """Room for the 100 channels of the SIGKILL test; "refused" asks for more (15Gi)."""
+    return "10G"
+
+
+def operator_env(server: NatsServer, secret_file: Path, **extra: str) -> dict[str, str]:
     return {
         "CITYHUB_COMPONENTS": "messaging",
         "CITYHUB_NATS_URL": server.url,
@@ -77,7 +83,7 @@ def operator_env(server: LocalServer, secret_file: Path, **extra: str) -> dict[s
 
 @pytest.fixture(scope="module")
 def operator(
-    cluster: Path, nats_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
+    cluster: Path, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     tmp = tmp_path_factory.mktemp("operator")
     (tmp / "secret").write_text(SECRET.decode())
@@ -146,13 +152,13 @@ def events(k8s: client.ApiClient, namespace: str, name: str) -> list[client.Core
     return list(found.items)
 
 
-def streams(server: LocalServer, department: str) -> list[Any]:
+def streams(server: NatsServer, department: str) -> list[Any]:
     async def main() -> list[Any]:
         driver = MessagingDriver(NatsSettings(url=server.url, secret=SECRET, public_url=server.url))
         try:
-            if await driver._lookup(department) is None:
+            if await driver.accounts.lookup(department) is None:
                 return []
-            return list(await (await driver._admin_conn(department)).jetstream().streams_info())
+            return list(await (await driver.connections.admin(department)).jetstream().streams_info())
         finally:
             await driver.close()
 
@@ -217,7 +223,7 @@ def test_admission_rejects_invalid_requests_naming_the_field(cluster: Path) -> N
 
 
 def test_request_to_ready_credentials_sharing_and_delete(
-    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, nats_server: LocalServer
+    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, nats_server: NatsServer
 ) -> None:
     testing.apply(
         cluster,
@@ -314,7 +320,7 @@ def test_request_to_ready_credentials_sharing_and_delete(
 
 
 def test_requests_that_cannot_be_met_say_what_to_change(
-    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, nats_server: LocalServer
+    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, nats_server: NatsServer
 ) -> None:
     testing.apply(
         cluster,
@@ -362,7 +368,7 @@ def test_requests_that_cannot_be_met_say_what_to_change(
 
 
 def test_drift_is_repaired_and_orphan_keeps_the_backend(
-    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, nats_server: LocalServer
+    operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, nats_server: NatsServer
 ) -> None:
     testing.apply(cluster, [channel("huanbao", "air", deletionPolicy="Orphan")])
     wait_condition(k8s, "huanbao", "air", "Ready", "True")
@@ -370,7 +376,7 @@ def test_drift_is_repaired_and_orphan_keeps_the_backend(
     async def remove_stream() -> None:
         driver = MessagingDriver(NatsSettings(url=nats_server.url, secret=SECRET, public_url=nats_server.url))
         try:
-            await (await driver._admin_conn("huanbao")).jetstream().delete_stream("air")
+            await (await driver.connections.admin("huanbao")).jetstream().delete_stream("air")
         finally:
             await driver.close()
 
@@ -394,7 +400,7 @@ def test_drift_is_repaired_and_orphan_keeps_the_backend(
 
 
 def test_sigkill_with_100_requests_in_flight(
-    cluster: Path, k8s: client.ApiClient, nats_server: LocalServer, tmp_path: Path, operator: OperatorProcess
+    cluster: Path, k8s: client.ApiClient, nats_server: NatsServer, tmp_path: Path, operator: OperatorProcess
 ) -> None:
     operator.stop()  # this test runs its own operator, to kill it
     (tmp_path / "secret").write_text(SECRET.decode())
@@ -447,7 +453,7 @@ def test_sigkill_with_100_requests_in_flight(
         try:
             out = {}
             for d in departments:
-                claims = (await driver._lookup(d))["nats"]
+                claims = (await driver.accounts.lookup(d))["nats"]
                 out[d] = [e["name"] for e in claims.get("exports", [])] + [
                     i["name"] for i in claims.get("imports", [])
                 ]

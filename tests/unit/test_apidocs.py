@@ -27,4 +27,5 @@ def test_reference_documents_every_request_kind_and_its_fields() -> None:
 def test_component_tables_list_every_registered_type(relative: str) -> None:
     text = (ROOT / relative).read_text(encoding="utf-8")
     expected = apidocs.with_table(text, apidocs._base(relative))
-    assert text == expected, "stale component table: run `.venv/bin/python -m cityhub_api.apidocs --write-tables`"
+    regenerate = ".venv/bin/python -m cityhub_api.apidocs --write-tables"
+    assert text == expected, f"stale component table: run `{regenerate}`"

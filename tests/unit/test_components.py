@@ -14,6 +14,7 @@ import yaml
 
 from cityhub.config import load_config
 from cityhub.config_model import HubConfig
+from cityhub_api import registry
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 
@@ -135,8 +136,9 @@ def test_shared_services_get_stable_endpoints() -> None:
         endpoints.update(ClusterHub("hub", ClusterHubArgs(config, config.clusters[0])).endpoints)
 
     created = run(program)
-    assert endpoints["identity"] == "identity.cityhub-system.svc.cluster.local:443"
+    assert endpoints["identity"] == "identity.cityhub-system.svc.cluster.local:8080"
     assert endpoints["messaging"] == "messaging.cityhub-system.svc.cluster.local:4222"
+    assert set(endpoints) == set(registry.component_types()), "every type has a front door"
     service = find(created, "Service", "maps", "cityhub-system")
     assert service.inputs["spec"]["selector"] == {"cityhub.io/service": "maps"}
     # No pods back the service until the operator runs, so Pulumi must not wait for endpoints.
@@ -197,8 +199,7 @@ def test_requester_account_manages_only_its_component_requests(dev: list[Created
 
 
 def test_request_group_is_the_operators() -> None:
-    from cityhub_api.schemas import GROUP
-
+    from cityhub_api.api import GROUP
     from components.tenancy import COMPONENT_REQUEST_GROUP
 
     assert COMPONENT_REQUEST_GROUP == GROUP
@@ -260,7 +261,7 @@ def test_shared_services_open_only_to_their_zones(dev: list[Created]) -> None:
         }
 
     assert services("jiaotong") == {"identity", "maps"}
-    assert services("dashuju") == {"identity", "messaging", "ai-inference"}
+    assert services("dashuju") == {"identity", "messaging", "inference"}
     allow = find(dev, "NetworkPolicy", "allow-messaging", "cityhub-system").inputs["spec"]
     selector = allow["ingress"][0]["from"][0]["namespaceSelector"]
     assert selector["matchExpressions"] == [
@@ -504,7 +505,8 @@ def test_operator_deployment_follows_the_operator_settings() -> None:
     )
     assert deployment.inputs["spec"]["strategy"] == {"type": "Recreate"}, "never two operators at once"
     assert container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
-    assert pod["volumes"] == [{"name": "backends", "secret": {"secretName": "cityhub-backends"}}]
+    assert pod["volumes"] == [{"name": "backend-extra", "secret": {"secretName": "cityhub-backends"}}]
+    assert container["volumeMounts"][0]["mountPath"] == "/var/run/cityhub/backends/extra"
     assert any(
         s.inputs["metadata"]["name"] == "cityhub-operator-metrics" for s in of_kind(created, "Service")
     )
@@ -526,14 +528,7 @@ def test_stack_deploys_the_backends_and_points_the_operator_at_them() -> None:
     workloads = {
         c.inputs["metadata"]["name"] for c in of_kind(created, "StatefulSet") + of_kind(created, "Deployment")
     }
-    assert {
-        "nats",
-        "keycloak",
-        "maps-postgis",
-        "maps-tiles",
-        "inference-gateway",
-        "cityhub-operator",
-    } <= workloads
+    assert {"nats", "keycloak", "maps-postgis", "inference-gateway", "cityhub-operator"} <= workloads
     (operator,) = [
         d for d in of_kind(created, "Deployment") if d.inputs["metadata"]["name"] == "cityhub-operator"
     ]
@@ -545,14 +540,45 @@ def test_stack_deploys_the_backends_and_points_the_operator_at_them() -> None:
         "CITYHUB_MAPS_TILE_URL",
         "CITYHUB_INFERENCE_MODE",
     } <= env
-    sources = {s["secret"]["name"] for s in pod["volumes"][0]["projected"]["sources"]}
-    assert sources == {"cityhub-identity-backend", "cityhub-maps-backend", "cityhub-operator-backends"}
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"]}
+    assert {path: secrets[name] for path, name in mounts.items()} == {
+        f"/var/run/cityhub/backends/{t}": f"cityhub-{t}-backend"
+        for t in ("messaging", "identity", "maps", "inference")
+    }, "each type's backend Secret in its own directory"
     nats_config = next(
         c for c in of_kind(created, "ConfigMap") if c.inputs["metadata"]["name"] == "nats-config"
     )
     assert "k" * 32 not in nats_config.inputs["data"]["nats-server.conf"], (
         "the ConfigMap holds public keys only"
     )
+
+
+def test_every_front_door_selects_its_backends_pods_on_their_port() -> None:
+    """Names are derived from the registry, not repeated: each type's front-door Service selects pods of its
+    own backend (in the same namespace) that expose the Service's target port."""
+    raw = stack_raw()
+    raw["backends"] = {"deploy": list(registry.component_types())}
+    raw["backendsMasterKey"] = "k" * 48
+    created = hub(raw)
+    workloads = of_kind(created, "StatefulSet") + of_kind(created, "Deployment")
+    for ctype in registry.component_types().values():
+        service = find(created, "Service", ctype.front_door.name, "cityhub-system").inputs
+        selector, port = service["spec"]["selector"], service["spec"]["ports"][0]["targetPort"]
+        selected = [
+            w
+            for w in workloads
+            if w.inputs["metadata"].get("namespace") == "cityhub-system"
+            and selector.items() <= w.inputs["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert selected, f"front door {ctype.name} selects no pod"
+        ports = {
+            p["containerPort"]
+            for w in selected
+            for c in w.inputs["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        assert port in ports, f"front door {ctype.name}: target port {port} not among {sorted(ports)}"
 
 
 def test_deploying_backends_needs_the_master_key_and_never_echoes_it() -> None:

@@ -10,7 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from cityhub_operator import crds, schemas
+
+from cityhub_api import crds, registry, schemas
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +41,7 @@ def walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
 
 def test_one_catalog_kind_and_one_request_kind_per_component_type() -> None:
     kinds = by_kind()
-    assert set(kinds) == {"ComponentOffering"} | {t.kind for t in schemas.component_types().values()}
+    assert set(kinds) == {"ComponentOffering"} | {t.kind for t in registry.component_types().values()}
     assert "MessagingChannel" in kinds
     catalog = kinds.pop("ComponentOffering")
     assert catalog["spec"]["scope"] == "Cluster"
@@ -153,7 +154,7 @@ def request(**spec: Any) -> dict[str, Any]:
 
 
 def test_the_json_schema_itself_validates_requests() -> None:
-    schema = schemas.request_schema(schemas.component_types()["messaging"])
+    schema = schemas.request_schema(registry.component_types()["messaging"])
     validator = jsonschema.Draft202012Validator(schema)
     ok = request(
         offering="messaging",
@@ -184,7 +185,8 @@ def test_a_new_component_type_is_one_schema_file(tmp_path: Path, monkeypatch: py
             "plural": "maplayers",
             "singular": "maplayer",
             "shortNames": ["ml"],
-            "driver": "component_types.maps.driver",
+            "displayName": "地图图层 (maps)",
+            "frontDoor": {"port": 3000},
         },
         "type": "object",
         "properties": {
@@ -196,8 +198,10 @@ def test_a_new_component_type_is_one_schema_file(tmp_path: Path, monkeypatch: py
             }
         },
     }
-    (tmp_path / "schemas" / "components" / "maps.schema.json").write_text(json.dumps(doc))
-    monkeypatch.setenv("CITYHUB_SCHEMAS_DIR", str(tmp_path / "schemas"))
+    types = tmp_path / "types_a"
+    shutil.copytree(REPO / "component_types", types)
+    (types / "maps" / "schema.json").write_text(json.dumps(doc))
+    monkeypatch.setenv("CITYHUB_COMPONENT_TYPES", str(types))
     kinds = {c["spec"]["names"]["kind"]: c for c in crds.render_crds()}
     assert {"ComponentOffering", "MessagingChannel", "MapLayer"} <= set(kinds)
     props = root_schema(kinds["MapLayer"])["properties"]["spec"]["properties"]
@@ -205,16 +209,17 @@ def test_a_new_component_type_is_one_schema_file(tmp_path: Path, monkeypatch: py
 
 
 def test_inconsistent_type_schemas_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    shutil.copytree(REPO / "schemas", tmp_path / "schemas")
-    monkeypatch.setenv("CITYHUB_SCHEMAS_DIR", str(tmp_path / "schemas"))
-    path = tmp_path / "schemas" / "components" / "messaging.schema.json"
+    types = tmp_path / "types_b"
+    shutil.copytree(REPO / "component_types", types)
+    monkeypatch.setenv("CITYHUB_COMPONENT_TYPES", str(types))
+    path = types / "messaging" / "schema.json"
     doc = json.loads(path.read_text())
     doc["properties"]["offering"] = {"type": "string", "description": "clash"}
     path.write_text(json.dumps(doc))
-    with pytest.raises(schemas.SchemaError, match=r"clash with the common request envelope"):
+    with pytest.raises(registry.SchemaError, match=r"clash with the common request envelope"):
         crds.render_crds()
-    doc = json.loads((REPO / "schemas" / "components" / "messaging.schema.json").read_text())
+    doc = json.loads((REPO / "component_types" / "messaging" / "schema.json").read_text())
     doc["x-cityhub"]["limits"]["maxWidth"] = "furlongs"
     path.write_text(json.dumps(doc))
-    with pytest.raises(schemas.SchemaError, match=r"x-cityhub.limits.maxWidth is 'furlongs'"):
-        schemas.component_types()
+    with pytest.raises(registry.SchemaError, match=r"x-cityhub.limits.maxWidth is 'furlongs'"):
+        registry.component_types()

@@ -1,72 +1,127 @@
-"""The identity backend's Pulumi component under mocks: what cluster mode deploys; no secret leaks."""
+"""The identity backend's Pulumi component under mocks: what cluster mode deploys; no secret leaks. And the
+local Keycloak's pieces that need no Keycloak: install.sh builds what a local start expects."""
 
 from __future__ import annotations
 
-from components.backends.identity import SECRET_NAME, IdentityBackend, IdentityBackendArgs
-from tests.unit.test_components import find, run
+import re
+from pathlib import Path
+from typing import Any
 
-ADMIN = "admin-client-secret-0123456789"
+from pulumi.runtime import rpc
+
+from cityhub_api import labels
+from cityhub_api.registry import BACKEND, component_type
+from component_types.identity import keycloak
+from components.backends import BackendArgs, derive
+from tests.unit.test_components import Created, find, run
+
+MASTER = "m" * 48
+NS = "cityhub-system"
+IDENTITY = component_type("identity")
+Backend = IDENTITY.load(BACKEND).Backend
 
 
-def test_keycloak_deployment_service_and_admin_secret() -> None:
-    created = run(
-        lambda: IdentityBackend(
-            "identity", IdentityBackendArgs(namespace="cityhub-system", admin_secret=ADMIN)
-        )
+def backend(**settings: Any) -> Any:
+    args = BackendArgs(
+        ctype=IDENTITY, namespace=NS, master_key=MASTER, operator_image="op", settings=settings
     )
-    deployment = find(created, "Deployment", "keycloak", "cityhub-system")
-    container = deployment.inputs["spec"]["template"]["spec"]["containers"][0]
+    return Backend("identity", args)
+
+
+def keycloak_container(created: list[Created]) -> dict[str, Any]:
+    deployment = find(created, "Deployment", "keycloak", NS)
+    return dict(deployment.inputs["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_keycloak_serves_the_front_door_and_bootstraps_the_admin_client() -> None:
+    created = run(backend)
+    deployment = find(created, "Deployment", "keycloak", NS)
+    template = deployment.inputs["spec"]["template"]
+    door = IDENTITY.front_door
+    # The stack's front-door Service `identity` selects these pods and sends its traffic to this port.
+    assert door.selector.items() <= template["metadata"]["labels"].items()
+    assert (
+        deployment.inputs["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    )
+    assert template["metadata"]["labels"][labels.COMPONENT] == "identity"
+    container = template["spec"]["containers"][0]
+    http = next(p for p in container["ports"] if p["name"] == "http")
+    assert http["containerPort"] == door.target_port == 8080
+    assert f"--http-port={door.target_port}" in container["args"]
+    assert deployment.inputs["spec"]["strategy"] == {"type": "Recreate"}
+
     assert container["image"] == "quay.io/keycloak/keycloak:26.0.8"
     assert "--db=dev-file" in container["args"] and "--cache=local" in container["args"]
     env = {e["name"]: e for e in container["env"]}
     assert env["KC_BOOTSTRAP_ADMIN_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
-        "name": SECRET_NAME,
-        "key": "identity-admin-secret",
+        "name": "cityhub-identity-backend",
+        "key": "admin-secret",
     }
-    assert ADMIN not in str(deployment.inputs)
+    assert "KC_DB_PASSWORD" not in env
+    for probe in ("readinessProbe", "startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "management"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
-    find(created, "Service", "keycloak", "cityhub-system")
-    find(created, "PersistentVolumeClaim", "keycloak-data", "cityhub-system")
-    find(created, "Secret", SECRET_NAME, "cityhub-system")
+    find(created, "PersistentVolumeClaim", "keycloak-data", NS)
+    assert not [r for r in created if r.type.endswith(":Service")], "the front door is the stack's Service"
+
+
+def test_secret_holds_derived_keys_that_appear_nowhere_else() -> None:
+    created = run(backend)
+    secret = find(created, "Secret", "cityhub-identity-backend", NS)
+    admin, db = derive(MASTER, "identity-admin"), derive(MASTER, "identity-db")
+    # Marked secret as a whole, so Pulumi encrypts it in the state (the mocks show Pulumi's secret envelope).
+    assert secret.inputs["stringData"] == {
+        rpc._special_sig_key: rpc._special_secret_sig,
+        "value": {"admin-secret": admin, "db-password": db},
+    }
+    others = [r for r in created if r is not secret]
+    assert admin not in str([r.inputs for r in others]) and MASTER not in str([r.inputs for r in created])
 
 
 def test_public_url_and_external_database() -> None:
     created = run(
-        lambda: IdentityBackend(
-            "identity",
-            IdentityBackendArgs(
-                namespace="cityhub-system",
-                admin_secret=ADMIN,
-                public_url="https://id.city.gov",
-                database_url="jdbc:postgresql://pg/keycloak",
-                database_password="pw",
-            ),
+        lambda: backend(
+            publicUrl="https://id.city.gov",
+            databaseUrl="jdbc:postgresql://pg/keycloak",
+            databaseUsername="kc",
         )
     )
-    container = find(created, "Deployment", "keycloak", "cityhub-system").inputs["spec"]["template"]["spec"][
-        "containers"
-    ][0]
+    container = keycloak_container(created)
     assert "--hostname=https://id.city.gov" in container["args"] and "--db=postgres" in container["args"]
+    assert (
+        "--db-url=jdbc:postgresql://pg/keycloak" in container["args"]
+        and "--db-username=kc" in container["args"]
+    )
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KC_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "db-password"
     assert not [r for r in created if r.type.endswith("PersistentVolumeClaim")]
 
 
-def test_operator_env_points_at_the_mounted_secret() -> None:
+def test_operator_env_reaches_keycloak_through_the_front_door() -> None:
     seen: dict[str, str] = {}
 
     def program() -> None:
-        backend = IdentityBackend(
-            "identity",
-            IdentityBackendArgs(
-                namespace="cityhub-system", admin_secret=ADMIN, public_url="https://id.city.gov"
-            ),
-        )
-        backend.operator_env.apply(seen.update)
+        backend(publicUrl="https://id.city.gov").operator_env.apply(seen.update)
 
     run(program)
     assert seen == {
-        "CITYHUB_IDENTITY_URL": "http://keycloak.cityhub-system.svc:8080",
+        "CITYHUB_IDENTITY_URL": "http://identity.cityhub-system.svc.cluster.local:8080",
         "CITYHUB_IDENTITY_ADMIN_CLIENT_ID": "cityhub-operator",
-        "CITYHUB_IDENTITY_ADMIN_SECRET_FILE": "/var/run/cityhub/backends/identity-admin-secret",
+        "CITYHUB_IDENTITY_ADMIN_SECRET_FILE": "/var/run/cityhub/backends/identity/admin-secret",
         "CITYHUB_IDENTITY_REALM": "city",
         "CITYHUB_IDENTITY_PUBLIC_URL": "https://id.city.gov",
     }
+    seen.clear()
+    run(lambda: backend().operator_env.apply(seen.update))
+    assert "CITYHUB_IDENTITY_PUBLIC_URL" not in seen
+
+
+def test_install_script_builds_what_a_local_start_expects() -> None:
+    # `kc.sh start --optimized` (local.py) runs only on a distribution built with these exact options.
+    script = (Path(keycloak.__file__).parent / "install.sh").read_text()
+    version = re.search(r"^KEYCLOAK_VERSION=\$\{KEYCLOAK_VERSION:-([^}]+)\}$", script, re.M)
+    options = re.search(r"^BUILD_OPTIONS=\(([^)]*)\)$", script, re.M)
+    assert version and options
+    assert version.group(1) == keycloak.VERSION
+    assert tuple(options.group(1).split()) == keycloak.BUILD_OPTIONS
+    assert "-m component_types.identity.local template" in script

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cityhub_operator import schemas
 from cityhub_operator.driver import Driver, PermanentBackendError, Prober, Request
-from component_types.identity.driver import (
-    IdentityDriver,
-    IdentitySettings,
-    UnconfiguredIdentityDriver,
-    create_driver,
-    model,
-)
+
+from cityhub_api.registry import DRIVER, component_type
+from cityhub_api.settings import SettingError
+from component_types.identity.driver import create_driver, model
+from component_types.identity.driver.identity_driver import IdentityDriver
+from component_types.identity.driver.settings import IdentitySettings
+from component_types.identity.driver.unconfigured import UnconfiguredIdentityDriver
 
 
 def request(name: str = "dispatch", department: str = "jiaotong", **spec: Any) -> Request:
@@ -197,8 +196,9 @@ def test_settings_from_env(tmp_path: Path) -> None:
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], named: str) -> None:
-    with pytest.raises(ValueError, match=named):
+    with pytest.raises(SettingError, match=named) as e:
         IdentitySettings.from_env(env)
+    assert "needs to" in str(e.value)
 
 
 def test_without_a_provider_other_components_still_run() -> None:
@@ -216,10 +216,7 @@ def test_driver_implements_the_interface_and_the_probe() -> None:
 
 
 def test_schema_declares_the_kind_and_limits() -> None:
-    ctype = schemas.component_types()["identity"]
-    assert (ctype.kind, ctype.short_names, ctype.driver) == (
-        "IdentityClient",
-        ("idc",),
-        "component_types.identity.driver",
-    )
+    ctype = component_type("identity")
+    assert (ctype.kind, ctype.short_names) == ("IdentityClient", ("idc",))
+    assert ctype.load(DRIVER).create_driver is create_driver
     assert ctype.limits == {"accessTokenLifespan": "duration", "sessionMaxLifespan": "duration"}

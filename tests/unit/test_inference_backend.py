@@ -10,6 +10,7 @@ from components.backends.inference import (
     InferenceBackend,
     InferenceBackendArgs,
 )
+
 from tests.unit.test_components import find, run
 
 ARGS = InferenceBackendArgs(

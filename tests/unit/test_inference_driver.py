@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from cityhub_operator.driver import PermanentBackendError, Request
-from component_types.inference.driver import InferenceDriver, models
 from component_types.inference.driver.cluster import ClusterBackend, object_name
 from component_types.inference.driver.gateway import RateLimiter
 from component_types.inference.driver.routes import Route, RouteFiles, api_key, key_hash
+
+from component_types.inference.driver import InferenceDriver, models
 from component_types.inference.driver.settings import InferenceSettings, parse_gpu_quota
 
 SECRET = "unit-secret-0123456789-abcdefghijklmnopqrstuvwxyz"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from components.backends.maps import SECRET_NAME, MapsBackend, MapsBackendArgs
+
 from tests.unit.test_components import find, run
 
 MASTER = "m" * 48

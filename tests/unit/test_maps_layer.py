@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from cityhub_operator import crds, schemas
 from cityhub_operator.driver import Driver, PermanentBackendError, Prober
-from component_types.maps.driver import MapsSettings, create_driver, layer, naming
 from component_types.maps.driver.catalog_sql import bootstrap_script
 from component_types.maps.driver.credentials import Credentials
+
+from component_types.maps.driver import MapsSettings, create_driver, layer, naming
 from component_types.maps.driver.server import martin_config
 
 ENV = {

@@ -11,8 +11,9 @@ from cityhub_operator import probes
 from cityhub_operator.driver import Request, TemporaryBackendError
 from cityhub_operator.outcomes import Feedback, Outcomes
 from cityhub_operator.probes import ProbeRunner, ProbeSettings, apdex_zone
-from cityhub_api.schemas import component_types
 from prometheus_client import REGISTRY
+
+from cityhub_api.registry import component_types
 
 
 def sample(name: str, **labels: str) -> float:
@@ -175,6 +176,6 @@ def test_probe_settings_say_what_a_bad_value_needs() -> None:
     assert ProbeSettings.from_env({"CITYHUB_PROBE_INTERVAL": "0"}).interval == 0
     with pytest.raises(ValueError, match=r"CITYHUB_PROBE_INTERVAL=soon: needs to be a number of seconds"):
         ProbeSettings.from_env({"CITYHUB_PROBE_INTERVAL": "soon"})
-    with pytest.raises(ValueError, match=r"CITYHUB_PROBE_TIMEOUT=0: needs to be a positive number"):
+    with pytest.raises(ValueError, match=r"CITYHUB_PROBE_TIMEOUT=0: needs to be a number of seconds, above 0"):
         ProbeSettings.from_env({"CITYHUB_PROBE_TIMEOUT": "0"})
     assert probes.DEFAULT_APDEX_THRESHOLD == 0.5

@@ -1,4 +1,4 @@
-"""NATS keys and JWTs of the messaging driver, and the server configuration rendered from them."""
+"""NATS keys and JWTs (cityhub_nats), the messaging names built on them, and the server configuration."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import hashlib
 import json
 
 import nkeys
-from cityhub_operator.driver import Request
-from component_types.messaging.driver import Keys, natsjwt, user_permissions
-from component_types.messaging.driver.server import server_config
+
+from cityhub_nats import jwt
+from cityhub_nats.keys import Keys
+from cityhub_nats.server_config import server_config
+from component_types.messaging.naming import user_label, user_permissions
 
 SECRET = b"unit-test-secret-0123456789abcdefghijklmnopqrstuv"
 
@@ -30,15 +32,14 @@ def test_keys_are_derived_deterministically_with_the_right_prefixes() -> None:
     assert a.operator.public.startswith("O") and a.account("x").public.startswith("A")
     assert a.admin("x").public.startswith("U") and a.account("x") != a.account("y")
     assert Keys(b"another-secret-0123456789abcdefghijklmnop").operator != a.operator
-    req = Request(namespace="x", name="n", uid="1", department="x", spec={}, limits={})
-    assert a.user(req) != a.user(
-        Request(namespace="x", name="n", uid="2", department="x", spec={}, limits={})
-    )
+    # A request made again under the same name (a new uid) gets a new user.
+    assert a.user(user_label("x", "n", "1")) == b.user(user_label("x", "n", "1"))
+    assert a.user(user_label("x", "n", "1")) != a.user(user_label("x", "n", "2"))
 
 
 def test_jwt_is_signed_by_the_issuer_with_a_content_hash_id() -> None:
     keys = Keys(SECRET)
-    token = natsjwt.account_jwt(keys.account("yingji"), keys.operator, "yingji", {"limits": {}})
+    token = jwt.account_jwt(keys.account("yingji"), keys.operator, "yingji", {"limits": {}})
     header, claims, signature = parts(token)
     assert header == {"typ": "JWT", "alg": "ed25519-nkey"}
     assert claims["iss"] == keys.operator.public and claims["sub"] == keys.account("yingji").public
@@ -49,22 +50,22 @@ def test_jwt_is_signed_by_the_issuer_with_a_content_hash_id() -> None:
     signing_input = token.rsplit(".", 1)[0].encode()
     verifier = nkeys.from_seed(keys.operator.seed.encode())
     assert verifier.verify(signing_input, signature)
-    assert natsjwt.decode(token) == claims
+    assert jwt.decode(token) == claims
 
 
 def test_user_jwts_are_reproducible_and_scoped_to_the_department() -> None:
     keys = Keys(SECRET)
     user, account = keys.admin("jiaotong"), keys.account("jiaotong")
     pub, sub = user_permissions("jiaotong")
-    one = natsjwt.user_jwt(user, account, "jiaotong/x", pub, sub, issued_at=1000)
-    assert one == natsjwt.user_jwt(user, account, "jiaotong/x", pub, sub, issued_at=1000)
-    claims = natsjwt.decode(one)["nats"]
+    one = jwt.user_jwt(user, account, "jiaotong/x", pub, sub, issued_at=1000)
+    assert one == jwt.user_jwt(user, account, "jiaotong/x", pub, sub, issued_at=1000)
+    claims = jwt.decode(one)["nats"]
     assert claims["pub"]["allow"][0] == "city.jiaotong.>" and "city.jiaotong.>" in claims["sub"]["allow"]
     assert not any(s.startswith("city.") and s != "city.jiaotong.>" for s in claims["pub"]["allow"])
     assert (
         "$JS.API.STREAM.CREATE.*" not in claims["pub"]["allow"] and "$JS.API.>" not in claims["pub"]["allow"]
     )
-    creds = natsjwt.creds(one, user)
+    creds = jwt.creds(one, user)
     assert one in creds and user.seed in creds and "BEGIN USER NKEY SEED" in creds
 
 
@@ -73,5 +74,19 @@ def test_server_config_trusts_the_operator_and_holds_no_seed() -> None:
     text = server_config(SECRET, store_dir="/data", listen="127.0.0.1:4222")
     assert f'system_account: "{keys.system_account.public}"' in text
     assert "type: full" in text and 'dir: "/data/jwt"' in text
-    assert natsjwt.decode(text.split('operator: "')[1].split('"')[0])["sub"] == keys.operator.public
+    assert jwt.decode(text.split('operator: "')[1].split('"')[0])["sub"] == keys.operator.public
     assert keys.operator.seed not in text and keys.system_user.seed not in text
+    assert "mqtt" not in text and "max_payload" not in text
+
+
+def test_server_config_is_identical_on_every_render() -> None:
+    # Rendered into a ConfigMap by `pulumi up`: a second run must change nothing.
+    assert server_config(SECRET, store_dir="/data") == server_config(SECRET, store_dir="/data")
+
+
+def test_server_config_can_listen_for_mqtt_with_a_payload_limit() -> None:
+    text = server_config(SECRET, store_dir="/d", mqtt_listen="0.0.0.0:1883", max_payload="256KB")
+    assert 'mqtt {\n  listen: "0.0.0.0:1883"\n}' in text and "max_payload: 256KB" in text
+    # Another type's master secret gives another trust root.
+    other = server_config(b"sensing-secret-0123456789abcdefghijklmnop", store_dir="/d")
+    assert other.split('operator: "')[1] != text.split('operator: "')[1]

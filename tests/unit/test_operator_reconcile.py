@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from cityhub_operator import conditions, schemas
+from cityhub_operator import conditions
 from cityhub_operator.driver import (
     Observation,
     PermanentBackendError,
@@ -18,6 +18,8 @@ from cityhub_operator.driver import (
 )
 from cityhub_operator.reconcile import Reconciler, RetryLater
 from cityhub_operator.settings import OperatorSettings
+
+from cityhub_api import registry
 
 OFFERING = {
     "componentType": "messaging",
@@ -84,7 +86,7 @@ class FakeSecrets:
 def parts() -> tuple[Reconciler, FakeDriver, FakeSecrets]:
     driver, secrets = FakeDriver(), FakeSecrets()
     settings = OperatorSettings(retry_base_delay=2, retry_max_delay=30)
-    return Reconciler(schemas.component_types()["messaging"], driver, secrets, settings), driver, secrets
+    return Reconciler(registry.component_types()["messaging"], driver, secrets, settings), driver, secrets
 
 
 def body(**spec: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import yaml
 
 from cityhub import paths
 from cityhub.config import load_config
+from cityhub_api.catalog import load_offerings, manifests
 from components import admission
 
 
@@ -18,8 +19,7 @@ def dev_config() -> Any:
 
 
 def catalog() -> tuple[admission.CatalogOffering, ...]:
-    files = sorted((paths.repo_root() / "stacks" / "catalog").glob("*.yaml"))
-    return admission.catalog_offerings(yaml.safe_load(p.read_text(encoding="utf-8")) for p in files)
+    return admission.catalog_offerings(manifests(load_offerings()))
 
 
 def test_params_publish_departments_zones_catalog_and_status_writers() -> None:

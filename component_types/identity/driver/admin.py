@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-
 from cityhub_operator.driver import TemporaryBackendError
 
 

@@ -17,7 +17,8 @@ class IdentitySettings:
     """Where the city's Keycloak is and how the driver uses it."""
 
     url: str
-    """CITYHUB_IDENTITY_URL: where the operator reaches Keycloak, e.g. http://identity.cityhub-system.svc.cluster.local:8080."""
+    """CITYHUB_IDENTITY_URL: where the operator reaches Keycloak, e.g. the front door
+    http://identity.cityhub-system.svc.cluster.local:8080."""
     admin_secret: str
     """CITYHUB_IDENTITY_ADMIN_SECRET_FILE (or CITYHUB_IDENTITY_ADMIN_SECRET): the admin client's secret."""
     admin_client_id: str = keycloak.ADMIN_CLIENT_ID

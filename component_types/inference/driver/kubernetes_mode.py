@@ -1,10 +1,13 @@
-"""Cluster mode: one model server per endpoint, on the node pool its plan names.
+"""Kubernetes mode: one model server per endpoint, on the node pool its plan names.
 
     KServe      when the InferenceService CRD exists: an InferenceService (V2 protocol, sklearn/MLServer)
     otherwise   a Deployment and a Service running MLServer with the endpoint's model
-    both        in CITYHUB_INFERENCE_NAMESPACE, named ie-<department>-<name> (shortened with a hash), with
-                the GPU pool's node selector and tolerations and nvidia.com/gpu limits (GPU plans) or the
-                CPU pool's node selector; the gateway's route goes into the ConfigMap it mounts
+    both        in CITYHUB_INFERENCE_NAMESPACE (the GPU pool's), named ie-<department>-<name> (shortened
+                with a hash), labelled naming.MANAGED_LABELS (the backend's NetworkPolicy lets only the
+                gateway reach them), with the GPU pool's node selector and tolerations and nvidia.com/gpu
+                limits (GPU plans) or the CPU pool's node selector
+    routes      keys of the ConfigMap CITYHUB_INFERENCE_ROUTES_CONFIGMAP (in
+                CITYHUB_INFERENCE_ROUTES_NAMESPACE, the gateway's), which the gateway mounts
 
 The kubernetes client is synchronous: every call runs in a worker thread.
 """
@@ -16,27 +19,30 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cityhub_operator.driver import Request, TemporaryBackendError
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from cityhub_operator.driver import Request, TemporaryBackendError
-from component_types.inference.driver.routes import Route
+from cityhub_api import labels
+from component_types.inference import naming
+from component_types.inference.driver.plan import Plan, Served
 from component_types.inference.driver.settings import InferenceSettings
-
-if TYPE_CHECKING:
-    from component_types.inference.driver import Plan
+from component_types.inference.routes import Route
 
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 GPU_SCHEDULING = {
-    "nodeSelector": {"cityhub.io/pool": "gpu-inference"},
+    "nodeSelector": {labels.POOL: labels.GPU_POOL},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
 }
 """What components/gpu_pool.py publishes by default; its ConfigMap gpu-scheduling, when present, wins."""
-CPU_SCHEDULING: dict[str, Any] = {"nodeSelector": {"cityhub.io/pool": "cpu"}, "tolerations": []}
+GPU_SCHEDULING_CONFIGMAP = "gpu-scheduling"
+CPU_SCHEDULING: dict[str, Any] = {"nodeSelector": {labels.POOL: labels.CPU_POOL}, "tolerations": []}
 PORT = 8080
-MANAGED = {"app.kubernetes.io/managed-by": "cityhub-operator", "app.kubernetes.io/component": "inference"}
+"""The model server's port inside its pod (MLServer's default): each pod has its own network namespace."""
+INSTANCE = "app.kubernetes.io/instance"
+"""Selects one endpoint's pods (Kubernetes' recommended label; not yet in cityhub_api.labels)."""
 
 _api: client.ApiClient | None = None
 
@@ -77,9 +83,9 @@ def _missing(e: ApiException) -> bool:
     return e.status == 404
 
 
-class ClusterBackend:
+class KubernetesMode:
     def __init__(self, settings: InferenceSettings) -> None:
-        self.settings = settings
+        self.settings = settings.kubernetes
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -94,11 +100,13 @@ class ClusterBackend:
     # -- scheduling --------------------------------------------------------------------------------
 
     async def scheduling(self, pool: str) -> dict[str, Any]:
-        if pool != "gpu-inference":
+        if pool != labels.GPU_POOL:
             return CPU_SCHEDULING
         core = client.CoreV1Api(api())
         try:
-            cm = await self._run(core.read_namespaced_config_map, "gpu-scheduling", self.settings.namespace)
+            cm = await self._run(
+                core.read_namespaced_config_map, GPU_SCHEDULING_CONFIGMAP, self.settings.namespace
+            )
         except ApiException:
             return GPU_SCHEDULING
         try:
@@ -118,10 +126,10 @@ class ClusterBackend:
 
     def _labels(self, request: Request) -> dict[str, str]:
         return {
-            **MANAGED,
-            "cityhub.io/department": request.department,
-            "cityhub.io/endpoint": request.name,
-            "app.kubernetes.io/instance": object_name(request.department, request.name),
+            **naming.MANAGED_LABELS,
+            labels.DEPARTMENT: request.department,
+            labels.ENDPOINT: request.name,
+            INSTANCE: object_name(request.department, request.name),
         }
 
     def _resources(self, plan: Plan) -> dict[str, Any]:
@@ -135,9 +143,9 @@ class ClusterBackend:
 
     def deployment(self, request: Request, plan: Plan, scheduling: dict[str, Any]) -> dict[str, Any]:
         name = object_name(request.department, request.name)
-        labels = self._labels(request)
-        selector = {"app.kubernetes.io/instance": name}
-        uri = f"/mnt/models/{plan.model.relative}"
+        pod_labels = self._labels(request)
+        selector = {INSTANCE: name}
+        uri = f"{naming.MODELS_MOUNT}/{plan.model.relative}"
         volumes, mounts = [], []
         if self.settings.models_pvc:
             volumes = [
@@ -146,7 +154,7 @@ class ClusterBackend:
                     "persistentVolumeClaim": {"claimName": self.settings.models_pvc, "readOnly": True},
                 }
             ]
-            mounts = [{"name": "models", "mountPath": "/mnt/models", "readOnly": True}]
+            mounts = [{"name": "models", "mountPath": naming.MODELS_MOUNT, "readOnly": True}]
         container = {
             "name": "mlserver",
             "image": self.settings.image,
@@ -165,12 +173,12 @@ class ClusterBackend:
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": name, "namespace": self.settings.namespace, "labels": labels},
+            "metadata": {"name": name, "namespace": self.settings.namespace, "labels": pod_labels},
             "spec": {
                 "replicas": plan.replicas,
                 "selector": {"matchLabels": selector},
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {"labels": pod_labels},
                     "spec": {
                         "containers": [container],
                         "volumes": volumes,
@@ -189,7 +197,7 @@ class ClusterBackend:
             "kind": "Service",
             "metadata": {"name": name, "namespace": self.settings.namespace, "labels": self._labels(request)},
             "spec": {
-                "selector": {"app.kubernetes.io/instance": name},
+                "selector": {INSTANCE: name},
                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT}],
             },
         }
@@ -226,8 +234,8 @@ class ClusterBackend:
             return await (self._run(create, *args, ns, body) if args else self._run(create, ns, body))
         return await (self._run(patch, *args, ns, name, body) if args else self._run(patch, name, ns, body))
 
-    async def ensure(self, request: Request, plan: Plan) -> tuple[str, str, dict[str, str]]:
-        """(server URL, model name on it, backend ids); TemporaryBackendError until its pods are ready."""
+    async def serve(self, request: Request, plan: Plan) -> Served:
+        """The endpoint's server; TemporaryBackendError until its pods are ready."""
         scheduling = await self.scheduling(plan.pool)
         name = object_name(request.department, request.name)
         ns = self.settings.namespace
@@ -253,7 +261,7 @@ class ClusterBackend:
             url = ((got.get("status") or {}).get("address") or {}).get("url") or (
                 f"http://{name}-predictor.{ns}.svc.cluster.local"
             )
-            return url, name, {"inferenceService": f"{ns}/{name}", "pool": plan.pool}
+            return Served(url, name, {"inferenceService": f"{ns}/{name}", "pool": plan.pool})
         apps, core = client.AppsV1Api(api()), client.CoreV1Api(api())
         await self._apply(
             apps.read_namespaced_deployment,
@@ -274,10 +282,8 @@ class ClusterBackend:
                 f"Deployment {ns}/{name}: {available} of {plan.replicas} replicas available "
                 f"on pool {plan.pool}"
             )
-        return (
-            f"http://{name}.{ns}.svc:{PORT}",
-            plan.endpoint,
-            {"deployment": f"{ns}/{name}", "pool": plan.pool},
+        return Served(
+            f"http://{name}.{ns}.svc:{PORT}", plan.endpoint, {"deployment": f"{ns}/{name}", "pool": plan.pool}
         )
 
     async def drift(self, request: Request, plan: Plan) -> list[str]:
@@ -298,7 +304,7 @@ class ClusterBackend:
             return [f"Deployment {ns}/{name} has {dep.spec.replicas} replicas, not {plan.replicas}"]
         return []
 
-    async def delete(self, request: Request) -> None:
+    async def remove(self, request: Request, endpoint: str) -> None:
         name, ns = object_name(request.department, request.name), self.settings.namespace
         apps, core, co = client.AppsV1Api(api()), client.CoreV1Api(api()), client.CustomObjectsApi(api())
         calls: list[tuple[Any, tuple[Any, ...]]] = [
@@ -317,7 +323,9 @@ class ClusterBackend:
         core = client.CoreV1Api(api())
         try:
             cm = await self._run(
-                core.read_namespaced_config_map, self.settings.routes_configmap, self.settings.namespace
+                core.read_namespaced_config_map,
+                self.settings.routes_configmap,
+                self.settings.routes_namespace,
             )
         except ApiException:
             return None
@@ -326,12 +334,14 @@ class ClusterBackend:
 
     async def put_route(self, route: Route) -> None:
         core = client.CoreV1Api(api())
-        name, ns = self.settings.routes_configmap, self.settings.namespace
+        name, ns = self.settings.routes_configmap, self.settings.routes_namespace
         data = {f"{route.endpoint}.json": route.to_json()}
         try:
             await self._run(core.patch_namespaced_config_map, name, ns, {"data": data})
         except ApiException:
-            body = {"metadata": {"name": name, "namespace": ns, "labels": MANAGED}, "data": data}
+            # The stack creates it (backend.py); this is for clusters set up by hand and for the tests.
+            meta = {"name": name, "namespace": ns, "labels": naming.MANAGED_LABELS}
+            body = {"metadata": meta, "data": data}
             await self._run(core.create_namespaced_config_map, ns, body)
 
     async def delete_route(self, endpoint: str) -> None:
@@ -340,6 +350,6 @@ class ClusterBackend:
             await self._run(
                 core.patch_namespaced_config_map,
                 self.settings.routes_configmap,
-                self.settings.namespace,
+                self.settings.routes_namespace,
                 {"data": {f"{endpoint}.json": None}},
             )

@@ -78,7 +78,10 @@ def resolve(store: Path, spec: Mapping[str, Any], *, check_files: bool = True) -
         raise PermanentBackendError(
             "UnknownModel",
             f"spec.model {name!r} is not in the catalog; choose one of "
-            f"{', '.join(sorted(models)) or '(the model store is empty: run component_types/inference/install.sh)'}",
+            + (
+                ", ".join(sorted(models))
+                or "(none: the model store is empty; run component_types/inference/install.sh)"
+            ),
         )
     runtime = str(meta.get("runtime", ""))
     if runtime not in FORMATS:

@@ -1,6 +1,6 @@
 """A MapLayer's spec, checked again on the driver side, and the SQL that makes its table.
 
-The CRD already rejects bad input (schemas/components/maps.schema.json); this module re-checks it because
+The CRD already rejects bad input (component_types/maps/schema.json); this module re-checks it because
 the driver is also called directly (tests, benchmarks) and because SQL must never be built from unchecked
 text. Every identifier goes through psycopg.sql.Identifier, every value through sql.Literal or a parameter.
 """
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cityhub_operator.driver import PermanentBackendError
 from psycopg import sql
 
-from cityhub_operator.driver import PermanentBackendError
-from component_types.maps.driver.naming import identifier
+from component_types.maps.naming import identifier
 
 GEOMETRY_TYPES = ("Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon")
 COORDINATE_SYSTEMS = {"EPSG:4490": 4490, "EPSG:4326": 4326}

@@ -1,8 +1,9 @@
 """Every maps credential is derived from one master secret, so restarts and retries find the same ones.
 
 HMAC-SHA256(secret, "cityhub-maps/<purpose>/<label>"), URL-safe: a department role's password, a
-department's tile token, the tiles role's password. Nothing needs storing, and rendering martin's config
-in the stack gives the same tiles password the operator uses.
+department's tile token, the tiles role's password. Nothing needs storing, and rendering martin's database
+URL in the stack (or the local launcher) gives the same tiles password the operator uses. Neutral: no
+database client.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import base64
 import hashlib
 import hmac
 
-from component_types.maps.driver.naming import TILES_ROLE
+from component_types.maps.naming import TILES_ROLE
 
 
 class Credentials:

@@ -10,6 +10,12 @@ every way of reading it; the tile server holds no table privileges and cannot le
 misconfiguration. Unknown layers and forbidden ones get the same answer, so names do not leak either.
 Refusing with an error instead would make martin answer 500 and log the query string, token included.
 
+The statements are plain text (no database client): the driver executes them, the local launcher runs them
+through psql and the stack puts them into the PostGIS image's init directory. Every name in them is a
+constant (naming.py), quoted by `quote_ident` where it is not spelled out; the one value, the tiles role's
+password, goes through `quote_literal`. SQL built from request-derived names stays in the driver, composed
+with psycopg.sql.
+
 Geometries are stored in the layer's own coordinate system (`geom`, e.g. EPSG:4490) and, as a stored
 generated column with its own GiST index, in Web Mercator (`geom_3857`), so tiles never reproject at read
 time.
@@ -17,9 +23,28 @@ time.
 
 from __future__ import annotations
 
-from psycopg import sql
+from component_types.maps.naming import CATALOG_SCHEMA, GROUP_ROLE, TILE_FUNCTION, TILES_ROLE
 
-from component_types.maps.driver.naming import CATALOG_SCHEMA, GROUP_ROLE, TILE_FUNCTION, TILES_ROLE
+
+def quote_ident(name: str) -> str:
+    """`name` as a PostgreSQL identifier: in double quotes, a double quote inside doubled (as
+    psycopg.sql.Identifier renders it)."""
+    if not name or "\x00" in name:
+        raise ValueError(f"not a PostgreSQL identifier: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """`text` as a PostgreSQL string constant: in single quotes, a single quote inside doubled. A backslash
+    makes it an escape string (E'…', backslashes doubled), which reads the same whatever
+    standard_conforming_strings says."""
+    if "\x00" in text:
+        raise ValueError("a PostgreSQL string cannot hold a NUL character")
+    body = text.replace("'", "''")
+    if "\\" in text:
+        return "E'" + body.replace("\\", "\\\\") + "'"
+    return "'" + body + "'"
+
 
 _CATALOG_TABLES = """
 CREATE SCHEMA IF NOT EXISTS cityhub_maps;
@@ -107,41 +132,33 @@ REVOKE ALL ON FUNCTION cityhub_maps.layer_tile(integer, integer, integer, json) 
 """
 
 
-def bootstrap_statements(tiles_password: str) -> list[sql.Composable]:
+def bootstrap_statements(tiles_password: str) -> list[str]:
     """Idempotent statements creating the catalog, the tile function and the roles (run as a superuser)."""
-    tiles = sql.Identifier(TILES_ROLE)
-    group = sql.Identifier(GROUP_ROLE)
+    tiles, group = quote_ident(TILES_ROLE), quote_ident(GROUP_ROLE)
     return [
-        sql.SQL("CREATE EXTENSION IF NOT EXISTS postgis"),
-        sql.SQL(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN "
-            "CREATE ROLE {role} NOLOGIN; END IF; END $$"
-        ).format(name=sql.Literal(GROUP_ROLE), role=group),
-        sql.SQL(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN "
-            "CREATE ROLE {role} LOGIN; END IF; END $$"
-        ).format(name=sql.Literal(TILES_ROLE), role=tiles),
-        sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-            tiles, sql.Literal(tiles_password)
-        ),
+        "CREATE EXTENSION IF NOT EXISTS postgis",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+        f"{quote_literal(GROUP_ROLE)}) THEN CREATE ROLE {group} NOLOGIN; END IF; END $$",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+        f"{quote_literal(TILES_ROLE)}) THEN CREATE ROLE {tiles} LOGIN; END IF; END $$",
+        f"ALTER ROLE {tiles} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+        f"PASSWORD {quote_literal(tiles_password)}",
         # Departments connect to read and write their layers; nothing else in the database is theirs.
-        sql.SQL(
-            "DO $$ BEGIN "
-            "EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); "
-            "EXECUTE format('GRANT CONNECT ON DATABASE %I TO {group}, {tiles}', current_database()); "
-            "END $$"
-        ).format(group=group, tiles=tiles),
-        sql.SQL("REVOKE ALL ON SCHEMA public FROM PUBLIC"),
-        sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(group, tiles),
-        sql.SQL(_CATALOG_TABLES),
-        sql.SQL(_TILE_FUNCTION),
-        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(CATALOG_SCHEMA), tiles),
-        sql.SQL("GRANT EXECUTE ON FUNCTION {}.{}(integer, integer, integer, json) TO {}").format(
-            sql.Identifier(CATALOG_SCHEMA), sql.Identifier(TILE_FUNCTION), tiles
-        ),
+        "DO $$ BEGIN "
+        "EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); "
+        f"EXECUTE format('GRANT CONNECT ON DATABASE %I TO {group}, {tiles}', current_database()); "
+        "END $$",
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+        f"GRANT USAGE ON SCHEMA public TO {group}, {tiles}",
+        _CATALOG_TABLES,
+        _TILE_FUNCTION,
+        f"GRANT USAGE ON SCHEMA {quote_ident(CATALOG_SCHEMA)} TO {tiles}",
+        f"GRANT EXECUTE ON FUNCTION {quote_ident(CATALOG_SCHEMA)}.{quote_ident(TILE_FUNCTION)}"
+        f"(integer, integer, integer, json) TO {tiles}",
     ]
 
 
 def bootstrap_script(tiles_password: str) -> str:
-    """The bootstrap as one psql script (the cluster's PostGIS runs it from its init directory)."""
-    return ";\n".join(s.as_string() for s in bootstrap_statements(tiles_password)) + ";\n"
+    """The bootstrap as one psql script (the cluster's PostGIS runs it from its init directory, the local
+    launcher through psql)."""
+    return ";\n".join(bootstrap_statements(tiles_password)) + ";\n"

@@ -1,18 +1,25 @@
-"""Names of the PostGIS objects of a MapLayer, derived from the request alone (stable across retries).
+"""Names of the maps backend's PostGIS objects, all derived from the request alone (stable across retries).
 
+    database   cityhub_maps                one per hub; the catalog and every layer live in it
     schema     dept_<department>           one per department, owned by the operator's role
     table      <schema>.<layer name>       '-' becomes '_' (Kubernetes names never hold '_', so no clash)
     role       dept_<department>           LOGIN while the department has layers; writes its own layers only
     layer id   <department>.<layer name>   what the tile URL's `layer` parameter names
 
 PostgreSQL truncates identifiers at 63 bytes; longer names keep a prefix and a hash of the full name so two
-long names never collide.
+long names never collide. Neutral (no database client): the driver, the stack's backend and the local
+launcher all use these names.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+DATABASE = "cityhub_maps"
+"""The maps database: created by the PostGIS image (POSTGRES_DB) in the cluster, by the local launcher
+otherwise."""
+SUPERUSER = "postgres"
+"""The superuser the operator connects as (the bootstrap creates roles and the catalog)."""
 MAX_IDENTIFIER = 63
 GROUP_ROLE = "cityhub_departments"
 """Every department role is a member: what `visibility: Public` grants SELECT to."""

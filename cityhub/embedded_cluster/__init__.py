@@ -1,0 +1,44 @@
+"""The embedded default cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok.
+
+    python -m cityhub.embedded_cluster up       start everything; a no-op when it is already up, and when
+                                                some process died (crash, reboot) restart just those,
+                                                keeping the data
+    python -m cityhub.embedded_cluster status   each process, its pid, port and state; exit 1 unless all run
+    python -m cityhub.embedded_cluster down     stop everything it started, free its ports, delete its data
+
+The cluster is a convenience for a laptop or CI: everything listens on 127.0.0.1, nodes are simulated
+by kwok (3 CPU nodes, 2 GPU inference nodes), and the only thing the rest of cityhub gets from it is the
+admin kubeconfig at <state>/cluster/kubeconfig. Nothing else may depend on it being embedded: a real
+cluster is used by pointing KUBECONFIG at it instead.
+
+State lives under <state>/cluster (CITYHUB_STATE overrides <repo>/.state): pki/, conf/ (component
+kubeconfigs, kwok config), etcd-data/, logs/<process>.log and state.json (pid, command line, ports).
+Ports are picked free on 127.0.0.1; CITYHUB_<PROCESS>_PORT (e.g. CITYHUB_APISERVER_PORT) pins one.
+CITYHUB_CLUSTER_TIMEOUT (seconds, default 180) bounds each wait. Linux only: liveness comes from /proc.
+
+Modules: layout (directories), network (addresses, names), ports, pki, kubeconfigs, commands (command lines,
+kwok's config), health, nodes (kwok nodes), state (state.json and its lock), lifecycle (up, down, status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from cityhub.embedded_cluster.errors import ClusterError
+from cityhub.embedded_cluster.lifecycle import down, status, up
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cityhub cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=("up", "down", "status"))
+    ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    actions: dict[str, Callable[[], int]] = {"up": up, "down": down, "status": status}
+    try:
+        return actions[ns.action]()
+    except ClusterError as e:
+        print(f'cityhub cluster {ns.action}: step "{e.step}" failed: {e}', file=sys.stderr)
+        return 1

@@ -1,0 +1,206 @@
+"""The inference driver: one department endpoint per InferenceEndpoint, served by the mode's model servers
+behind the gateway's route.
+
+How an InferenceEndpoint `<name>` in department (namespace) `<d>` maps onto the backend — every name is
+derived from the request, so retries and restarts find the same objects:
+
+    endpoint    public model name `<d>.<name>`, called at <gateway>/v2/models/<d>.<name>/infer
+    API key     HMAC(secret, <d>/<name>/<uid>) → the Secret's apiKey; the gateway holds only its SHA-256
+    route       <d>.<name>.json (routes.py): key hash, requestsPerMinute, which server and model serve it
+    embedded    a model of the shared MLServer (embedded.py)
+    kubernetes  a KServe InferenceService (when the CRD exists), else a Deployment and Service on the CPU
+                or GPU inference pool, in CITYHUB_INFERENCE_NAMESPACE (kubernetes_mode.py)
+    deletion    the route is removed first (the key stops working at once), then the model server
+
+Checks (PermanentBackendError naming the field): spec.model in the model store's catalog, spec.modelVersion,
+spec.modelUri inside the store and of a format the model's runtime loads (models.py), and spec.replicas x
+spec.limits.gpu within the department's GPU quota.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import aiohttp
+from cityhub_operator.driver import (
+    BackendError,
+    Observation,
+    PermanentBackendError,
+    Request,
+    Result,
+    TemporaryBackendError,
+)
+
+from cityhub_api import labels
+from component_types.inference.driver import models
+from component_types.inference.driver.embedded import UNREACHABLE, EmbeddedMode
+from component_types.inference.driver.plan import Mode, Plan
+from component_types.inference.driver.settings import EMBEDDED, KUBERNETES, InferenceSettings
+from component_types.inference.routes import Route, api_key, endpoint_name, key_hash
+
+
+def _gpu_hint(request: Request) -> str:
+    return (
+        f"lower spec.replicas or spec.limits.gpu, choose a CPU plan (cpu-small, cpu-standard), or ask for a "
+        f"larger GPU quota for department {request.department}"
+    )
+
+
+class InferenceDriver:
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._mode: Mode | None = None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
+        return self._session
+
+    @property
+    def mode(self) -> Mode:
+        if self._mode is None:
+            if self.settings.mode == KUBERNETES:
+                # Imported on first use: an embedded operator does not load the kubernetes client for it.
+                from component_types.inference.driver.kubernetes_mode import KubernetesMode
+
+                self._mode = KubernetesMode(self.settings)
+            else:
+                self._mode = EmbeddedMode(self.settings, self.session)
+        return self._mode
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- checks ------------------------------------------------------------------------------------
+
+    def plan(self, request: Request) -> Plan:
+        model = models.resolve(
+            self.settings.models_dir, request.spec, check_files=self.settings.mode == EMBEDDED
+        )
+        gpu = int(request.limits.get("gpu", 0))
+        return Plan(
+            endpoint=endpoint_name(request.department, request.name),
+            model=model,
+            pool=labels.GPU_POOL if gpu else labels.CPU_POOL,
+            gpu=gpu,
+            memory=int(request.limits.get("memory", 0)),
+            requests_per_minute=int(request.limits.get("requestsPerMinute", 60)),
+            replicas=int(request.spec.get("replicas") or 1),
+        )
+
+    async def gpu_quota(self, department: str) -> int:
+        table = self.settings.gpu_quota
+        if table is not None:
+            return table.get(department, table.get("*", 0))
+        from component_types.inference.driver.kubernetes_mode import department_gpu_quota
+
+        try:
+            return await asyncio.to_thread(department_gpu_quota, department)
+        except Exception as e:  # the kubernetes client raises many kinds; all mean "ask again later"
+            raise TemporaryBackendError(f"cannot read the GPU quota of {department}: {e}") from e
+
+    async def check_quota(self, request: Request, plan: Plan) -> None:
+        wanted = plan.gpu * plan.replicas
+        if not wanted:
+            return
+        quota = await self.gpu_quota(request.department)
+        if wanted > quota:
+            raise PermanentBackendError(
+                "OverGpuQuota",
+                f"spec.replicas x spec.limits.gpu = {plan.replicas} x {plan.gpu} = {wanted} GPUs exceeds "
+                f"department {request.department}'s GPU quota of {quota} (requests.nvidia.com/gpu): "
+                + _gpu_hint(request),
+            )
+
+    def key(self, request: Request) -> str:
+        if not self.settings.has_secret:
+            raise TemporaryBackendError(
+                "the inference driver has no CITYHUB_INFERENCE_SECRET(_FILE) (32+ characters) to derive API "
+                "keys from: configure the operator"
+            )
+        return api_key(self.settings.secret, request.namespace, request.name, request.uid)
+
+    def gateway_url(self) -> str:
+        if not self.settings.gateway_url:
+            raise TemporaryBackendError(
+                "the inference driver has no CITYHUB_INFERENCE_GATEWAY_URL to write into Secrets: start the "
+                "gateway with `cityhub operator start` or configure the operator"
+            )
+        return self.settings.gateway_url
+
+    # -- the driver interface ------------------------------------------------------------------------
+
+    async def ensure(self, request: Request) -> Result:
+        key = self.key(request)
+        url = self.gateway_url()
+        plan = self.plan(request)
+        await self.check_quota(request, plan)
+        served = await self.mode.serve(request, plan)
+        await self.mode.put_route(
+            Route(
+                endpoint=plan.endpoint,
+                department=request.department,
+                uid=request.uid,
+                server=served.server,
+                model=served.model,
+                key_sha256=key_hash(key),
+                requests_per_minute=plan.requests_per_minute,
+            )
+        )
+        return Result(
+            endpoints={
+                "url": url,
+                "model": plan.endpoint,
+                "inferUrl": f"{url}/v2/models/{plan.endpoint}/infer",
+                "protocol": "kserve-v2",
+                "pool": plan.pool,
+                "requestsPerMinute": str(plan.requests_per_minute),
+            },
+            credentials={"apiKey": key},
+            backend={**served.backend, "modelFile": plan.model.relative},
+        )
+
+    async def observe(self, request: Request) -> Observation:
+        plan = self.plan(request)
+        key = self.key(request)
+        drift = await self.mode.drift(request, plan)
+        route = await self.mode.get_route(plan.endpoint)
+        if route is None:
+            drift.append(f"gateway route {plan.endpoint} is missing")
+        elif route.key_sha256 != key_hash(key) or route.requests_per_minute != plan.requests_per_minute:
+            drift.append(f"gateway route {plan.endpoint} differs (key or requestsPerMinute)")
+        return Observation(in_sync=not drift, drift=tuple(drift))
+
+    async def delete(self, request: Request) -> None:
+        endpoint = endpoint_name(request.department, request.name)
+        await self.mode.delete_route(endpoint)  # first: the key stops working even if the server is down
+        await self.mode.remove(request, endpoint)
+
+    async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
+        """A real infer call through the gateway with the department's key (zeros of the model's input)."""
+        plan = self.plan(request)
+        meta = models.catalog(self.settings.models_dir).get(plan.model.model, {})
+        inputs = []
+        for spec in meta.get("inputs") or [{"name": "input-0", "datatype": "FP32", "shape": [-1, 1]}]:
+            shape = [1 if d < 0 else int(d) for d in spec["shape"]]
+            size = 1
+            for d in shape:
+                size *= d
+            inputs.append(
+                {"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": [0] * size}
+            )
+        url = secret.get("inferUrl") or f"{self.gateway_url()}/v2/models/{plan.endpoint}/infer"
+        headers = {"Authorization": f"Bearer {secret.get('apiKey', '')}"}
+        try:
+            async with (await self.session()).post(url, json={"inputs": inputs}, headers=headers) as resp:
+                text = await resp.text()
+        except UNREACHABLE as e:
+            raise TemporaryBackendError(f"inference gateway {url} unreachable: {type(e).__name__}") from e
+        if resp.status >= 500 or resp.status == 429:
+            raise TemporaryBackendError(f"infer call to {plan.endpoint}: HTTP {resp.status} {text[:200]}")
+        if resp.status != 200:
+            raise BackendError(f"infer call to {plan.endpoint}: HTTP {resp.status} {text[:200]}")

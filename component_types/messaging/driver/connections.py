@@ -1,0 +1,77 @@
+"""The operator's NATS connections: one in the system account (account JWTs) and one per department's account
+(its streams), opened on first use and reopened when the server closed them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import nats
+import nats.errors
+from cityhub_operator.driver import TemporaryBackendError
+from nats.aio.client import Client, RawCredentials
+
+from cityhub_nats.keys import Keys
+from component_types.messaging.driver.errors import error_text
+from component_types.messaging.driver.settings import NatsSettings
+
+log = logging.getLogger("component_types.messaging.driver")
+
+
+class Connections:
+    def __init__(self, settings: NatsSettings, keys: Keys) -> None:
+        self.settings = settings
+        self.keys = keys
+        self._system: Client | None = None
+        self._admins: dict[str, Client] = {}
+        self._connecting = asyncio.Lock()
+
+    async def _connect(self, creds: str, name: str) -> Client:
+        async def quiet(e: Exception) -> None:
+            log.debug("nats connection %s: %s", name, type(e).__name__)
+
+        try:
+            return await nats.connect(
+                servers=self.settings.servers,
+                user_credentials=RawCredentials(creds),
+                name=name,
+                connect_timeout=self.settings.timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=3,  # then closed; the next use reconnects
+                reconnect_time_wait=0.5,
+                error_cb=quiet,
+            )
+        except (TimeoutError, nats.errors.Error, OSError) as e:
+            raise TemporaryBackendError(
+                f"cannot connect to NATS at {self.settings.url}: {error_text(e)}"
+            ) from e
+
+    async def system(self) -> Client:
+        """The operator's connection in the system account."""
+        async with self._connecting:
+            if self._system is None or self._system.is_closed:
+                self._system = await self._connect(self.keys.system_creds(), "cityhub-operator-system")
+            return self._system
+
+    async def admin(self, department: str) -> Client:
+        """The operator's connection in a department's account (the account must exist)."""
+        conn = self._admins.get(department)
+        if conn is not None and not conn.is_closed:
+            return conn
+        async with self._connecting:
+            conn = self._admins.get(department)
+            if conn is None or conn.is_closed:
+                conn = await self._connect(
+                    self.keys.admin_creds(department), f"cityhub-operator-{department}"
+                )
+                self._admins[department] = conn
+            return conn
+
+    async def close(self) -> None:
+        conns = [*self._admins.values(), *([self._system] if self._system else [])]
+        self._admins.clear()
+        self._system = None
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await conn.close()

@@ -1,0 +1,192 @@
+"""The messaging backend in the embedded default: one nats-server (JetStream) as a local process.
+
+    start(ctx)        `cityhub operator start` calls it: one nats-server in ctx.directory, trusting the
+                      keys of the checkout's messaging secret, reused while it runs (idempotent)
+    NatsServer        a nats-server on 127.0.0.1 in a directory, for the launcher, tests and benchmarks
+
+    python -m component_types.messaging.local new-secret > secret                   a new master secret
+    python -m component_types.messaging.local config --secret-file secret --store-dir /data \\
+        [--listen 0.0.0.0:4222] [--http 0.0.0.0:8222] [--max-file-store 10G]     print nats-server.conf
+
+Processes are started, awaited and stopped through cityhub.supervisor only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+from cityhub import supervisor
+from cityhub.local_backends import LocalBackend, LocalContext
+from cityhub.supervisor import ProcessFailed, Record, Supervisor
+from cityhub_api.settings import cache_dir
+from cityhub_nats.server_config import server_config
+
+BINARY = "nats-server"
+SECRET_PURPOSE = "messaging"
+START_TIMEOUT = 20.0
+
+
+def nats_server_binary(cache: Path | None = None) -> Path:
+    """<cache>/bin/nats-server (hack/nats.sh builds it), else the PATH's."""
+    built = (cache or cache_dir()) / "bin" / BINARY
+    if built.exists():
+        return built
+    found = shutil.which(BINARY)
+    if found is None:
+        raise ProcessFailed(
+            f"{BINARY} is not installed (looked for {built} and on the PATH): run hack/nats.sh"
+        )
+    return Path(found)
+
+
+class NatsServer:
+    """A nats-server on 127.0.0.1, its configuration, data (JetStream store, account JWTs) and log in
+    `directory`, so `start()` after `stop()` or `kill()` finds the same state on the same port.
+
+    With `records`, the process is recorded there under `name` (so `cityhub operator status|stop` find it).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        secret: bytes,
+        port: int | None = None,
+        max_file_store: str | None = None,
+        *,
+        name: str = BINARY,
+        records: Supervisor | None = None,
+        binary: Path | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.secret = secret
+        self.port = port or supervisor.free_port()
+        self.max_file_store = max_file_store
+        self.name = name
+        self.records = records
+        self.binary = binary
+        self.record: Record | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{supervisor.HOST}:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.directory / "nats-server.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "nats-server.log"
+
+    def start(self, timeout: float = START_TIMEOUT) -> NatsServer:
+        """Start it and wait until it accepts connections; ProcessFailed (with its log) if it does not."""
+        binary = self.binary or nats_server_binary()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            server_config(
+                self.secret,
+                store_dir=str(self.directory),
+                listen=f"{supervisor.HOST}:{self.port}",
+                server_name=f"cityhub-local-{self.port}",
+                max_file_store=self.max_file_store,
+            )
+        )
+        argv = [str(binary), "-c", str(self.config_file)]
+        how = {
+            "log": self.log,
+            "ports": {"client": self.port},
+            "serves": "messaging backend",
+            "url": self.url,
+        }
+        if self.records is not None:
+            self.record = self.records.spawn(self.name, argv, **how)
+        else:
+            self.record = supervisor.spawn(self.name, argv, **how)  # type: ignore[arg-type]
+        supervisor.wait_ready(self.record, lambda: supervisor.port_accepts(self.port), timeout)
+        return self
+
+    def stop(self) -> str:
+        """SIGTERM (SIGKILL after a timeout); returns what happened."""
+        if self.record is None:
+            return "not started"
+        return supervisor.stop(self.record)
+
+    def kill(self) -> str:
+        """SIGKILL, like a crash."""
+        if self.record is None:
+            return "not started"
+        return supervisor.kill(self.record)
+
+    def is_running(self) -> bool:
+        return self.record is not None and supervisor.is_running(self.record)
+
+
+def start(ctx: LocalContext) -> LocalBackend:
+    """One nats-server for the operator's messaging driver; reused while it runs."""
+    name = ctx.process_name(BINARY)
+    secret_file = ctx.secret(SECRET_PURPOSE)
+    rec = ctx.supervisor.get(name)
+    if rec is None:
+        # A server that stopped gets its port back (the operator may still hold its URL), when it is free.
+        old = ctx.supervisor.record(name)
+        port = old.port if old is not None and old.ports and supervisor.port_is_free(old.port) else None
+        server = NatsServer(
+            ctx.directory,
+            secret_file.read_text(encoding="utf-8").strip().encode(),
+            port=port,
+            name=name,
+            records=ctx.supervisor,
+            binary=nats_server_binary(ctx.cache),
+        ).start()
+        assert server.record is not None
+        rec = server.record
+    url = rec.url or f"nats://{supervisor.HOST}:{rec.port}"
+    return LocalBackend(
+        operator_env={"CITYHUB_NATS_URL": url, "CITYHUB_NATS_SECRET_FILE": str(secret_file)},
+        processes=(rec,),
+        summary=f"nats-server (JetStream) at {url}",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m component_types.messaging.local")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("new-secret", help="print a new random master secret")
+    config = sub.add_parser("config", help="print a nats-server configuration trusting the secret's keys")
+    config.add_argument("--secret-file", required=True, type=Path)
+    config.add_argument("--store-dir", required=True)
+    config.add_argument("--listen", default="0.0.0.0:4222")
+    config.add_argument("--server-name", default="cityhub-nats")
+    config.add_argument("--http", default=None, help="monitoring listen address, e.g. 0.0.0.0:8222")
+    config.add_argument("--max-file-store", default=None, help="e.g. 10G")
+    config.add_argument("--mqtt-listen", default=None, help="MQTT listen address, e.g. 0.0.0.0:1883")
+    args = parser.parse_args(argv)
+    if args.command == "new-secret":
+        print(secrets.token_urlsafe(48))
+        return 0
+    secret = args.secret_file.read_text(encoding="utf-8").strip().encode()
+    if len(secret) < 32:
+        print(
+            f"{args.secret_file}: needs at least 32 characters of random text (new-secret)", file=sys.stderr
+        )
+        return 2
+    sys.stdout.write(
+        server_config(
+            secret,
+            store_dir=args.store_dir,
+            listen=args.listen,
+            server_name=args.server_name,
+            http=args.http,
+            max_file_store=args.max_file_store,
+            mqtt_listen=args.mqtt_listen,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
