@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from cityhub import paths, supervisor
+from cityhub.embedded_cluster.layout import kubeconfig_path
 from cityhub.local_backends import LocalBackend, LocalContext
 from cityhub.supervisor import ProcessFailed, Supervisor
 from cityhub_api import registry
@@ -36,7 +37,7 @@ def _supervisor() -> Supervisor:
 
 
 def _kubeconfig() -> Path:
-    path = Env().path("KUBECONFIG", paths.state_dir() / "cluster" / "kubeconfig")
+    path = Env().path("KUBECONFIG", kubeconfig_path())
     if not path.exists():
         raise SystemExit(
             f"cityhub operator: no kubeconfig at {path}; run `cityhub cluster up` or set KUBECONFIG"

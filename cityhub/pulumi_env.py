@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cityhub import paths
+from cityhub.embedded_cluster.layout import kubeconfig_path
 
 
 def passphrase_file() -> Path:
@@ -23,7 +24,7 @@ def passphrase_file() -> Path:
 
 def kubeconfig() -> str:
     """The cluster to deploy to: $KUBECONFIG when set (any real cluster), else the embedded one."""
-    return os.environ.get("KUBECONFIG") or str(paths.state_dir() / "cluster" / "kubeconfig")
+    return os.environ.get("KUBECONFIG") or str(kubeconfig_path())
 
 
 def pulumi_env(base: dict[str, str] | None = None) -> dict[str, str]:

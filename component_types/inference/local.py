@@ -7,10 +7,10 @@
     <cache>/inference/models/                the city's model store (install.sh trains and puts it there)
     <cache>/venvs/mlserver/bin/mlserver      MLServer in its own venv (install.sh)
 
-Both listen on 127.0.0.1 on ports from supervisor.free_port (MLServer's HTTP, gRPC and metrics ports too), kept
-in <name>.ports.json so a restart gets the same ones back while they are free: the route files name the
-server's URL. MLServer loads every model-settings.json of its repository at start, so a restarted server serves
-the endpoints it served before. `MLServer` and `Gateway` are what the tests and the benchmark start as well.
+Both listen on 127.0.0.1 on ports from supervisor.free_port (MLServer's HTTP, gRPC and metrics ports too),
+kept in <name>.ports.json so a restart gets the same ones back while they are free: the route files name the
+server's URL. MLServer loads every model-settings.json of its repository at start, so a restarted server
+serves the endpoints it served before. `MLServer` and `Gateway` are what the tests and the benchmark start.
 """
 
 from __future__ import annotations

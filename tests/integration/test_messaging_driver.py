@@ -291,19 +291,22 @@ def test_the_embedded_launcher_is_idempotent_and_its_settings_drive_the_driver(t
         assert secret_file.stat().st_mode & 0o077 == 0  # only a path in the settings, the file private
         assert secret_file.read_text() not in "".join(first.operator_env.values())
 
-        async def provision(env: dict[str, str]) -> Any:
+        req = request("yingji", "launcher")
+
+        async def provision(env: dict[str, str]) -> tuple[Any, Any]:
             driver = create_driver(env)
             try:
-                return await driver.ensure(request("yingji", "launcher"))
+                return await driver.accounts.lookup("yingji"), await driver.ensure(req)
             finally:
                 await driver.close()
 
-        result = asyncio.run(provision(dict(first.operator_env)))
-        assert result.endpoints["url"] == first.operator_env["CITYHUB_NATS_URL"]
+        account, result = asyncio.run(provision(dict(first.operator_env)))
+        assert account is None and result.endpoints["url"] == first.operator_env["CITYHUB_NATS_URL"]
         # A crashed server comes back on its port (the operator keeps its URL) with its accounts.
         supervisor.kill(rec)
         again = local.start(ctx)
         assert again.operator_env == first.operator_env and again.processes != first.processes
-        assert asyncio.run(provision(dict(again.operator_env))).backend == result.backend
+        account, repeated = asyncio.run(provision(dict(again.operator_env)))
+        assert account is not None and repeated == result
     finally:
         records.stop_all()
