@@ -160,7 +160,7 @@ class OperatorConfig:
     components: tuple[str, ...] = ()
     """Component types served; empty: every declared type."""
     catalog: tuple[str, ...] = ()
-    """Offerings published (stacks/catalog/<name>.yaml); empty: all."""
+    """Offerings published (by name, from the types' catalog.yaml); empty: all."""
     log_level: str = "INFO"
     drift_interval: int = 60
     worker_limit: int = 0

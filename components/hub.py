@@ -27,7 +27,7 @@ class ClusterHubArgs:
     config: HubConfig
     cluster: Cluster
     offerings: tuple[Offering, ...] = ()
-    """The catalog the operator serves (validated stacks/catalog entries)."""
+    """The catalog the operator serves (validated catalog entries of the types)."""
 
 
 class ClusterHub(pulumi.ComponentResource):

@@ -1,7 +1,6 @@
 """cityhub's component operator: departments request shared components as custom resources.
 
-Layers (checked by the contracts in .importlinter and tests/unit/test_operator_layers.py):
-the core (this package outside `drivers/`) never imports a driver — drivers are found by name through the
-component type's schema (schemas/components/<type>.schema.json, `x-cityhub.driver`) — and drivers never
-import each other, kopf or the Kubernetes client.
+Layers (checked by the contracts in .importlinter): the core (this package) never imports a driver — the
+registry (cityhub_api.registry) imports `component_types/<type>/driver` by name — and drivers use only the
+driver interface (driver.py), never kopf or the core.
 """

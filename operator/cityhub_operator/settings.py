@@ -16,7 +16,7 @@ class OperatorSettings:
     """CITYHUB_NAMESPACES: comma-separated namespaces (departments) to serve; empty serves every namespace."""
     components: tuple[str, ...] = ()
     """CITYHUB_COMPONENTS: comma-separated component types to serve (e.g. messaging); empty serves every
-    type declared in schemas/components."""
+    registered type (component_types/)."""
     drift_interval: float = 60.0
     """CITYHUB_DRIFT_INTERVAL: seconds between drift checks of each Ready request (backend objects removed
     out of band are recreated)."""

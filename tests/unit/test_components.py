@@ -183,7 +183,7 @@ def test_requester_account_manages_only_its_component_requests(dev: list[Created
     from components.tenancy import component_request_resources
 
     kinds = set(component_request_resources())
-    assert "messagingchannels" in kinds, "every request kind in schemas/components is grantable"
+    assert "messagingchannels" in kinds, "every registered request kind is grantable"
     role = find(dev, "Role", "component-requester", "dept-yingji")
     granted = {(g, r) for rule in role.inputs["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert granted == {("hub.cityhub.io", k) for k in kinds} | {

@@ -101,6 +101,10 @@ class EmbeddedMode:
         status, _ = await self._call("GET", f"/v2/models/{plan.endpoint}/ready")
         if status != 200:
             out.append(f"model {plan.endpoint} is not loaded on the server")
+        route = self.routes.get(plan.endpoint)
+        if route is not None and route.server != self.server_url:
+            # The shared server came back on other ports: the route must follow it.
+            out.append(f"gateway route {plan.endpoint} points at {route.server}, not {self.server_url}")
         return out
 
     async def remove(self, request: Request, endpoint: str) -> None:
