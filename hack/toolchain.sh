@@ -30,14 +30,17 @@ stamp() { echo "$2" >"$BIN/.$1.version"; }
 timed() { local t0=$SECONDS; "$@"; local rc=$?; log "  ($((SECONDS - t0))s)"; return $rc; }
 
 python_env() {
-  local want
-  want=$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)
+  # The project with its dev extras, and each component type's own Python requirements
+  # (component_types/<type>/requirements.txt: a type brings its client library without touching pyproject).
+  local want reqs=() r
+  for r in "$ROOT"/component_types/*/requirements.txt; do [ -e "$r" ] && reqs+=(-r "$r"); done
+  want=$(cat "$ROOT/pyproject.toml" "$ROOT"/component_types/*/requirements.txt 2>/dev/null | sha256sum | cut -c1-16)
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.cityhub-deps" 2>/dev/null)" = "$want" ]; then
     return 0
   fi
   log "python: creating $VENV and installing pinned dependencies"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || return 1
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]" || return 1
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]" "${reqs[@]}" || return 1
   echo "$want" >"$VENV/.cityhub-deps"
 }
 

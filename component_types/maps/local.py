@@ -19,6 +19,7 @@ only; the SQL (catalog_sql.py) goes through psql, so nothing here imports a data
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 from collections.abc import Callable
@@ -53,7 +54,7 @@ class Binaries:
     """CITYHUB_PG_BIN: PostgreSQL 15's programs (initdb, postgres, psql, pg_isready); default Debian's
     /usr/lib/postgresql/15/bin."""
     martin: Path
-    """CITYHUB_MARTIN_BIN: martin; default <cache>/bin/martin, which component_types/maps/install.sh builds."""
+    """CITYHUB_MARTIN_BIN: martin; default <cache>/bin/martin (component_types/maps/install.sh builds it)."""
 
     @classmethod
     def from_env(cls, env: Env, cache: Path | None = None) -> Binaries:
@@ -159,8 +160,10 @@ class PostgisServer:
     def start(self, timeout: float = START_TIMEOUT) -> PostgisServer:
         """Start it (or adopt the running one of `records`) and wait until it takes queries."""
         running = self.records.get(self.name) if self.records is not None else None
-        if running is not None:
-            self.record, self.port, self.reused = running, running.ports["postgres"], True
+        if running is not None or self.is_running():
+            self.record = running or self.record
+            assert self.record is not None
+            self.port, self.reused = self.record.ports["postgres"], True
             return self
         self.reused = False
         self.port = self.port or _previous_port(self.records, self.name, "postgres") or supervisor.free_port()
@@ -248,8 +251,6 @@ class PostgisServer:
 
     @staticmethod
     def _os_user_ids() -> tuple[int, int]:
-        import pwd
-
         entry = pwd.getpwnam(OS_USER)
         return entry.pw_uid, entry.pw_gid
 
@@ -280,7 +281,7 @@ class PostgisServer:
         self.psql(bootstrap_script(tiles_password))
 
     def stop(self) -> str:
-        """SIGINT: PostgreSQL's fast shutdown (sessions end, a checkpoint is written); returns what happened."""
+        """SIGINT, PostgreSQL's fast shutdown (sessions end, a checkpoint is written); returns the outcome."""
         if self.record is None:
             return "not started"
         return supervisor.stop(self.record, sig=signal.SIGINT)
@@ -335,12 +336,15 @@ class MartinServer:
     def _config(self, port: int) -> str:
         return martin_config(self.database_url, listen=f"{supervisor.HOST}:{port}")
 
-    def start(self, timeout: float = START_TIMEOUT) -> MartinServer:
-        """Start it (or adopt the running one of `records`) and wait until /health answers."""
+    def start(self, timeout: float = START_TIMEOUT, *, restart: bool = False) -> MartinServer:
+        """Start it (or adopt the running one of `records`) and wait until /health answers; `restart` stops
+        a running one first (its database connections went with a restarted PostGIS)."""
         running = self.records.get(self.name) if self.records is not None else None
+        running = running or (self.record if self.is_running() else None)
         if running is not None:
             port = running.ports["http"]
-            if self.config_file.exists() and self.config_file.read_text() == self._config(port):
+            same = self.config_file.exists() and self.config_file.read_text() == self._config(port)
+            if same and not restart:
                 self.record, self.port = running, port
                 return self
             supervisor.stop(running)
@@ -433,7 +437,7 @@ class LocalMaps:
             self.dsn_file.touch(mode=0o600)
             self.dsn_file.write_text(self.postgis.dsn() + "\n")
             self.martin.database_url = self.postgis.dsn(TILES_ROLE, tiles_password)
-            self.martin.start()
+            self.martin.start(restart=not self.postgis.reused)
         except BaseException:
             if not self.postgis.reused:
                 self.postgis.stop()

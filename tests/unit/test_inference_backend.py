@@ -1,43 +1,137 @@
-"""The inference backend's Pulumi component under mocks: gateway, routes, model store, operator env."""
+"""The inference Backend under Pulumi's mocks: the gateway behind the front door in the system namespace, the
+model servers' namespace fenced and granted to the operator, and settings the driver can use."""
 
 from __future__ import annotations
 
-from components.backends.inference import (
-    GATEWAY_NAME,
-    MODELS_PVC,
-    ROUTES_NAME,
-    SECRET_NAME,
-    InferenceBackend,
-    InferenceBackendArgs,
-)
+from typing import Any
 
-from tests.unit.test_components import find, run
+import pulumi
 
-ARGS = InferenceBackendArgs(
-    namespace="cityhub-inference", master_secret="s" * 48, gateway_image="cityhub/operator:dev"
-)
+from cityhub_api import labels
+from cityhub_api.registry import component_type
+from component_types.inference import naming
+from component_types.inference.backend import MODEL_SERVERS_POLICY, OPERATOR_ROLE, Backend
+from component_types.inference.driver import InferenceSettings
+from components.backends import OPERATOR_ACCOUNT, BackendArgs, derive
+from tests.unit.test_components import Created, find, of_kind, run
 
-
-def test_gateway_mounts_the_routes_the_operator_writes() -> None:
-    created = run(lambda: InferenceBackend("inference", ARGS))
-    gateway = find(created, "Deployment", GATEWAY_NAME, "cityhub-inference")
-    pod = gateway.inputs["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    assert container["command"][-1] == "component_types.inference.driver.gateway"
-    assert pod["volumes"][0]["configMap"]["name"] == ROUTES_NAME
-    find(created, "ConfigMap", ROUTES_NAME, "cityhub-inference")
-    find(created, "PersistentVolumeClaim", MODELS_PVC, "cityhub-inference")
-    find(created, "Service", GATEWAY_NAME, "cityhub-inference")
-    find(created, "Secret", SECRET_NAME, "cityhub-inference")
+SYSTEM, POOL = labels.SYSTEM_NAMESPACE, "cityhub-inference"
+MASTER = "m" * 48
+INFERENCE = component_type("inference")
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+"""How Pulumi's wire format marks a secret value."""
 
 
-def test_operator_env_selects_cluster_mode() -> None:
-    seen: dict[str, str] = {}
+def args(pools: dict[str, str] | None = None, **settings: Any) -> BackendArgs:
+    return BackendArgs(
+        ctype=INFERENCE,
+        namespace=SYSTEM,
+        master_key=MASTER,
+        operator_image="cityhub/operator:dev",
+        settings=settings,
+        pools={labels.GPU_POOL: POOL} if pools is None else pools,
+    )
+
+
+def deploy(backend_args: BackendArgs) -> tuple[list[Created], dict[str, str]]:
+    env: dict[str, str] = {}
 
     def program() -> None:
-        InferenceBackend("inference", ARGS).operator_env.apply(seen.update)
+        Backend("inference", backend_args).operator_env.apply(env.update)
 
-    run(program)
-    assert seen["CITYHUB_INFERENCE_MODE"] == "cluster"
-    assert seen["CITYHUB_INFERENCE_GATEWAY_URL"] == "http://inference-gateway.cityhub-inference.svc:8090"
-    assert seen["CITYHUB_INFERENCE_SECRET_FILE"] == "/var/run/cityhub/backends/inference-secret"
+    return run(program), env
+
+
+def selects(selector: dict[str, str], pod_labels: dict[str, str]) -> bool:
+    return selector.items() <= pod_labels.items()
+
+
+def test_front_door_selects_the_gateway_in_the_system_namespace() -> None:
+    created, _ = deploy(args())
+    door = INFERENCE.front_door
+    gateway = find(created, "Deployment", naming.GATEWAY, SYSTEM)
+    template = gateway.inputs["spec"]["template"]
+    pod, container = template["spec"], template["spec"]["containers"][0]
+    assert selects(door.selector, template["metadata"]["labels"])  # the front door `inference` finds it
+    assert selects(gateway.inputs["spec"]["selector"]["matchLabels"], template["metadata"]["labels"])
+    assert [p["containerPort"] for p in container["ports"]] == [door.target_port] == [8090]
+    assert container["args"][:2] == ["--listen", f"0.0.0.0:{door.target_port}"]
+    assert container["image"] == "cityhub/operator:dev"
+    assert container["command"] == ["python", "-m", "component_types.inference.gateway"]
+    assert pod["nodeSelector"] == {labels.POOL: labels.CPU_POOL}
+    assert pod["volumes"][0]["configMap"]["name"] == naming.ROUTES_CONFIGMAP
+    find(created, "ConfigMap", naming.ROUTES_CONFIGMAP, SYSTEM)  # mounted from the gateway's namespace
+    assert not of_kind(created, "Service")  # the stack's front door is the gateway's only Service
+    assert gateway.inputs["spec"]["replicas"] == 2
+
+
+def test_model_servers_answer_only_the_gateway() -> None:
+    created, _ = deploy(args())
+    find(created, "PersistentVolumeClaim", naming.MODELS_PVC, POOL)
+    policy = find(created, "NetworkPolicy", MODEL_SERVERS_POLICY, POOL).inputs["spec"]
+    gateway_pods = find(created, "Deployment", naming.GATEWAY, SYSTEM).inputs["spec"]["template"]["metadata"]
+    assert policy["podSelector"]["matchLabels"] == naming.MANAGED_LABELS
+    assert not selects(policy["podSelector"]["matchLabels"], gateway_pods["labels"])
+    assert policy["policyTypes"] == ["Ingress"]
+    [rule] = policy["ingress"]
+    [peer] = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": SYSTEM}
+    assert selects(peer["podSelector"]["matchLabels"], gateway_pods["labels"])
+
+
+def test_operator_may_manage_model_servers_and_routes_only() -> None:
+    created, _ = deploy(args())
+    role = find(created, "Role", OPERATOR_ROLE, POOL).inputs
+    assert {r for rule in role["rules"] for r in rule["resources"]} >= {"deployments", "services"}
+    routes = find(created, "Role", f"{OPERATOR_ROLE}-routes", SYSTEM).inputs
+    assert routes["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [naming.ROUTES_CONFIGMAP],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    for name, namespace in ((OPERATOR_ROLE, POOL), (f"{OPERATOR_ROLE}-routes", SYSTEM)):
+        binding = find(created, "RoleBinding", name, namespace).inputs
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": SYSTEM}
+        ]
+
+
+def test_operator_env_is_kubernetes_mode_on_the_mounted_secret() -> None:
+    created, env = deploy(args())
+    secret = find(created, "Secret", "cityhub-inference-backend", SYSTEM).inputs
+    data = secret["stringData"]
+    assert set(data) == {SECRET_SIG, "value"}  # marked secret: never shown in plain text by Pulumi
+    assert data["value"] == {naming.SECRET_KEY: derive(MASTER, "inference")}
+    assert env == {
+        "CITYHUB_INFERENCE_MODE": "kubernetes",
+        "CITYHUB_INFERENCE_NAMESPACE": POOL,
+        "CITYHUB_INFERENCE_GATEWAY_URL": "http://inference.cityhub-system.svc.cluster.local:8090",
+        "CITYHUB_INFERENCE_SECRET_FILE": "/var/run/cityhub/backends/inference/secret",
+        "CITYHUB_INFERENCE_ROUTES_CONFIGMAP": naming.ROUTES_CONFIGMAP,
+        "CITYHUB_INFERENCE_ROUTES_NAMESPACE": SYSTEM,
+        "CITYHUB_INFERENCE_MODELS_PVC": naming.MODELS_PVC,
+        "CITYHUB_INFERENCE_IMAGE": naming.MLSERVER_IMAGE,
+    }
+    settings = InferenceSettings.from_env({k: v for k, v in env.items() if not k.endswith("_SECRET_FILE")})
+    assert settings.mode == "kubernetes" and settings.kubernetes.routes_namespace == SYSTEM
+
+
+def test_without_a_gpu_pool_everything_stays_in_the_system_namespace() -> None:
+    created, env = deploy(args(pools={}, gatewayReplicas=3, modelsSize="50Gi", mlserverImage="mlserver:x"))
+    find(created, "PersistentVolumeClaim", naming.MODELS_PVC, SYSTEM)
+    find(created, "NetworkPolicy", MODEL_SERVERS_POLICY, SYSTEM)
+    find(created, "Role", OPERATOR_ROLE, SYSTEM)
+    assert find(created, "Deployment", naming.GATEWAY, SYSTEM).inputs["spec"]["replicas"] == 3
+    claim = find(created, "PersistentVolumeClaim", naming.MODELS_PVC, SYSTEM).inputs
+    assert claim["spec"]["resources"]["requests"] == {"storage": "50Gi"}
+    assert env["CITYHUB_INFERENCE_NAMESPACE"] == SYSTEM and env["CITYHUB_INFERENCE_IMAGE"] == "mlserver:x"
+    assert "CITYHUB_INFERENCE_ROUTES_NAMESPACE" not in env
+
+
+def test_pool_namespace_may_be_an_output() -> None:
+    created, env = deploy(args(pools={labels.GPU_POOL: pulumi.Output.from_input(POOL)}))  # type: ignore[dict-item]
+    find(created, "NetworkPolicy", MODEL_SERVERS_POLICY, POOL)
+    assert env["CITYHUB_INFERENCE_NAMESPACE"] == POOL

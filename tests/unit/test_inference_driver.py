@@ -1,31 +1,34 @@
-"""The inference driver's checks and the gateway's rules, without servers (fakes only for the model store)."""
+"""The inference driver's checks and the gateway's rules without servers (a fake model store only); and,
+marked integration, the embedded default's launcher (local.start) with a real MLServer and gateway."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
-from cityhub_operator.driver import PermanentBackendError, Request
-from component_types.inference.driver.cluster import ClusterBackend, object_name
-from component_types.inference.driver.gateway import RateLimiter
-from component_types.inference.driver.routes import Route, RouteFiles, api_key, key_hash
+from cityhub_operator.driver import PermanentBackendError, Request, TemporaryBackendError
 
-from component_types.inference.driver import InferenceDriver, models
-from component_types.inference.driver.settings import InferenceSettings, parse_gpu_quota
+from cityhub.local_backends import LocalContext
+from cityhub.supervisor import Supervisor, is_running
+from cityhub_api import labels
+from cityhub_api.settings import SettingError, cache_dir
+from component_types.inference import local, naming
+from component_types.inference.driver import InferenceDriver, InferenceSettings, create_driver, models
+from component_types.inference.driver.kubernetes_mode import KubernetesMode, object_name
+from component_types.inference.driver.settings import parse_gpu_quota
+from component_types.inference.fixtures import installed_backend
+from component_types.inference.gateway import RateLimiter
+from component_types.inference.routes import Route, RouteFiles, api_key, key_hash
 
 SECRET = "unit-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    model = tmp_path / "traffic-flow"
-    (model / "1").mkdir(parents=True)
-    (model / "1" / "model.joblib").write_bytes(b"not really a model")
-    meta = {"name": "traffic-flow", "runtime": "mlserver_sklearn.SKLearnModel", "versions": ["1"]}
-    (model / "model.json").write_text(json.dumps(meta))
-    return tmp_path
+DEPT = "dept-yingji"
+T = TypeVar("T")
 
 
 def driver(store: Path, **env: str) -> InferenceDriver:
@@ -36,8 +39,8 @@ def driver(store: Path, **env: str) -> InferenceDriver:
     )
 
 
-def request(spec: dict[str, object], limits: dict[str, int] | None = None) -> Request:
-    return Request("yingji", "flow", "uid-1", "yingji", spec, limits or {}, plan="p", offering="inference")
+def request(spec: dict[str, object], limits: dict[str, int] | None = None, name: str = "flow") -> Request:
+    return Request(DEPT, name, "uid-1", DEPT, spec, limits or {}, plan="p", offering="inference")
 
 
 @pytest.mark.parametrize(
@@ -64,70 +67,84 @@ def request(spec: dict[str, object], limits: dict[str, int] | None = None) -> Re
         ),
     ],
 )
-def test_bad_models_name_the_field(store: Path, spec: dict[str, object], reason: str, field: str) -> None:
+def test_bad_models_name_the_field(
+    inference_model_store: Path, spec: dict[str, object], reason: str, field: str
+) -> None:
     with pytest.raises(PermanentBackendError) as e:
-        driver(store).plan(request(spec))
+        driver(inference_model_store).plan(request(spec))
     assert e.value.reason == reason and field in str(e.value)
 
 
-def test_symlink_out_of_the_store_is_refused(store: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_symlink_out_of_the_store_is_refused(
+    inference_model_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     outside = tmp_path_factory.mktemp("outside") / "model.joblib"
     outside.write_bytes(b"x")
-    (store / "traffic-flow" / "1" / "escape.joblib").symlink_to(outside)
+    (inference_model_store / "traffic-flow" / "1" / "escape.joblib").symlink_to(outside)
     with pytest.raises(PermanentBackendError, match="leads out of the model store"):
-        driver(store).plan(request({"model": "traffic-flow", "modelUri": "traffic-flow/1/escape.joblib"}))
-
-
-def test_gpu_plan_over_the_department_quota_is_refused(store: Path) -> None:
-    d = driver(store, CITYHUB_INFERENCE_GPU_QUOTA="yingji=2,*=0")
-    asyncio.run(
-        d._check_quota(
-            request({"model": "traffic-flow", "replicas": 2}, {"gpu": 1}),
-            d.plan(request({"model": "traffic-flow", "replicas": 2}, {"gpu": 1})),
+        driver(inference_model_store).plan(
+            request({"model": "traffic-flow", "modelUri": "traffic-flow/1/escape.joblib"})
         )
-    )
+
+
+def test_gpu_plan_over_the_department_quota_is_refused(inference_model_store: Path) -> None:
+    d = driver(inference_model_store, CITYHUB_INFERENCE_GPU_QUOTA=f"{DEPT}=2,*=0")
+    fits = request({"model": "traffic-flow", "replicas": 2}, {"gpu": 1})
+    asyncio.run(d.check_quota(fits, d.plan(fits)))
     big = request({"model": "traffic-flow", "replicas": 3}, {"gpu": 1})
     with pytest.raises(PermanentBackendError, match=r"spec.replicas x spec.limits.gpu = 3 x 1 = 3 GPUs") as e:
-        asyncio.run(d._check_quota(big, d.plan(big)))
+        asyncio.run(d.check_quota(big, d.plan(big)))
     assert e.value.reason == "OverGpuQuota" and "cpu-small" in str(e.value)
 
 
-def test_plan_picks_the_pool_from_the_gpu_limit(store: Path) -> None:
-    d = driver(store)
-    assert d.plan(request({"model": "traffic-flow"}, {"gpu": 1})).pool == "gpu-inference"
-    assert d.plan(request({"model": "traffic-flow"})).pool == "cpu"
+def test_plan_picks_the_pool_from_the_gpu_limit(inference_model_store: Path) -> None:
+    d = driver(inference_model_store)
+    assert d.plan(request({"model": "traffic-flow"}, {"gpu": 1})).pool == labels.GPU_POOL
+    assert d.plan(request({"model": "traffic-flow"})).pool == labels.CPU_POOL
 
 
-def test_gpu_deployment_tolerates_the_gpu_taint_and_limits_gpus(store: Path) -> None:
-    d = driver(store, CITYHUB_INFERENCE_MODE="cluster")
+def test_gpu_deployment_tolerates_the_gpu_taint_and_limits_gpus(inference_model_store: Path) -> None:
+    d = driver(inference_model_store, CITYHUB_INFERENCE_MODE="kubernetes")
     req = request({"model": "traffic-flow", "replicas": 2}, {"gpu": 1, "memory": 2**30})
-    plan = d.plan(req)
     scheduling = {
-        "nodeSelector": {"cityhub.io/pool": "gpu-inference"},
+        "nodeSelector": {labels.POOL: labels.GPU_POOL},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     }
-    dep = ClusterBackend(d.settings).deployment(req, plan, scheduling)
+    dep = KubernetesMode(d.settings).deployment(req, d.plan(req), scheduling)
     pod = dep["spec"]["template"]["spec"]
+    assert dep["metadata"]["namespace"] == "cityhub-inference"
     assert dep["spec"]["replicas"] == 2
-    assert pod["nodeSelector"] == {"cityhub.io/pool": "gpu-inference"}
+    assert pod["nodeSelector"] == {labels.POOL: labels.GPU_POOL}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["containers"][0]["resources"]["limits"] == {"memory": str(2**30), "nvidia.com/gpu": "1"}
 
 
+def test_model_servers_carry_the_labels_the_backend_fences(inference_model_store: Path) -> None:
+    """backend.py's NetworkPolicy admits only the gateway to pods with naming.MANAGED_LABELS."""
+    d = driver(inference_model_store, CITYHUB_INFERENCE_MODE="kubernetes")
+    req = request({"model": "traffic-flow"})
+    mode = KubernetesMode(d.settings)
+    pod_labels = mode.deployment(req, d.plan(req), {})["spec"]["template"]["metadata"]["labels"]
+    assert naming.MANAGED_LABELS.items() <= pod_labels.items()
+    assert pod_labels[labels.DEPARTMENT] == DEPT and pod_labels[labels.ENDPOINT] == "flow"
+    isvc = mode.inference_service(req, d.plan(req), {})
+    assert naming.MANAGED_LABELS.items() <= isvc["metadata"]["labels"].items()
+
+
 def test_keys_are_stable_per_request_and_differ_across_requests() -> None:
-    a = api_key(SECRET.encode(), "yingji", "flow", "uid-1")
-    assert a == api_key(SECRET.encode(), "yingji", "flow", "uid-1")
-    assert a != api_key(SECRET.encode(), "yingji", "flow", "uid-2")  # recreated: the old key is dead
-    assert a != api_key(SECRET.encode(), "jiaotong", "flow", "uid-1")
+    a = api_key(SECRET.encode(), DEPT, "flow", "uid-1")
+    assert a == api_key(SECRET.encode(), DEPT, "flow", "uid-1")
+    assert a != api_key(SECRET.encode(), DEPT, "flow", "uid-2")  # recreated: the old key is dead
+    assert a != api_key(SECRET.encode(), "dept-jiaotong", "flow", "uid-1")
 
 
 def test_route_files_round_trip(tmp_path: Path) -> None:
     files = RouteFiles(tmp_path)
-    route = Route("yingji.flow", "yingji", "u", "http://s", "yingji.flow", key_hash("k"), 5)
+    route = Route(f"{DEPT}.flow", DEPT, "u", "http://s", f"{DEPT}.flow", key_hash("k"), 5)
     files.put(route)
-    assert files.get("yingji.flow") == route and files.all() == {"yingji.flow": route}
-    files.remove("yingji.flow")
-    assert files.get("yingji.flow") is None
+    assert files.get(f"{DEPT}.flow") == route and files.all() == {f"{DEPT}.flow": route}
+    files.remove(f"{DEPT}.flow")
+    assert files.get(f"{DEPT}.flow") is None
 
 
 def test_rate_limiter_admits_the_limit_per_minute() -> None:
@@ -138,20 +155,120 @@ def test_rate_limiter_admits_the_limit_per_minute() -> None:
 
 
 def test_settings_reject_bad_values() -> None:
-    with pytest.raises(ValueError, match="CITYHUB_INFERENCE_MODE"):
-        InferenceSettings.from_env({"CITYHUB_INFERENCE_MODE": "cloud"})
-    with pytest.raises(ValueError, match="CITYHUB_INFERENCE_GPU_QUOTA"):
-        parse_gpu_quota("yingji=two")
-    with pytest.raises(ValueError, match="32 characters"):
+    with pytest.raises(SettingError, match=r"Invalid CITYHUB_INFERENCE_MODE=cluster: .*embedded, kubernetes"):
+        InferenceSettings.from_env({"CITYHUB_INFERENCE_MODE": "cluster"})
+    with pytest.raises(SettingError, match="CITYHUB_INFERENCE_GPU_QUOTA"):
+        parse_gpu_quota(f"{DEPT}=two")
+    with pytest.raises(SettingError, match="32 characters"):
         InferenceSettings.from_env({"CITYHUB_INFERENCE_SECRET": "short"})
-    assert InferenceSettings.from_env({}).mode == "embedded"  # an operator serving every type starts
+    with pytest.raises(SettingError, match="CITYHUB_INFERENCE_GATEWAY_URL"):
+        InferenceSettings.from_env({"CITYHUB_INFERENCE_GATEWAY_URL": "gateway:8090"})
+    with pytest.raises(SettingError, match="CITYHUB_INFERENCE_TIMEOUT"):
+        InferenceSettings.from_env({"CITYHUB_INFERENCE_TIMEOUT": "0"})
+    assert create_driver({}).settings.mode == "embedded"  # an operator serving every type starts
+
+
+def test_kubernetes_settings_put_routes_next_to_the_gateway(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET + "\n")
+    settings = InferenceSettings.from_env(
+        {
+            "CITYHUB_INFERENCE_MODE": "kubernetes",
+            "CITYHUB_INFERENCE_SECRET_FILE": str(secret),
+            "CITYHUB_INFERENCE_NAMESPACE": "cityhub-inference",
+            "CITYHUB_INFERENCE_ROUTES_NAMESPACE": "cityhub-system",
+            "CITYHUB_INFERENCE_MODELS_PVC": "none",
+        }
+    )
+    assert settings.mode == "kubernetes" and settings.secret == SECRET.encode()
+    assert settings.kubernetes.namespace == "cityhub-inference"
+    assert settings.kubernetes.routes_namespace == "cityhub-system"
+    assert settings.kubernetes.routes_configmap == naming.ROUTES_CONFIGMAP
+    assert settings.kubernetes.models_pvc == ""
+    alone = InferenceSettings.from_env({"CITYHUB_INFERENCE_NAMESPACE": "models"})
+    assert alone.kubernetes.routes_namespace == "models"  # default: next to the model servers
+
+
+def test_unconfigured_driver_waits_instead_of_writing_a_wrong_url(inference_model_store: Path) -> None:
+    d = driver(inference_model_store)  # neither CITYHUB_INFERENCE_GATEWAY_URL nor SERVER_URL
+    with pytest.raises(TemporaryBackendError, match="CITYHUB_INFERENCE_GATEWAY_URL"):
+        asyncio.run(d.ensure(request({"model": "traffic-flow"})))
+    d = driver(inference_model_store, CITYHUB_INFERENCE_GATEWAY_URL="http://127.0.0.1:1")
+    with pytest.raises(TemporaryBackendError, match="CITYHUB_INFERENCE_SERVER_URL"):
+        asyncio.run(d.ensure(request({"model": "traffic-flow"})))
 
 
 def test_object_names_fit_kubernetes() -> None:
-    assert object_name("yingji", "flow") == "ie-yingji-flow"
+    assert object_name(DEPT, "flow") == "ie-dept-yingji-flow"
     long = object_name("a" * 40, "b" * 40)
     assert len(long) <= 50 and long != object_name("a" * 40, "b" * 39 + "c")
 
 
-def test_models_catalog_lists_the_store(store: Path) -> None:
-    assert list(models.catalog(store)) == ["traffic-flow"]
+def test_models_catalog_lists_the_store(inference_model_store: Path) -> None:
+    assert list(models.catalog(inference_model_store)) == ["traffic-flow"]
+
+
+# -- the embedded default's launcher, on a real MLServer -------------------------------------------------
+
+
+def infer(url: str, key: str | None) -> int:
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [8, 1, 0, 0]}]}
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def with_driver(env: dict[str, str], call: Callable[[InferenceDriver], Awaitable[T]]) -> T:
+    """One driver call in its own event loop (the driver's HTTP session belongs to one loop)."""
+
+    async def run() -> T:
+        d = create_driver(env)
+        try:
+            return await call(d)
+        finally:
+            await d.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.integration
+def test_local_start_serves_on_free_ports_and_is_idempotent(tmp_path: Path) -> None:
+    installed_backend()  # fails, naming install.sh, when MLServer or the model store is missing
+    state = tmp_path / "state"
+    ctx = LocalContext(
+        "inference", state / "backends" / "inference", Supervisor(state / "processes"), cache_dir()
+    )
+    try:
+        first = local.start(ctx)
+        names = [r.name for r in first.processes]
+        assert names == [ctx.process_name("mlserver"), ctx.process_name("gateway")]
+        ports = [p for r in first.processes for p in r.ports.values()]
+        assert len(ports) == 4 and not {8080, 8081, 8082, 8090} & set(ports)  # http, grpc, metrics; gateway
+        settings = json.loads((ctx.directory / "repository" / "settings.json").read_text())
+        assert {settings["http_port"], settings["grpc_port"], settings["metrics_port"]} <= set(ports)
+
+        again = local.start(ctx)  # a second `cityhub operator start` changes nothing
+        assert again.operator_env == first.operator_env
+        assert [r.pid for r in again.processes] == [r.pid for r in first.processes]
+
+        env = first.operator_env
+        assert Path(env["CITYHUB_INFERENCE_SECRET_FILE"]).stat().st_mode & 0o077 == 0
+        req = request({"model": "traffic-flow"}, {"requestsPerMinute": 100}, name="local")
+        result = with_driver(env, lambda d: d.ensure(req))
+        assert infer(result.endpoints["inferUrl"], result.credentials["apiKey"]) == 200
+        assert infer(result.endpoints["inferUrl"], None) == 401
+        assert with_driver(env, lambda d: d.observe(req)).in_sync
+
+        ctx.supervisor.stop_all()  # `cityhub operator stop`, then start: the same ports, the same routes
+        assert not any(is_running(r) for r in first.processes)
+        back = local.start(ctx)
+        assert back.operator_env == first.operator_env
+        assert infer(result.endpoints["inferUrl"], result.credentials["apiKey"]) == 200
+        with_driver(env, lambda d: d.delete(req))
+        assert infer(result.endpoints["inferUrl"], result.credentials["apiKey"]) == 404
+    finally:
+        ctx.supervisor.stop_all()

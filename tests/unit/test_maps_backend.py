@@ -1,25 +1,35 @@
-"""The maps backend's Pulumi component under mocks: what cluster mode deploys, and that no password leaks."""
+"""The maps backend's Pulumi component under mocks: what cluster mode deploys, that martin is the front door,
+and that no password leaks into anything but the Secret."""
 
 from __future__ import annotations
 
-import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
-import pytest
-from components.backends.maps import SECRET_NAME, MapsBackend, MapsBackendArgs
+from cityhub_api import labels
+from cityhub_api.registry import component_type
+from component_types.maps.backend import Backend
+from component_types.maps.catalog_sql import bootstrap_script
+from component_types.maps.credentials import Credentials
+from components.backends import BackendArgs, derive
+from tests.unit.test_components import Created, find, of_kind, run
 
-from tests.unit.test_components import find, run
-
+ROOT = Path(__file__).resolve().parents[2]
 MASTER = "m" * 48
-
-
-@pytest.fixture(autouse=True)
-def event_loop_for_pulumi() -> None:
-    """Pulumi's mocks need a current event loop; an earlier test's asyncio.run() leaves none."""
-    asyncio.set_event_loop(asyncio.new_event_loop())
-
-
+NS = "cityhub-system"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 """Pulumi's marker of a secret value in serialized inputs."""
+
+
+def args(**extra: object) -> BackendArgs:
+    return BackendArgs(
+        ctype=component_type("maps"),
+        namespace=NS,
+        master_key=MASTER,
+        operator_image="registry.cityhub.local/cityhub/operator:1.2.3",
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 def reveal(value: object) -> object:
@@ -30,47 +40,93 @@ def reveal(value: object) -> object:
     return value
 
 
-def test_postgis_martin_and_the_operator_secret() -> None:
-    created = run(
-        lambda: MapsBackend(
-            "maps",
-            MapsBackendArgs(namespace="cityhub-system", master_secret=MASTER, postgres_password="pg-pass"),
-        )
+def pod_spec(workload: Created) -> dict[str, object]:
+    return workload.inputs["spec"]["template"]["spec"]
+
+
+def test_martin_is_the_front_door_and_postgis_stays_internal() -> None:
+    created = run(lambda: Backend("maps", args()))
+    door = component_type("maps").front_door
+    tiles = find(created, "Deployment", "maps-tiles", NS)
+    pod_labels = tiles.inputs["spec"]["template"]["metadata"]["labels"]
+    assert door.selector.items() <= pod_labels.items(), "the front-door Service `maps` selects martin"
+    assert tiles.inputs["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    martin = pod_spec(tiles)["containers"][0]  # type: ignore[index]
+    assert {"name": "http", "containerPort": door.target_port} in martin["ports"]
+    assert door.target_port == 3000
+    config = find(created, "ConfigMap", "maps-tiles", NS).inputs["data"]["config.yaml"]
+    assert f"listen_addresses: '0.0.0.0:{door.target_port}'" in config
+
+    postgis = find(created, "StatefulSet", "maps-postgis", NS)
+    postgis_labels = postgis.inputs["spec"]["template"]["metadata"]["labels"]
+    assert labels.SERVICE not in postgis_labels, "PostGIS is not behind the front door"
+    assert postgis_labels[labels.NAME] == "maps-postgis" and postgis_labels[labels.COMPONENT] == "maps"
+    service = find(created, "Service", "maps-postgis", NS)
+    assert service.inputs["spec"]["selector"].items() <= postgis_labels.items()
+    assert service.inputs["spec"]["ports"] == [{"name": "postgres", "port": 5432}]
+    assert labels.SERVICE not in service.inputs["metadata"]["labels"]
+    assert not [s for s in of_kind(created, "Service") if s.k8s_name == "maps-tiles"], (
+        "the front door replaces it"
     )
-    postgis = find(created, "StatefulSet", "maps-postgis", "cityhub-system")
-    container = postgis.inputs["spec"]["template"]["spec"]["containers"][0]
+    policy = find(created, "NetworkPolicy", "maps-postgis", NS).inputs["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= postgis_labels.items()
+    assert policy["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {labels.NAME: "maps-tiles"}}}]
+
+
+def test_the_secret_holds_what_the_operator_and_the_pods_need() -> None:
+    created = run(lambda: Backend("maps", args()))
+    name = args().secret_name
+    secret = reveal(find(created, "Secret", name, NS).inputs["stringData"])
+    assert isinstance(secret, dict)
+    master, postgres = derive(MASTER, "maps"), derive(MASTER, "maps-postgres")
+    tiles = Credentials(master.encode()).tiles_password()
+    assert secret == {
+        "secret": master,
+        "postgres-password": postgres,
+        "dsn": f"postgresql://postgres:{postgres}@maps-postgis.{NS}.svc:5432/cityhub_maps",
+        "tiles-database-url": f"postgresql://cityhub_tiles:{tiles}@maps-postgis.{NS}.svc:5432/cityhub_maps",
+        "10-cityhub-maps.sql": bootstrap_script(tiles),
+    }
+    postgis = pod_spec(find(created, "StatefulSet", "maps-postgis", NS))
+    container = postgis["containers"][0]  # type: ignore[index]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "postgres-password"}
     assert {"name": "init", "mountPath": "/docker-entrypoint-initdb.d", "readOnly": True} in container[
         "volumeMounts"
     ]
-    tiles = find(created, "Deployment", "maps-tiles", "cityhub-system")
-    martin = tiles.inputs["spec"]["template"]["spec"]["containers"][0]
-    assert martin["env"][0]["valueFrom"]["secretKeyRef"] == {"name": SECRET_NAME, "key": "tiles-database-url"}
-    config = find(created, "ConfigMap", "maps-tiles", "cityhub-system").inputs["data"]["config.yaml"]
-    assert "${DATABASE_URL}" in config and "cache_size_mb: 0" in config and "pg-pass" not in config
-    secret = reveal(find(created, "Secret", SECRET_NAME, "cityhub-system").inputs["stringData"])
-    assert isinstance(secret, dict)
-    assert set(secret) >= {"maps-secret", "maps-dsn", "tiles-database-url", "10-cityhub-maps.sql"}
-    assert (
-        secret["maps-dsn"]
-        == "postgresql://postgres:pg-pass@maps-postgis.cityhub-system.svc:5432/cityhub_maps"
-    )
-    assert "cityhub_maps.layer_tile" in secret["10-cityhub-maps.sql"]
-    for kind, name in (("Service", "maps-postgis"), ("Service", "maps-tiles")):
-        find(created, kind, name, "cityhub-system")
+    assert postgis["volumes"][0]["secret"]["secretName"] == name  # type: ignore[index]
+    martin = pod_spec(find(created, "Deployment", "maps-tiles", NS))["containers"][0]  # type: ignore[index]
+    assert martin["env"][0]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "tiles-database-url"}
+    others = [c for c in created if not c.type.endswith(":Secret")]
+    for password in (master, postgres, tiles):
+        assert password not in str([c.inputs for c in others]), "a password outside the Secret"
 
 
-def test_operator_env_points_at_the_mounted_secret() -> None:
+def test_operator_env_points_at_the_mounted_secret_and_the_front_door() -> None:
     seen: dict[str, str] = {}
 
     def program() -> None:
-        backend = MapsBackend(
-            "maps", MapsBackendArgs(namespace="cityhub-system", master_secret=MASTER, postgres_password="pw")
-        )
-        backend.operator_env.apply(seen.update)
+        Backend("maps", args()).operator_env.apply(seen.update)
 
     run(program)
+    mount = args().mount
     assert seen == {
-        "CITYHUB_MAPS_DSN_FILE": "/var/run/cityhub/backends/maps-dsn",
-        "CITYHUB_MAPS_SECRET_FILE": "/var/run/cityhub/backends/maps-secret",
-        "CITYHUB_MAPS_TILE_URL": "http://maps-tiles.cityhub-system.svc:3000",
+        "CITYHUB_MAPS_DSN_FILE": f"{mount}/dsn",
+        "CITYHUB_MAPS_SECRET_FILE": f"{mount}/secret",
+        "CITYHUB_MAPS_TILE_URL": f"http://maps.{NS}.svc:3000",
     }
+
+
+def test_storage_class_reaches_the_volume_claim() -> None:
+    created = run(lambda: Backend("maps", args(storage_class="encrypted-ssd")))
+    claim = find(created, "StatefulSet", "maps-postgis", NS).inputs["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["storageClassName"] == "encrypted-ssd"
+
+
+def test_the_stack_side_loads_no_database_client() -> None:
+    """`pulumi up` imports the backend (and with it the type's neutral modules), never psycopg."""
+    probe = (
+        "import sys, component_types.maps.backend; print(sorted(m for m in sys.modules if 'psycopg' in m))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]"

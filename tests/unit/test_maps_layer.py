@@ -1,22 +1,31 @@
-"""The maps driver without a backend: spec checks, SQL composition, names, settings, CRD rules."""
+"""The maps type without a backend: spec checks, SQL composition and quoting, names, settings, CRD rules."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from cityhub_operator import crds, schemas
 from cityhub_operator.driver import Driver, PermanentBackendError, Prober
-from component_types.maps.driver.catalog_sql import bootstrap_script
-from component_types.maps.driver.credentials import Credentials
+from psycopg import sql
 
-from component_types.maps.driver import MapsSettings, create_driver, layer, naming
-from component_types.maps.driver.server import martin_config
+from cityhub_api import crds, registry
+from cityhub_api.settings import Env, SettingError
+from component_types.maps import naming
+from component_types.maps.catalog_sql import (
+    bootstrap_script,
+    bootstrap_statements,
+    quote_ident,
+    quote_literal,
+)
+from component_types.maps.credentials import Credentials
+from component_types.maps.driver import MapsSettings, create_driver, layer
+from component_types.maps.martin_config import martin_config
 
 ENV = {
     "CITYHUB_MAPS_DSN": "postgresql://postgres:pw@postgis.cityhub-system:5432/cityhub_maps",
     "CITYHUB_MAPS_SECRET": "x" * 40,
-    "CITYHUB_MAPS_TILE_URL": "http://maps-tiles.cityhub-system:3000/",
+    "CITYHUB_MAPS_TILE_URL": "http://maps.cityhub-system.svc:3000/",
 }
 
 
@@ -90,26 +99,45 @@ def test_credentials_are_derived_and_distinct() -> None:
 
 
 def test_settings_from_env() -> None:
-    settings = MapsSettings.from_env(ENV)
-    assert settings.tile_url == "http://maps-tiles.cityhub-system:3000"
+    settings = MapsSettings.from_env(Env(ENV))
+    assert settings.tile_url == "http://maps.cityhub-system.svc:3000"
+    assert settings.probe_url == settings.tile_url and settings.timeout == 10.0
     assert settings.public_host == "postgis.cityhub-system:5432" and settings.database == "cityhub_maps"
     driver = create_driver(ENV)
     assert isinstance(driver, Driver) and isinstance(driver, Prober)
+
+
+def test_secrets_come_from_mounted_files(tmp_path: Path) -> None:
+    (tmp_path / "dsn").write_text(ENV["CITYHUB_MAPS_DSN"] + "\n")
+    (tmp_path / "secret").write_text("s" * 48)
+    env = {
+        "CITYHUB_MAPS_DSN_FILE": str(tmp_path / "dsn"),
+        "CITYHUB_MAPS_SECRET_FILE": str(tmp_path / "secret"),
+        "CITYHUB_MAPS_TILE_URL": ENV["CITYHUB_MAPS_TILE_URL"],
+    }
+    settings = MapsSettings.from_env(Env(env))
+    assert settings.dsn == ENV["CITYHUB_MAPS_DSN"] and settings.secret == b"s" * 48
 
 
 @pytest.mark.parametrize(
     ("change", "named"),
     [
         ({"CITYHUB_MAPS_DSN": "mysql://x"}, "CITYHUB_MAPS_DSN"),
+        ({"CITYHUB_MAPS_DSN": ""}, "CITYHUB_MAPS_DSN is not set"),
+        ({"CITYHUB_MAPS_DSN": "postgresql://postgres:pw@host:port/db"}, "CITYHUB_MAPS_DSN"),
         ({"CITYHUB_MAPS_TILE_URL": "maps-tiles:3000"}, "CITYHUB_MAPS_TILE_URL"),
+        ({"CITYHUB_MAPS_TILE_URL": ""}, "CITYHUB_MAPS_TILE_URL is not set"),
+        ({"CITYHUB_MAPS_PUBLIC_HOST": "postgis"}, "CITYHUB_MAPS_PUBLIC_HOST"),
         ({"CITYHUB_MAPS_SECRET": "short"}, "CITYHUB_MAPS_SECRET"),
         ({"CITYHUB_MAPS_TIMEOUT": "-1"}, "CITYHUB_MAPS_TIMEOUT"),
+        ({"CITYHUB_MAPS_TIMEOUT": "0"}, "CITYHUB_MAPS_TIMEOUT"),
         ({"CITYHUB_MAPS_SECRET_FILE": "/nonexistent/secret"}, "CITYHUB_MAPS_SECRET_FILE"),
     ],
 )
 def test_bad_settings_name_the_variable(change: dict[str, str], named: str) -> None:
-    with pytest.raises(ValueError, match=named):
-        MapsSettings.from_env({**ENV, **change})
+    with pytest.raises(SettingError, match=named) as bad:
+        MapsSettings.from_env(Env({**ENV, **change}))
+    assert "pw@" not in str(bad.value), "a DSN's password is never repeated"
 
 
 def test_martin_publishes_only_the_tile_function_and_caches_nothing() -> None:
@@ -123,10 +151,39 @@ def test_bootstrap_script_grants_the_tiles_role_only_the_function() -> None:
     assert "PASSWORD 'pw''; DROP ROLE postgres; --'" in script
     assert 'GRANT EXECUTE ON FUNCTION "cityhub_maps"."layer_tile"' in script
     assert "GRANT SELECT" not in script
+    statements = bootstrap_statements("pw")
+    assert statements[0] == "CREATE EXTENSION IF NOT EXISTS postgis"
+    assert script.count(";\n") >= len(statements)
+
+
+@pytest.mark.parametrize("name", ["cityhub_tiles", 'we"ird', "Mixed Case", "层"])
+def test_identifiers_are_quoted_as_psycopg_quotes_them(name: str) -> None:
+    assert quote_ident(name) == sql.Identifier(name).as_string()
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted"),
+    [
+        ("plain-text_09", "'plain-text_09'"),
+        ("it's", "'it''s'"),
+        ("", "''"),
+        ("a\\b 'q'", "E'a\\\\b ''q'''"),
+    ],
+)
+def test_literals_read_back_as_written(text: str, quoted: str) -> None:
+    assert quote_literal(text) == quoted
+
+
+def test_quoting_refuses_what_postgres_cannot_hold() -> None:
+    for bad in ("", "nul\x00byte"):
+        with pytest.raises(ValueError):
+            quote_ident(bad)
+    with pytest.raises(ValueError):
+        quote_literal("nul\x00byte")
 
 
 def test_crd_carries_the_schema_rules() -> None:
-    ctype = schemas.component_types()["maps"]
+    ctype = registry.component_types()["maps"]
     assert (ctype.kind, ctype.plural) == ("MapLayer", "maplayers")
     crd = next(c for c in crds.render_crds() if c["spec"]["names"]["kind"] == "MapLayer")
     assert crd["spec"]["names"]["shortNames"] == ["ml"]
