@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/bench_inference.py [--calls 300] [--warmup 30]
 
-Starts a private MLServer and gateway on 127.0.0.1, loads the traffic-flow model for one endpoint through
-the driver (as the operator would), then makes sequential V2 infer calls (one row) both ways with keep-alive
-connections and prints the medians, p90s and the overhead ratio (gateway median / direct median).
+Starts a private MLServer and gateway on free ports of 127.0.0.1 (component_types/inference/local.py), loads
+the traffic-flow model for one endpoint through the driver (as the operator would), then makes sequential V2
+infer calls (one row) both ways with keep-alive connections and prints the medians, p90s and the overhead
+ratio (gateway median / direct median). Needs component_types/inference/install.sh (MLServer, model store).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import statistics
 import sys
 import tempfile
@@ -19,16 +21,12 @@ import time
 from pathlib import Path
 
 import aiohttp
+from cityhub_operator.driver import Request
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+from cityhub_api.settings import cache_dir
+from component_types.inference import local
+from component_types.inference.driver import create_driver
 
-from cityhub_operator.driver import Request  # noqa: E402
-from component_types.inference.driver import InferenceDriver  # noqa: E402
-from component_types.inference.driver.server import LocalGateway, LocalMLServer  # noqa: E402
-from component_types.inference.driver.settings import InferenceSettings  # noqa: E402
-
-SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 BODY = json.dumps(
     {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [8, 1, 0, 0]}]}
 ).encode()
@@ -45,22 +43,13 @@ async def timed(session: aiohttp.ClientSession, url: str, headers: dict[str, str
     return out
 
 
-async def measure(server: LocalMLServer, gateway: LocalGateway, calls: int, warmup: int) -> dict[str, float]:
-    settings = InferenceSettings.from_env(
-        {
-            "CITYHUB_INFERENCE_SECRET": SECRET,
-            "CITYHUB_INFERENCE_SERVER_URL": server.url,
-            "CITYHUB_INFERENCE_GATEWAY_URL": gateway.url,
-            "CITYHUB_INFERENCE_REPOSITORY_DIR": str(server.repository),
-            "CITYHUB_INFERENCE_ROUTES_DIR": str(gateway.routes),
-        }
-    )
-    driver = InferenceDriver(settings)
+async def measure(env: dict[str, str], server_url: str, calls: int, warmup: int) -> dict[str, float]:
+    driver = create_driver(env)
     request = Request(
-        "jiaotong",
+        "dept-jiaotong",
         "flow",
         "bench-uid",
-        "jiaotong",
+        "dept-jiaotong",
         {"model": "traffic-flow"},
         {"requestsPerMinute": 1_000_000},
         plan="cpu-standard",
@@ -69,7 +58,7 @@ async def measure(server: LocalMLServer, gateway: LocalGateway, calls: int, warm
     result = await driver.ensure(request)
     headers = {"Content-Type": "application/json"}
     auth = {**headers, "Authorization": f"Bearer {result.credentials['apiKey']}"}
-    direct_url = f"{server.url}/v2/models/{result.endpoints['model']}/infer"
+    direct_url = f"{server_url}/v2/models/{result.endpoints['model']}/infer"
     try:
         async with aiohttp.ClientSession() as session:
             await timed(session, direct_url, headers, warmup)
@@ -101,12 +90,18 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     args = parser.parse_args()
+    cache = cache_dir()
+    binary = local.mlserver_binary(cache)
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
-        server = LocalMLServer(Path(tmp)).start()
-        gateway = LocalGateway(Path(tmp), Path(tmp) / "routes", server.url)
+        directory = Path(tmp)
+        secret_file = directory / "secret"
+        secret_file.write_text(secrets.token_urlsafe(48))
+        server = local.MLServer(directory, binary).start()
+        gateway = local.Gateway(directory, directory / "routes", server.url)
         try:
             gateway.start()
-            row = asyncio.run(measure(server, gateway, max(args.calls, 50), args.warmup))
+            env = local.operator_env(server, gateway, local.model_store(cache), secret_file)
+            row = asyncio.run(measure(env, server.url, max(args.calls, 50), args.warmup))
         finally:
             gateway.stop()
             server.stop()

@@ -12,7 +12,7 @@ tiles that hold features and measures over HTTP, with the department's token:
     warm   the same tiles fetched again, `--warm` times each
 
 and prints the medians, plus features and bytes per tile. martin's own cache is off by design (see
-docs/maps.md), so "warm" is PostGIS with hot buffers, not a tile cache.
+component_types/maps/README.md), so "warm" is PostGIS with hot buffers, not a tile cache.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import argparse
 import asyncio
 import json
 import math
+import secrets
+import shutil
 import statistics
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -32,9 +33,10 @@ from urllib.parse import urlencode
 import mapbox_vector_tile
 import psycopg
 from cityhub_operator.driver import Request
-from component_types.maps.driver import create_driver
-from component_types.maps.driver.server import LocalMaps
 from psycopg import sql
+
+from component_types.maps.driver import create_driver
+from component_types.maps.local import LocalMaps, scratch_directory
 
 SECRET = b"maps-benchmark-secret-0123456789-abcdefghijklmnopq"
 # Central Beijing, roughly the 5th ring road (lon, lat in CGCS2000).
@@ -87,11 +89,9 @@ def load(database_url: str, table: str, features: int) -> float:
 
 
 def restart(local: LocalMaps) -> None:
-    assert local.martin is not None
-    local.martin.stop()
-    local.postgis.stop()
-    local.postgis.start()
-    local.martin.start()
+    """Stop both and start them again on the same ports, with the same data."""
+    local.stop()
+    local.start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,55 +104,60 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     zooms = [int(z) for z in args.zooms.split(",")]
 
-    with tempfile.TemporaryDirectory(prefix="cityhub-bench-maps-") as tmp:
-        local = LocalMaps(Path(tmp), SECRET).start()
-        try:
-            driver = create_driver(local.env())
-            request = Request(
-                namespace="yingji",
-                name="incidents",
-                uid="bench",
-                department="yingji",
-                spec={"geometryType": "Point", "attributes": [{"name": "label", "type": "text"}]},
-                limits={},
+    tmp = scratch_directory("cityhub-bench-maps-")  # the postgres user (PostgreSQL refuses root) can enter it
+    secret_file = tmp / "secret"
+    secret_file.touch(mode=0o600)
+    secret_file.write_bytes(SECRET)
+    local = LocalMaps(tmp, secret_file, secrets.token_urlsafe(24))
+    try:
+        local.start()
+        driver = create_driver(local.operator_env())
+        request = Request(
+            namespace="yingji",
+            name="incidents",
+            uid="bench",
+            department="yingji",
+            spec={"geometryType": "Point", "attributes": [{"name": "label", "type": "text"}]},
+            limits={},
+        )
+        started = time.perf_counter()
+        result = asyncio.run(driver.ensure(request))
+        ensure_s = time.perf_counter() - started
+        secret = {**result.endpoints, **result.credentials}
+        load_s = load(secret["databaseUrl"], secret["table"], args.features)
+        with psycopg.connect(local.postgis.dsn()) as conn:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*secret["table"].split("."))))
+        plan = {z: tiles_for(z, args.tiles) for z in zooms}
+        restart(local)
+        rows: list[dict[str, Any]] = []
+        cold: dict[int, list[float]] = {z: [] for z in zooms}
+        info: dict[int, list[tuple[int, int]]] = {z: [] for z in zooms}
+        for z in zooms:  # cold: first touch of each tile after the restart
+            for _, x, y in plan[z]:
+                seconds, body = fetch(secret["tileUrl"], secret["tileToken"], z, x, y)
+                cold[z].append(seconds)
+                decoded = mapbox_vector_tile.decode(body) if body else {}
+                info[z].append((len(decoded.get("incidents", {}).get("features", [])), len(body)))
+        for z in zooms:
+            warm = [
+                fetch(secret["tileUrl"], secret["tileToken"], z, x, y)[0]
+                for _, x, y in plan[z]
+                for _ in range(args.warm)
+            ]
+            rows.append(
+                {
+                    "zoom": z,
+                    "tiles": len(plan[z]),
+                    "features_per_tile_median": statistics.median(f for f, _ in info[z]),
+                    "bytes_per_tile_median": statistics.median(b for _, b in info[z]),
+                    "cold_ms_median": round(statistics.median(cold[z]) * 1000, 1),
+                    "warm_ms_median": round(statistics.median(warm) * 1000, 1),
+                    "warm_ms_p95": round(sorted(warm)[int(len(warm) * 0.95) - 1] * 1000, 1),
+                }
             )
-            started = time.perf_counter()
-            result = asyncio.run(driver.ensure(request))
-            ensure_s = time.perf_counter() - started
-            secret = {**result.endpoints, **result.credentials}
-            load_s = load(secret["databaseUrl"], secret["table"], args.features)
-            with psycopg.connect(local.postgis.dsn()) as conn:
-                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*secret["table"].split("."))))
-            plan = {z: tiles_for(z, args.tiles) for z in zooms}
-            restart(local)
-            rows: list[dict[str, Any]] = []
-            cold: dict[int, list[float]] = {z: [] for z in zooms}
-            info: dict[int, list[tuple[int, int]]] = {z: [] for z in zooms}
-            for z in zooms:  # cold: first touch of each tile after the restart
-                for _, x, y in plan[z]:
-                    seconds, body = fetch(secret["tileUrl"], secret["tileToken"], z, x, y)
-                    cold[z].append(seconds)
-                    decoded = mapbox_vector_tile.decode(body) if body else {}
-                    info[z].append((len(decoded.get("incidents", {}).get("features", [])), len(body)))
-            for z in zooms:
-                warm = [
-                    fetch(secret["tileUrl"], secret["tileToken"], z, x, y)[0]
-                    for _, x, y in plan[z]
-                    for _ in range(args.warm)
-                ]
-                rows.append(
-                    {
-                        "zoom": z,
-                        "tiles": len(plan[z]),
-                        "features_per_tile_median": statistics.median(f for f, _ in info[z]),
-                        "bytes_per_tile_median": statistics.median(b for _, b in info[z]),
-                        "cold_ms_median": round(statistics.median(cold[z]) * 1000, 1),
-                        "warm_ms_median": round(statistics.median(warm) * 1000, 1),
-                        "warm_ms_p95": round(sorted(warm)[int(len(warm) * 0.95) - 1] * 1000, 1),
-                    }
-                )
-        finally:
-            local.stop()
+    finally:
+        local.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"layer of {args.features} points (EPSG:4490) over central Beijing; ensure {ensure_s * 1000:.0f} ms, "
         f"load {load_s:.1f} s; tiles via martin with the department's token"

@@ -26,10 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cityhub import testkit as testing
-from component_types.messaging.driver.server import LocalServer, free_port
-from cityhub_api.schemas import GROUP, VERSION
 from readiness import Watcher, cluster_for, metrics, pct
+
+from cityhub import testkit as testing
+from cityhub.supervisor import free_port
+from cityhub_api.schemas import GROUP, VERSION
+from component_types.messaging.local import NatsServer
 
 OFFERING = {
     "apiVersion": f"{GROUP}/{VERSION}",
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     kubeconfig, stop_cluster = started
     secret = b"bench-secret-" + os.urandom(24).hex().encode()
-    nats = LocalServer(work / "nats", secret).start()
+    nats = NatsServer(work / "nats", secret).start()
     (work / "secret").write_text(secret.decode())
     port = free_port()
     operator = testing.OperatorProcess(

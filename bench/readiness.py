@@ -11,9 +11,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from kubernetes import client, watch
+
 from cityhub import testkit as testing
 from cityhub_api.schemas import GROUP, VERSION
-from kubernetes import client, watch
 
 
 def cluster_for(work: Path, given: Path | None) -> tuple[Path, Callable[[], None]] | None:

@@ -16,7 +16,7 @@ from cityhub_api import labels
 COMPONENT = "inference"
 GATEWAY = "inference-gateway"
 GATEWAY_MODULE = f"{__package__}.gateway"
-"""`python -m component_types.inference.gateway`: from the operator's image (cluster) or the CLI's venv."""
+"""`python -m component_types.inference.gateway`: from the operator's image (kubernetes) or the CLI's venv."""
 ROUTES_CONFIGMAP = "inference-routes"
 ROUTES_MOUNT = "/etc/cityhub/routes"
 MODELS_PVC = "cityhub-models"

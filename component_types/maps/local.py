@@ -22,6 +22,7 @@ import os
 import pwd
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,14 @@ def _unreachable_ancestor(directory: Path) -> Path | None:
         if not parent.stat().st_mode & 0o001:
             return parent
     return None
+
+
+def scratch_directory(prefix: str = "cityhub-maps-") -> Path:
+    """A new directory under the system's temporary directory, for tests and benchmarks, that the postgres
+    user may enter (mode 0711: search only) when PostgreSQL runs as that user; the caller removes it."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    directory.chmod(0o711)
+    return directory
 
 
 def _spawn(records: Supervisor | None, name: str, argv: list[str], **how: object) -> Record:
@@ -226,7 +235,7 @@ class PostgisServer:
             if blocked is not None:
                 raise ProcessFailed(
                     f"{self.name}: the {OS_USER} user (PostgreSQL refuses root) cannot enter {blocked}: "
-                    f"use a directory it can reach (e.g. under /tmp) or chmod o+x {blocked}"
+                    f"use a directory it can reach (scratch_directory() makes one) or chmod o+x {blocked}"
                 )
             for path in (self.directory, pwfile):
                 os.chown(path, *self._os_user_ids())
@@ -429,6 +438,7 @@ class LocalMaps:
         """Start (or reuse) both; ProcessFailed naming the process and its log when one cannot start."""
         self.binaries.require()
         tiles_password = Credentials(self.secret).tiles_password()
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.postgis.start()
         try:
             if not self.postgis.reused:

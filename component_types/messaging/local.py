@@ -110,9 +110,11 @@ class NatsServer:
         return self
 
     def stop(self) -> str:
-        """SIGTERM (SIGKILL after a timeout); returns what happened."""
+        """SIGTERM (SIGKILL after a timeout), and forget its record; returns what happened."""
         if self.record is None:
             return "not started"
+        if self.records is not None:
+            return self.records.stop(self.name) or "no record"
         return supervisor.stop(self.record)
 
     def kill(self) -> str:

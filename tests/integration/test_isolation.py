@@ -31,15 +31,15 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from cityhub import testkit as testing
-from component_types.messaging.driver.server import LocalServer
 from kubernetes import client
 from nats.aio.client import RawCredentials
 
 from cityhub import paths
+from cityhub import testkit as testing
 from cityhub.config import load_config
 from cityhub.config_model import Department, HubConfig
 from cityhub.pulumi_env import pulumi_env
+from component_types.messaging.local import NatsServer
 from components import admission
 from components.tenancy import COMPONENT_REQUEST_GROUP as GROUP
 from components.tenancy import REQUESTER_ACCOUNT, members_group
@@ -137,7 +137,7 @@ class Environment:
     kubeconfig: Path
     config: HubConfig
     stack: Stack
-    nats: LocalServer
+    nats: NatsServer
     operator: testing.OperatorProcess
     nats_secret: str
     operator_log: Path
@@ -187,7 +187,7 @@ def _start(tmp: Path, kubeconfig: Path, stops: list[Callable[[], None]]) -> Envi
     stops.append(lambda: stack.pulumi("destroy", "--yes", "--skip-preview"))
     stack.pulumi("up", "--yes", "--skip-preview")
 
-    nats = LocalServer(tmp / "nats", nats_secret.encode()).start()
+    nats = NatsServer(tmp / "nats", nats_secret.encode()).start()
     stops.append(nats.stop)
     secret_file = tmp / "nats-secret"
     secret_file.write_text(nats_secret)

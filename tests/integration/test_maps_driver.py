@@ -1,4 +1,4 @@
-"""The maps driver against a real PostGIS and a real martin (both local, stopped by PID).
+"""The maps driver against a real PostGIS and a real martin (both local, component_types/maps/local.py).
 
 A layer written in CGCS2000 appears in the Web Mercator tile that covers it, at the right pixel; only the
 owning department can write; reading follows visibility (Department, Shared with named departments,
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,13 +21,18 @@ import mapbox_vector_tile
 import psycopg
 import pytest
 from cityhub_operator.driver import PermanentBackendError, Request, Result
-from component_types.maps.driver import MapsDriver, create_driver
-from component_types.maps.driver.naming import DENIED_LAYER
-from component_types.maps.driver.server import LocalMaps, require_backends
 from psycopg import sql
 
+from cityhub import supervisor
+from cityhub.local_backends import LocalContext
+from cityhub.supervisor import Supervisor
+from cityhub_api.settings import cache_dir
+from component_types.maps import local
+from component_types.maps.driver import MapsDriver, create_driver
+from component_types.maps.local import LocalMaps
+from component_types.maps.naming import DENIED_LAYER
+
 pytestmark = pytest.mark.integration
-SECRET = b"maps-driver-integration-secret-0123456789-abcdefgh"
 # 天安门 / 北京站 / 国贸 in CGCS2000 (lon, lat).
 PLACES = {
     "tiananmen": (116.3975, 39.9087),
@@ -36,19 +43,15 @@ ZOOM = 14
 
 
 @pytest.fixture(scope="module")
-def maps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMaps]:
-    try:
-        require_backends()
-    except FileNotFoundError as e:
-        pytest.fail(str(e), pytrace=False)
-    local = LocalMaps(tmp_path_factory.mktemp("maps"), SECRET).start()
-    yield local
-    local.stop()
+def maps(maps_backend: LocalMaps) -> LocalMaps:
+    """PostGIS + martin (component_types/maps/fixtures.py), one per module."""
+    return maps_backend
 
 
 @pytest.fixture(scope="module")
 def driver(maps: LocalMaps) -> MapsDriver:
-    return create_driver(maps.env())
+    """The driver with the settings `cityhub operator start` gives the operator (files for the secrets)."""
+    return create_driver(maps.operator_env())
 
 
 def request(department: str, name: str, uid: str = "", **spec: Any) -> Request:
@@ -129,7 +132,7 @@ def test_layer_in_cgcs2000_is_served_in_web_mercator_at_the_right_place(
     req = request("yingji", "shelters", attributes=[{"name": "label", "type": "text"}])
     secret = secret_of(asyncio.run(driver.ensure(req)))
     assert secret_of(asyncio.run(driver.ensure(req))) == secret, "ensure is idempotent"
-    assert secret["tileUrl"].startswith(maps.env()["CITYHUB_MAPS_TILE_URL"] + "/layers/{z}/{x}/{y}?")
+    assert secret["tileUrl"].startswith(maps.operator_env()["CITYHUB_MAPS_TILE_URL"] + "/layers/{z}/{x}/{y}?")
     load(secret, [(label, lon, lat) for label, (lon, lat) in PLACES.items()])
 
     x, y, px, py = tile_xy(*PLACES["tiananmen"], ZOOM)
@@ -280,7 +283,7 @@ def test_bad_input_names_the_field(driver: MapsDriver) -> None:
 
 def test_concurrent_requests_on_a_fresh_driver(maps: LocalMaps) -> None:
     """An operator (re)start reconciles many layers at once: bootstrap and roles must not race."""
-    fresh = create_driver(maps.env())
+    fresh = create_driver(maps.operator_env())
 
     async def main() -> list[Result]:
         return await asyncio.gather(
@@ -297,3 +300,33 @@ def test_concurrent_requests_on_a_fresh_driver(maps: LocalMaps) -> None:
         "dept_minzheng.layer_2",
         "dept_shuiwu.layer_3",
     }
+
+
+def test_the_launcher_is_idempotent_and_restarts_what_died() -> None:
+    """`cityhub operator start` twice changes nothing; after a crash of martin only martin is restarted."""
+    root = local.scratch_directory("cityhub-maps-launcher-")  # the postgres user can enter it
+    ctx = LocalContext(
+        type_name="maps",
+        directory=root / "backends" / "maps",
+        supervisor=Supervisor(root / "processes"),
+        cache=cache_dir(),
+    )
+    try:
+        first = local.start(ctx)
+        assert [r.name for r in first.processes] == ["maps-postgres", "maps-martin"]
+        assert all(Path(v).exists() for k, v in first.operator_env.items() if k.endswith("_FILE"))
+        again = local.start(ctx)
+        assert again.processes == first.processes and again.operator_env == first.operator_env
+        supervisor.kill(first.processes[1])
+        revived = local.start(ctx)
+        assert revived.processes[0] == first.processes[0], "PostGIS kept running"
+        assert revived.processes[1].pid != first.processes[1].pid
+        assert revived.operator_env == first.operator_env, "martin got its port back"
+        driver = create_driver(revived.operator_env)
+        req = request("yingji", "launched")
+        secret = secret_of(asyncio.run(driver.ensure(req)))
+        assert tile(secret, 0, 0, 0)[0] in (200, 204)
+        asyncio.run(driver.delete(req))
+    finally:
+        ctx.supervisor.stop_all()
+        shutil.rmtree(root, ignore_errors=True)

@@ -17,17 +17,16 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from cityhub import testkit as testing
-from component_types.maps.driver.server import LocalMaps, require_backends
-from cityhub_operator.testing import OperatorProcess, condition, wait_for
 from kubernetes import client
 
+from cityhub import testkit as testing
+from cityhub.testkit import OperatorProcess, condition, wait_for
+from cityhub_api.registry import component_type
+from component_types.maps.local import LocalMaps
 from tests.integration.test_maps_driver import insert, refused, tile, tile_xy
 
 pytestmark = pytest.mark.integration
-SECRET = b"maps-operator-integration-secret-0123456789-abcdef"
 DEPARTMENTS = ("yingji", "jiaotong", "weijian")
-ROOT = Path(__file__).resolve().parents[2]
 PLURAL = "maplayers"
 
 
@@ -43,20 +42,15 @@ def map_layer(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cluster(kubeconfig: Path) -> Path:
     testing.install_crds(kubeconfig)
-    testing.apply(kubeconfig, [yaml.safe_load((ROOT / "stacks" / "catalog" / "maps.yaml").read_text())])
+    testing.apply(kubeconfig, [yaml.safe_load(component_type("maps").catalog_file.read_text())])
     testing.ensure_namespaces(kubeconfig, DEPARTMENTS)
     return kubeconfig
 
 
 @pytest.fixture(scope="module")
-def maps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMaps]:
-    try:
-        require_backends()
-    except FileNotFoundError as e:
-        pytest.fail(str(e), pytrace=False)
-    local = LocalMaps(tmp_path_factory.mktemp("maps"), SECRET).start()
-    yield local
-    local.stop()
+def maps(maps_backend: LocalMaps) -> LocalMaps:
+    """PostGIS + martin (component_types/maps/fixtures.py), one per module."""
+    return maps_backend
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +58,8 @@ def operator(
     cluster: Path, maps: LocalMaps, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     tmp = tmp_path_factory.mktemp("maps-operator")
-    (tmp / "secret").write_text(SECRET.decode())
-    env = {k: v for k, v in maps.env().items() if k != "CITYHUB_MAPS_SECRET"}
-    env |= {
-        "CITYHUB_MAPS_SECRET_FILE": str(tmp / "secret"),
+    env = {
+        **maps.operator_env(),  # what `cityhub operator start` gives it: secrets as files
         "CITYHUB_COMPONENTS": "maps",
         "CITYHUB_LOG_FORMAT": "json",
         "CITYHUB_DRIFT_INTERVAL": "3",
@@ -76,9 +68,14 @@ def operator(
     }
     proc = OperatorProcess(cluster, env, tmp / "operator.log").start()
     yield proc
+    # Other test modules share the session cluster: release this module's layers while the operator runs.
+    testing.delete_requests(cluster, PLURAL)
     proc.stop()
     log = (tmp / "operator.log").read_text(errors="replace")
-    assert SECRET.decode() not in log and "postgresql://dept_" not in log, "a credential leaked into the log"
+    assert maps.secret.decode() not in log and "postgresql://dept_" not in log, (
+        "a credential leaked into the log"
+    )
+    assert maps.postgis.password not in log, "the superuser's password leaked into the log"
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,19 @@ department; start it again → the alert resolves and the incident's time to res
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from cityhub import testkit as testing
-from component_types.messaging.driver.server import LocalServer, free_port
-from cityhub_operator.testing import OperatorProcess, channel, wait_for
 
-from cityhub import paths
+from cityhub import testkit as testing
+from cityhub.local_prometheus import Prometheus
+from cityhub.supervisor import free_port
+from cityhub.testkit import OperatorProcess, channel, wait_for
+from component_types.messaging.local import NatsServer
 from components import monitoring_rules
 from components.monitoring_rules import RuleParams
 
@@ -53,78 +49,6 @@ OVERVIEW = Path(__file__).resolve().parents[2] / "monitoring" / "render_overview
 PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3s")
 
 
-class Prometheus:
-    """A real Prometheus on a free loopback port, stopped by its PID."""
-
-    def __init__(self, directory: Path, target: str) -> None:
-        self.directory, self.port = directory, free_port()
-        (directory / "cityhub.rules.yaml").write_text(monitoring_rules.rules_yaml(PARAMS))
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": ["cityhub.rules.yaml"],
-            "scrape_configs": [{"job_name": PARAMS.operator_job, "static_configs": [{"targets": [target]}]}],
-        }
-        (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Prometheus:
-        binary = paths.bin_dir() / "prometheus"
-        if not binary.exists():
-            pytest.fail(f"{binary} is missing: run hack/prometheus.sh", pytrace=False)
-        with (self.directory / "prometheus.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(binary),
-                    f"--config.file={self.directory / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={self.directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for(self._ready, 30, "Prometheus to be ready")
-        return self
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            assert self.process is not None and self.process.poll() is None, "prometheus exited; see its log"
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-    def _get(self, path: str, **params: str) -> Any:
-        url = f"http://127.0.0.1:{self.port}{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            body = json.load(r)
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        return list(self._get("/api/v1/query", query=expr)["result"])
-
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else None
-
-    def alerts(self, name: str, state: str = "firing") -> list[dict[str, Any]]:
-        return [
-            a
-            for a in self._get("/api/v1/alerts")["alerts"]
-            if a["labels"]["alertname"] == name and a["state"] == state
-        ]
-
-
 @pytest.fixture(scope="module")
 def cluster(kubeconfig: Path) -> Path:
     testing.install_crds(kubeconfig)  # with ComponentFeedback
@@ -134,15 +58,14 @@ def cluster(kubeconfig: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    server = LocalServer(tmp_path_factory.mktemp("nats"), SECRET).start()
-    yield server
-    server.stop()
+def nats_secret() -> bytes:
+    """The messaging fixtures' nats_server trusts this module's secret."""
+    return SECRET
 
 
 @pytest.fixture(scope="module")
 def stack(
-    cluster: Path, nats_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
+    cluster: Path, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[OperatorProcess, Prometheus]]:
     tmp = tmp_path_factory.mktemp("monitoring")
     (tmp / "secret").write_text(SECRET.decode())
@@ -160,7 +83,9 @@ def stack(
         "CITYHUB_PROBE_TIMEOUT": "2",
     }
     operator = OperatorProcess(cluster, env, tmp / "operator.log").start()
-    prometheus = Prometheus(tmp, f"127.0.0.1:{metrics_port}")
+    prometheus = Prometheus(
+        tmp, monitoring_rules.rules_yaml(PARAMS), {PARAMS.operator_job: [f"127.0.0.1:{metrics_port}"]}
+    )
     try:
         prometheus.start()
         yield operator, prometheus
@@ -179,7 +104,7 @@ def stack(
 
 
 def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
-    stack: tuple[OperatorProcess, Prometheus], cluster: Path, nats_server: LocalServer
+    stack: tuple[OperatorProcess, Prometheus], cluster: Path, nats_server: NatsServer
 ) -> None:
     operator, prom = stack
     testing.apply(cluster, [channel(d, "alerts") for d in DEPARTMENTS])

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from cityhub import testkit as testing
 
 from cityhub import paths
+from cityhub import testkit as testing
 from cityhub.config_model import Department, Quota, Zone
 from components import admission
 

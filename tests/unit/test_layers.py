@@ -31,7 +31,8 @@ def test_import_contracts_are_kept() -> None:
 
 def test_no_module_is_longer_than_about_500_lines() -> None:
     """Small modules whose names say what they hold (generated and vendored files aside)."""
-    roots = ("cityhub", "cityhub_api", "cityhub_nats", "components", "component_types", "operator", "policies")
+    roots = ("cityhub", "cityhub_api", "cityhub_nats", "components", "component_types", "operator")
+    roots += ("policies",)
     long = []
     for root in roots:
         for path in (REPO / root).rglob("*.py"):
