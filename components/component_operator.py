@@ -1,5 +1,5 @@
-"""The component operator as the stack installs it: CRDs generated from schemas/, the catalog from
-each type's catalog.yaml, least-privilege RBAC, and (with `deploy`) the operator's Deployment and metrics Service.
+"""The component operator as the stack installs it: CRDs generated from the schemas, the catalog from each
+type's catalog.yaml, least-privilege RBAC, and (with `deploy`) the operator's Deployment and metrics Service.
 
 The module is not called `operator` so it can never shadow the standard library's `operator`.
 """

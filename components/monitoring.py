@@ -20,8 +20,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub_api import labels
-from components import monitoring_rules
 from cityhub_api.labels import SYSTEM_NAMESPACE
+from components import monitoring_rules
 
 MODES = ("operator", "standalone", "none")
 RULES_CONFIGMAP = "cityhub-prometheus-rules"

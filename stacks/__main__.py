@@ -6,8 +6,8 @@ Validation runs before any resource is declared, so a bad configuration fails `p
 
 import pulumi
 
-from cityhub_api.catalog import CatalogError, load_offerings
 from cityhub.config import ConfigError, load_config, raw_stack_config
+from cityhub_api.catalog import CatalogError, load_offerings
 from components.hub import ClusterHub, ClusterHubArgs
 
 try:

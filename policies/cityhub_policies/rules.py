@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cityhub_api import labels
 from cityhub_policies.model import (
     LIMIT_RANGE,
     NAMESPACE,
@@ -25,7 +26,6 @@ from cityhub_policies.model import (
     containers,
     pod_spec,
 )
-from cityhub_api import labels
 
 Config = Mapping[str, Any]
 

@@ -77,7 +77,7 @@ def test_nats_settings(tmp_path: Path) -> None:
     ):
         NatsSettings.from_env({"CITYHUB_NATS_URL": "nats://a:1", "CITYHUB_NATS_SECRET_FILE": "/nope"})
     with pytest.raises(
-        ValueError, match=r"^Invalid CITYHUB_NATS_REPLICAS=9: needs to be an integer of at least 1 and at most"
+        ValueError, match=r"^Invalid CITYHUB_NATS_REPLICAS=9: needs to be an integer of at least 1 and"
     ):
         NatsSettings.from_env(
             {"CITYHUB_NATS_URL": "nats://a:1", "CITYHUB_NATS_SECRET": "y" * 32, "CITYHUB_NATS_REPLICAS": "9"}
