@@ -109,16 +109,24 @@ def user_jwt(
     sub: dict[str, list[str]],
     *,
     issued_at: int | None = None,
+    payload: int = NO_LIMIT,
+    subs: int = NO_LIMIT,
+    bearer_token: bool = False,
 ) -> str:
-    nats = {
+    """A user JWT. `payload`: the largest message it may publish (bytes); `subs`: its subscriptions at most;
+    `bearer_token`: the JWT alone authenticates (no nonce signed with the seed) — what MQTT clients need,
+    since they send the JWT as their password."""
+    nats: dict[str, Any] = {
         "pub": pub,
         "sub": sub,
-        "subs": NO_LIMIT,
+        "subs": subs,
         "data": NO_LIMIT,
-        "payload": NO_LIMIT,
+        "payload": payload,
         "type": "user",
         "version": 2,
     }
+    if bearer_token:
+        nats["bearer_token"] = True
     return encode({"sub": user.public, "name": name, "nats": nats}, account, issued_at=issued_at)
 
 

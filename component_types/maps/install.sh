@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the maps backend of the cityhub operator:
-#   - PostGIS: Debian bookworm's pinned postgresql-15-postgis-3 (pulls postgresql-15); the tests start their
-#     own server from /usr/lib/postgresql/15/bin in a temp dir, so the Debian cluster service is not used.
+#   - PostGIS: Debian bookworm's pinned postgresql-15-postgis-3 (pulls postgresql-15); the embedded default
+#     and the tests start their own server from /usr/lib/postgresql/15/bin (local.py), so the Debian cluster
+#     service is not used.
 #   - martin (maplibre's vector tile server, crates.io), built with `cargo install --locked` and only the
 #     postgres feature (no web UI, no MBTiles/PMTiles/sprites/fonts: half the crates, a few minutes cold),
 #     installed as $CITYHUB_BIN/martin. Cargo's target directory is kept under $CITYHUB_CACHE so a changed

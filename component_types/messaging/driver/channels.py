@@ -9,12 +9,12 @@ from typing import Any
 from cityhub_operator.driver import Observation, PermanentBackendError, Request, Result
 
 from cityhub_nats import jwt
+from cityhub_nats.client.accounts import Accounts, by_name, with_import, without_import
+from cityhub_nats.client.connections import Connections
 from cityhub_nats.jwt import Key
 from cityhub_nats.keys import Keys
 from component_types.messaging import naming
 from component_types.messaging.driver import streams
-from component_types.messaging.driver.accounts import Accounts, by_name, with_import, without_import
-from component_types.messaging.driver.connections import Connections
 from component_types.messaging.driver.probe import round_trip
 from component_types.messaging.driver.settings import NatsSettings
 
@@ -25,7 +25,7 @@ class MessagingDriver:
     def __init__(self, settings: NatsSettings) -> None:
         self.settings = settings
         self.keys = Keys(settings.secret)
-        self.connections = Connections(settings, self.keys)
+        self.connections = Connections(settings.servers, self.keys, settings.timeout)
         self.accounts = Accounts(self.connections, self.keys, settings.timeout)
 
     def user(self, request: Request) -> Key:

@@ -1,24 +1,10 @@
-"""What NATS errors mean to the operator: retry later (temporary) or change the request (permanent)."""
+"""What NATS errors mean to the messaging driver: retry later (temporary) or change the request."""
 
 from __future__ import annotations
 
-import asyncio
+from cityhub_nats.client.errors import TEMPORARY, error_text
 
-import nats.errors
-import nats.js.errors
-
-TEMPORARY = (
-    nats.errors.TimeoutError,
-    nats.errors.NoServersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoRespondersError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.ServiceUnavailableError,
-    asyncio.TimeoutError,
-    OSError,
-)
-"""Errors of an unreachable, slow or restarting server: TemporaryBackendError, retried with backoff."""
+__all__ = ["REFUSALS", "TEMPORARY", "error_text"]
 
 REFUSALS = {
     10047: "the NATS server has no room for limits.maxBytes: lower spec.limits.maxBytes",
@@ -30,9 +16,3 @@ REFUSALS = {
 }
 """JetStream refusals that no retry can fix (err_code → what to change): PermanentBackendError."""
 
-
-def error_text(e: BaseException) -> str:
-    """A NATS error for a condition message (never a credential: errors carry no creds)."""
-    if isinstance(e, nats.js.errors.APIError):
-        return f"{e.description or type(e).__name__} (code {e.code}, err_code {e.err_code})"
-    return str(e) or type(e).__name__

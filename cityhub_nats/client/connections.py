@@ -1,5 +1,5 @@
-"""The operator's NATS connections: one in the system account (account JWTs) and one per department's account
-(its streams), opened on first use and reopened when the server closed them."""
+"""The operator's NATS connections to one nats-server: one in the system account (account JWTs) and one per
+department's account, opened on first use and reopened when the server closed them."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ import nats.errors
 from cityhub_operator.driver import TemporaryBackendError
 from nats.aio.client import Client, RawCredentials
 
+from cityhub_nats.client.errors import error_text
 from cityhub_nats.keys import Keys
-from component_types.messaging.driver.errors import error_text
-from component_types.messaging.driver.settings import NatsSettings
 
-log = logging.getLogger("component_types.messaging.driver")
+log = logging.getLogger("cityhub_nats.client")
 
 
 class Connections:
-    def __init__(self, settings: NatsSettings, keys: Keys) -> None:
-        self.settings = settings
-        self.keys = keys
+    def __init__(
+        self, servers: list[str], keys: Keys, timeout: float, name: str = "cityhub-operator"
+    ) -> None:
+        """`servers`: nats:// URLs of one server or cluster; `name` prefixes the connections' names."""
+        self.servers, self.keys, self.timeout, self.name = servers, keys, timeout, name
         self._system: Client | None = None
         self._admins: dict[str, Client] = {}
         self._connecting = asyncio.Lock()
@@ -33,10 +34,10 @@ class Connections:
 
         try:
             return await nats.connect(
-                servers=self.settings.servers,
+                servers=self.servers,
                 user_credentials=RawCredentials(creds),
                 name=name,
-                connect_timeout=self.settings.timeout,
+                connect_timeout=self.timeout,
                 allow_reconnect=True,
                 max_reconnect_attempts=3,  # then closed; the next use reconnects
                 reconnect_time_wait=0.5,
@@ -44,14 +45,14 @@ class Connections:
             )
         except (TimeoutError, nats.errors.Error, OSError) as e:
             raise TemporaryBackendError(
-                f"cannot connect to NATS at {self.settings.url}: {error_text(e)}"
+                f"cannot connect to NATS at {','.join(self.servers)}: {error_text(e)}"
             ) from e
 
     async def system(self) -> Client:
         """The operator's connection in the system account."""
         async with self._connecting:
             if self._system is None or self._system.is_closed:
-                self._system = await self._connect(self.keys.system_creds(), "cityhub-operator-system")
+                self._system = await self._connect(self.keys.system_creds(), f"{self.name}-system")
             return self._system
 
     async def admin(self, department: str) -> Client:
@@ -62,9 +63,7 @@ class Connections:
         async with self._connecting:
             conn = self._admins.get(department)
             if conn is None or conn.is_closed:
-                conn = await self._connect(
-                    self.keys.admin_creds(department), f"cityhub-operator-{department}"
-                )
+                conn = await self._connect(self.keys.admin_creds(department), f"{self.name}-{department}")
                 self._admins[department] = conn
             return conn
 

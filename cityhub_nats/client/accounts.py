@@ -17,9 +17,9 @@ from typing import Any
 from cityhub_operator.driver import PermanentBackendError, TemporaryBackendError
 
 from cityhub_nats import jwt
+from cityhub_nats.client.connections import Connections
+from cityhub_nats.client.errors import TEMPORARY, error_text
 from cityhub_nats.keys import Keys
-from component_types.messaging.driver.connections import Connections
-from component_types.messaging.driver.errors import TEMPORARY, error_text
 
 Change = Callable[[dict[str, Any]], None]
 """Changes an account's `nats` claims in place."""
@@ -29,10 +29,11 @@ def by_name(items: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
     return {i.get("name", ""): i for i in items or []}
 
 
-def normalized(nats_claims: dict[str, Any]) -> dict[str, Any]:
-    """An account's `nats` claims in canonical form: sorted lists, empty ones dropped, JetStream on."""
+def normalized(nats_claims: dict[str, Any], limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An account's `nats` claims in canonical form: sorted lists, empty ones dropped, the account's limits
+    (default: JetStream on, nothing limited)."""
     out = {k: v for k, v in nats_claims.items() if k not in ("type", "version")}
-    out["limits"] = jwt.unlimited_account_limits(jetstream=True)
+    out["limits"] = dict(limits) if limits is not None else jwt.unlimited_account_limits(jetstream=True)
     for key in ("exports", "imports"):
         items = sorted(out.get(key) or [], key=lambda i: i.get("name", ""))
         if items:
@@ -61,10 +62,14 @@ def without_import(name: str) -> Change:
 
 
 class Accounts:
-    def __init__(self, connections: Connections, keys: Keys, timeout: float) -> None:
+    def __init__(
+        self, connections: Connections, keys: Keys, timeout: float, limits: dict[str, Any] | None = None
+    ) -> None:
+        """`limits`: every account's limits (default: JetStream on, nothing limited)."""
         self.connections = connections
         self.keys = keys
         self.timeout = timeout
+        self.limits = limits
         self._locks: dict[str, asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
@@ -114,10 +119,10 @@ class Accounts:
             current = await self.lookup(department)
             if current is None and not create:
                 return False
-            before = normalized((current or {}).get("nats", {}))
+            before = normalized((current or {}).get("nats", {}), self.limits)
             after = json.loads(json.dumps(before))
             change(after)
-            after = normalized(after)
+            after = normalized(after, self.limits)
             if current is None or after != before:
                 await self.push(department, after)
             return True
