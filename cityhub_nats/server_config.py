@@ -25,14 +25,23 @@ def server_config(
     max_file_store: str | None = None,
     max_memory_store: str | None = None,
     mqtt_listen: str | None = None,
+    mqtt_tls: tuple[str, str] | None = None,
     max_payload: str | int | None = None,
 ) -> str:
     """The configuration's text.
 
     `listen`, `http` (monitoring) and `mqtt_listen` are host:port; `max_file_store`, `max_memory_store` and
     `max_payload` are nats-server sizes (10G, 512M, 1MB or a number of bytes). None leaves the server's
-    default (no monitoring port, no MQTT listener, JetStream limits from the machine).
+    default (no monitoring port, no MQTT listener, JetStream limits from the machine). `mqtt_tls` is the
+    (certificate, key) file pair the MQTT listener serves TLS with.
     """
+    mqtt = []
+    if mqtt_listen:
+        mqtt = ["mqtt {", f"  listen: {_quoted(mqtt_listen)}"]
+        if mqtt_tls:
+            cert, key = mqtt_tls
+            mqtt += ["  tls {", f"    cert_file: {_quoted(cert)}", f"    key_file: {_quoted(key)}", "  }"]
+        mqtt.append("}")
     keys = Keys(secret)
     jetstream = [f"store_dir: {_quoted(store_dir + '/jetstream')}"]
     if max_file_store:
@@ -50,7 +59,7 @@ def server_config(
         *(f"  {line}" for line in jetstream),
         "}",
         # MQTT needs JetStream and a server_name (both above); clients authenticate with a user JWT.
-        *(["mqtt {", f"  listen: {_quoted(mqtt_listen)}", "}"] if mqtt_listen else []),
+        *mqtt,
         f"operator: {_quoted(keys.operator_jwt())}",
         f"system_account: {_quoted(keys.system_account.public)}",
         "resolver {",
