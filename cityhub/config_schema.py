@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import jsonschema
@@ -40,7 +39,6 @@ class ConfigError(ValueError):
         )
 
 
-@cache
 def hub_schema() -> dict[str, Any]:
     """schemas/hub-config.schema.json with the component types' names and backend settings filled in."""
     return schemas.hub_config_schema()

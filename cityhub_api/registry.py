@@ -50,6 +50,16 @@ class RoleMissing(LookupError):
 
 
 @dataclass(frozen=True)
+class DoorPort:
+    """One more port of a front door (e.g. the sensing gateway's NATS port beside its MQTT port)."""
+
+    name: str
+    port: int
+    target_port: int
+    app_protocol: str
+
+
+@dataclass(frozen=True)
 class FrontDoor:
     """The Service in the hub's system namespace that departments reach a type's backend through.
 
@@ -61,6 +71,12 @@ class FrontDoor:
     port: int
     target_port: int
     app_protocol: str
+    extra_ports: tuple[DoorPort, ...] = ()
+
+    @property
+    def ports(self) -> tuple[DoorPort, ...]:
+        """Every port: the main one (named `main`) first."""
+        return (DoorPort("main", self.port, self.target_port, self.app_protocol), *self.extra_ports)
 
     @property
     def selector(self) -> dict[str, str]:
@@ -166,13 +182,27 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 def _front_door(path: Path, name: str, meta: dict[str, Any]) -> FrontDoor:
     door = meta.get("frontDoor")
+    needs = "port (and optionally targetPort, appProtocol, extraPorts: [{name, port, targetPort, …}])"
     if not isinstance(door, dict) or not isinstance(door.get("port"), int):
-        raise SchemaError(f"{path}: x-cityhub.frontDoor needs port (and optionally targetPort, appProtocol)")
+        raise SchemaError(f"{path}: x-cityhub.frontDoor needs {needs}")
+    extra = []
+    for i, item in enumerate(door.get("extraPorts", [])):
+        if not isinstance(item, dict) or not isinstance(item.get("port"), int) or not item.get("name"):
+            raise SchemaError(f"{path}: x-cityhub.frontDoor.extraPorts[{i}] needs name and port")
+        extra.append(
+            DoorPort(
+                str(item["name"]),
+                item["port"],
+                int(item.get("targetPort", item["port"])),
+                str(item.get("appProtocol", "tcp")),
+            )
+        )
     return FrontDoor(
         name=name,
         port=door["port"],
         target_port=int(door.get("targetPort", door["port"])),
         app_protocol=str(door.get("appProtocol", "tcp")),
+        extra_ports=tuple(extra),
     )
 
 

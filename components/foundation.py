@@ -71,11 +71,9 @@ class Foundation(pulumi.ComponentResource):
                     selector=door.selector,
                     ports=[
                         k8s.core.v1.ServicePortArgs(
-                            name="main",
-                            port=door.port,
-                            target_port=door.target_port,
-                            app_protocol=door.app_protocol,
+                            name=p.name, port=p.port, target_port=p.target_port, app_protocol=p.app_protocol
                         )
+                        for p in door.ports
                     ],
                 ),
                 opts=child,

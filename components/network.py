@@ -93,7 +93,8 @@ def egress_rules(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=door.selector),
             )
             # A policy sees the pod's port (after the Service's translation), so the target port.
-            rules.append(np.NetworkPolicyEgressRuleArgs(to=[peer], ports=_ports((door.target_port,))))
+            targets = tuple(p.target_port for p in door.ports)
+            rules.append(np.NetworkPolicyEgressRuleArgs(to=[peer], ports=_ports(targets)))
     if zone.public:
         outside = np.IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES)
         rules.append(np.NetworkPolicyEgressRuleArgs(to=[np.NetworkPolicyPeerArgs(ip_block=outside)]))
@@ -186,7 +187,7 @@ class Network(pulumi.ComponentResource):
                     ingress=[
                         np.NetworkPolicyIngressRuleArgs(
                             from_=[np.NetworkPolicyPeerArgs(namespace_selector=callers)],
-                            ports=_ports((door.target_port,)),
+                            ports=_ports(tuple(p.target_port for p in door.ports)),
                         )
                     ],
                 ),
