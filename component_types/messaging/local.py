@@ -135,7 +135,10 @@ def start(ctx: LocalContext) -> LocalBackend:
     if rec is None:
         # A server that stopped gets its port back (the operator may still hold its URL), when it is free.
         old = ctx.supervisor.record(name)
-        port = old.port if old is not None and old.ports and supervisor.port_is_free(old.port) else None
+        port = None
+        if old is not None and old.ports:
+            # The killed server's socket may take a moment to go: wait for it rather than move the URL.
+            port = old.port if supervisor.wait_until(lambda: supervisor.port_is_free(old.port), 3) else None
         server = NatsServer(
             ctx.directory,
             secret_file.read_text(encoding="utf-8").strip().encode(),
