@@ -12,7 +12,6 @@ from cityhub.config_model import Department, Flow, SharedService, Zone
 from cityhub_api import labels
 from cityhub_api.labels import SYSTEM_NAMESPACE
 from cityhub_api.registry import component_types
-from components.backends import OPERATOR_LABELS
 
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 """Excluded from "outside": traffic inside the cluster must go through the zone rules, not the ipBlock."""
@@ -145,23 +144,17 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         np.NetworkPolicy(
-            f"{name}-system-from-operator",
+            f"{name}-system-internal",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name="allow-from-operator", namespace=args.system_namespace, labels=labels.common()
+                name="allow-system-internal", namespace=args.system_namespace, labels=labels.common()
             ),
             spec=np.NetworkPolicySpecArgs(
                 pod_selector=all_pods,
                 policy_types=["Ingress"],
-                # The operator provisions and probes every backend in the system namespace.
-                ingress=[
-                    np.NetworkPolicyIngressRuleArgs(
-                        from_=[
-                            np.NetworkPolicyPeerArgs(
-                                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=OPERATOR_LABELS)
-                            )
-                        ]
-                    )
-                ],
+                # The hub's own parts talk to each other: the operator provisions and probes every backend,
+                # a backend's helpers (a relay, a gateway) reach its servers. Departments come in only
+                # through the front doors below.
+                ingress=[np.NetworkPolicyIngressRuleArgs(from_=[np.NetworkPolicyPeerArgs(pod_selector=all_pods)])],
             ),
             opts=child,
         )
