@@ -23,6 +23,10 @@ class SettingError(ValueError):
     """A setting has a value cityhub cannot use; the message names the variable and what it needs."""
 
 
+class NotConfigured(SettingError):
+    """A required setting is not set at all (a backend nobody configured, rather than a wrong value)."""
+
+
 class Env:
     """Typed, validated access to environment variables."""
 
@@ -41,7 +45,7 @@ class Env:
         raw = self.raw(name)
         if raw is None:
             if required:
-                raise SettingError(f"{name} is not set: needs to be {needs}")
+                raise NotConfigured(f"{name} is not set: needs to be {needs}")
             return default
         return raw
 
@@ -132,7 +136,7 @@ class Env:
         example = f"{schemes[0]}://host:port" + (" (comma-separated)" if many else "")
         if raw is None:
             if required:
-                raise SettingError(f"{name} is not set: needs to be {example}")
+                raise NotConfigured(f"{name} is not set: needs to be {example}")
             return default
         for part in raw.split(",") if many else [raw]:
             parsed = urlsplit(part.strip())
@@ -154,6 +158,8 @@ class Env:
         The error names the variable and what it needs, never the value.
         """
         path = self.raw(f"{name}_FILE")
+        if path is None and self.raw(name) is None:
+            raise NotConfigured(f"{name}_FILE is not set: needs to name a file holding {needs}")
         if path is not None:
             try:
                 text = Path(path).read_text(encoding="utf-8").strip()

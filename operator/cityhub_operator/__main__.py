@@ -28,7 +28,8 @@ def main() -> int:
                 f"component types ({', '.join(sorted(declared))}); unknown: {', '.join(unknown)}"
             )
         types = [declared[n] for n in (settings.components or sorted(declared))]
-        drivers = {t.name: drivers_loader.load_driver(t, os.environ) for t in types}
+        asked = bool(settings.components)
+        drivers = {t.name: drivers_loader.load_driver(t, os.environ, required=asked) for t in types}
     except (ValueError, drivers_loader.DriverLoadError, SchemaError) as e:
         print(f"cityhub-operator: {e}", file=sys.stderr)
         return 2

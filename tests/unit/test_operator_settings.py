@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
 import pytest
 from cityhub_operator import drivers_loader
 from cityhub_operator import plans as catalog
+from cityhub_operator.driver import PermanentBackendError, Request
 from cityhub_operator.settings import OperatorSettings
 
 from cityhub_api import registry, units
+from cityhub_api.settings import NotConfigured
 from component_types.messaging.driver import NatsSettings
 
 
@@ -132,3 +135,16 @@ def test_the_registry_loads_drivers_by_name() -> None:
     missing = dataclasses.replace(ctype, package="component_types.nope")
     with pytest.raises(drivers_loader.DriverLoadError, match="component type messaging: cannot import"):
         drivers_loader.load_driver(missing, env)
+
+
+def test_a_type_nobody_configured_is_refused_with_what_to_set() -> None:
+    """Serving every type, the operator starts without a backend's settings and says so on its requests;
+    asked for that type (CITYHUB_COMPONENTS), it does not start."""
+    ctype = registry.component_types()["messaging"]
+    driver = drivers_loader.load_driver(ctype, {}, required=False)
+    request = Request("dept-yingji", "alerts", "u", "dept-yingji", {}, {})
+    with pytest.raises(PermanentBackendError) as e:
+        asyncio.run(driver.ensure(request))
+    assert e.value.reason == "BackendNotConfigured" and "CITYHUB_NATS_URL is not set" in str(e.value)
+    with pytest.raises(NotConfigured, match="CITYHUB_NATS_URL is not set"):
+        drivers_loader.load_driver(ctype, {})
