@@ -30,7 +30,7 @@ from readiness import Watcher, cluster_for, metrics, pct
 
 from cityhub import testkit as testing
 from cityhub.supervisor import free_port
-from cityhub_api.schemas import GROUP, VERSION
+from cityhub_api.api import GROUP, VERSION
 from component_types.messaging.local import NatsServer
 
 OFFERING = {

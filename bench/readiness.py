@@ -14,7 +14,7 @@ from pathlib import Path
 from kubernetes import client, watch
 
 from cityhub import testkit as testing
-from cityhub_api.schemas import GROUP, VERSION
+from cityhub_api.api import GROUP, VERSION
 
 
 def cluster_for(work: Path, given: Path | None) -> tuple[Path, Callable[[], None]] | None:

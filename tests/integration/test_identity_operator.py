@@ -421,11 +421,15 @@ def test_realm_deleted_out_of_band_is_recreated_with_its_clients(
 
     admin(keycloak, drop_realm)
 
-    def works() -> bool:
-        secret = secret_data(k8s, "jiaotong", "dispatch-connection")
-        return bool(secret) and grant(secret)[0] == 200  # type: ignore[arg-type]
+    # Every confidential client of the module is recreated (each on its own drift check), with a new secret
+    # written to its Secret.
+    clients = (("jiaotong", "dispatch"), ("jiaotong", "signals"), ("weijian", "records"))
 
-    wait_for(works, 90, "the operator to recreate the realm and jiaotong.dispatch")
+    def works() -> bool:
+        secrets = [secret_data(k8s, ns, f"{name}-connection") for ns, name in clients]
+        return all(s and grant(s)[0] == 200 for s in secrets)
+
+    wait_for(works, 90, "the operator to recreate the realm and its clients")
     secret = secret_data(k8s, "jiaotong", "dispatch-connection")
     assert secret
     _, body = grant(secret)
