@@ -74,6 +74,8 @@ SECRET_RULES = [
     # Each request's credentials Secret: created, updated and deleted by the operator; read to compare
     # before writing (so an unchanged Secret is not rewritten) and to check it is the request's own.
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update", "patch", "delete"]},
+    # The department's quota (e.g. requests.nvidia.com/gpu), read to refuse requests that cannot fit.
+    {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["get", "list"]},
 ]
 
 

@@ -16,7 +16,7 @@ from cityhub_api.registry import component_types
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 """Excluded from "outside": traffic inside the cluster must go through the zone rules, not the ipBlock."""
 
-NAME_LABEL = "kubernetes.io/metadata.name"
+NAME_LABEL = labels.NAMESPACE_NAME
 
 np = k8s.networking.v1
 

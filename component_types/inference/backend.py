@@ -29,7 +29,6 @@ from cityhub_api import labels
 from component_types.inference import naming
 from components.backends import OPERATOR_ACCOUNT, BackendArgs
 
-NAMESPACE_NAME = "kubernetes.io/metadata.name"
 """Kubernetes labels every namespace with its name; a NetworkPolicy selects a namespace by it."""
 OPERATOR_ROLE = "cityhub-operator-inference"
 MODEL_SERVERS_POLICY = "inference-model-servers"
@@ -179,7 +178,9 @@ class Backend(pulumi.ComponentResource):
         """Model servers answer the gateway only: a department must go through the key check and the rate
         limit. In the system namespace (no GPU pool) this adds to its default-deny-ingress policy."""
         gateway = k8s.networking.v1.NetworkPolicyPeerArgs(
-            namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={NAMESPACE_NAME: args.namespace}),
+            namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                match_labels={labels.NAMESPACE_NAME: args.namespace}
+            ),
             pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self.gateway_selector(args)),
         )
         k8s.networking.v1.NetworkPolicy(

@@ -3,7 +3,7 @@
     <state>/backends/inference/repository/   MLServer's model repository: settings.json (its ports) and one
                                              model-settings.json per endpoint, written by the driver
     <state>/backends/inference/routes/       the gateway's route files, written by the driver
-    <state>/backends/inference/*.log         mlserver.log, gateway.log
+    <state>/backends/inference/*.log         inference-mlserver.log, inference-gateway.log (and *.ports.json)
     <cache>/inference/models/                the city's model store (install.sh trains and puts it there)
     <cache>/venvs/mlserver/bin/mlserver      MLServer in its own venv (install.sh)
 

@@ -32,9 +32,16 @@ T = TypeVar("T")
 
 
 def driver(store: Path, **env: str) -> InferenceDriver:
+    """A driver on `store`; its other directories next to it (never the real cache's)."""
     return InferenceDriver(
         InferenceSettings.from_env(
-            {"CITYHUB_INFERENCE_SECRET": SECRET, "CITYHUB_INFERENCE_MODELS_DIR": str(store), **env}
+            {
+                "CITYHUB_INFERENCE_SECRET": SECRET,
+                "CITYHUB_INFERENCE_MODELS_DIR": str(store),
+                "CITYHUB_INFERENCE_REPOSITORY_DIR": str(store.parent / "repository"),
+                "CITYHUB_INFERENCE_ROUTES_DIR": str(store.parent / "routes"),
+                **env,
+            }
         )
     )
 
@@ -196,6 +203,7 @@ def test_unconfigured_driver_waits_instead_of_writing_a_wrong_url(inference_mode
     d = driver(inference_model_store, CITYHUB_INFERENCE_GATEWAY_URL="http://127.0.0.1:1")
     with pytest.raises(TemporaryBackendError, match="CITYHUB_INFERENCE_SERVER_URL"):
         asyncio.run(d.ensure(request({"model": "traffic-flow"})))
+    assert not (inference_model_store.parent / "repository").exists()  # nothing written without a server
 
 
 def test_object_names_fit_kubernetes() -> None:

@@ -49,12 +49,15 @@ class EmbeddedMode:
         }
         return json.dumps(doc, indent=2, sort_keys=True)
 
-    async def _call(self, method: str, path: str) -> tuple[int, str]:
+    def _require_server(self) -> None:
         if not self.server_url:
             raise TemporaryBackendError(
                 "the inference driver has no CITYHUB_INFERENCE_SERVER_URL (the shared MLServer): start it "
                 "with `cityhub operator start` or configure the operator"
             )
+
+    async def _call(self, method: str, path: str) -> tuple[int, str]:
+        self._require_server()
         url = f"{self.server_url}{path}"
         try:
             async with (await self._session()).request(method, url) as resp:
@@ -65,6 +68,7 @@ class EmbeddedMode:
             ) from e
 
     async def serve(self, request: Request, plan: Plan) -> Served:
+        self._require_server()  # before writing: an unconfigured driver leaves no files behind
         folder = self.repository / plan.endpoint
         wanted = self.model_settings(plan)
         path = folder / MODEL_SETTINGS

@@ -41,8 +41,6 @@ GPU_SCHEDULING_CONFIGMAP = "gpu-scheduling"
 CPU_SCHEDULING: dict[str, Any] = {"nodeSelector": {labels.POOL: labels.CPU_POOL}, "tolerations": []}
 PORT = 8080
 """The model server's port inside its pod (MLServer's default): each pod has its own network namespace."""
-INSTANCE = "app.kubernetes.io/instance"
-"""Selects one endpoint's pods (Kubernetes' recommended label; not yet in cityhub_api.labels)."""
 
 _api: client.ApiClient | None = None
 
@@ -129,7 +127,7 @@ class KubernetesMode:
             **naming.MANAGED_LABELS,
             labels.DEPARTMENT: request.department,
             labels.ENDPOINT: request.name,
-            INSTANCE: object_name(request.department, request.name),
+            labels.INSTANCE: object_name(request.department, request.name),
         }
 
     def _resources(self, plan: Plan) -> dict[str, Any]:
@@ -144,7 +142,7 @@ class KubernetesMode:
     def deployment(self, request: Request, plan: Plan, scheduling: dict[str, Any]) -> dict[str, Any]:
         name = object_name(request.department, request.name)
         pod_labels = self._labels(request)
-        selector = {INSTANCE: name}
+        selector = {labels.INSTANCE: name}
         uri = f"{naming.MODELS_MOUNT}/{plan.model.relative}"
         volumes, mounts = [], []
         if self.settings.models_pvc:
@@ -197,7 +195,7 @@ class KubernetesMode:
             "kind": "Service",
             "metadata": {"name": name, "namespace": self.settings.namespace, "labels": self._labels(request)},
             "spec": {
-                "selector": {INSTANCE: name},
+                "selector": {labels.INSTANCE: name},
                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT}],
             },
         }
