@@ -12,7 +12,7 @@ from cityhub_operator import metrics
 from prometheus_client import REGISTRY
 
 from cityhub import paths
-from components import monitoring_rules
+from components import monitoring_dashboard, monitoring_rules
 from components.monitoring_rules import RuleParams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ def test_prometheus_operator_objects_carry_the_same_groups() -> None:
 
 
 def test_dashboard_queries_only_recorded_or_operator_metrics() -> None:
-    board = monitoring_rules.dashboard()
+    board = monitoring_dashboard.dashboard()
     exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
     assert len(board["panels"]) >= 10
     recorded = {r["record"] for g in monitoring_rules.groups() for r in g["rules"] if "record" in r}
