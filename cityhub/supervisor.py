@@ -317,3 +317,37 @@ class Supervisor:
             outcome = self.stop(rec.name, timeout) or "no record"
             done.append((rec.name, rec.pid, outcome))
         return done
+
+
+class Managed:
+    """One process a launcher owns, by name: recorded in `records` when given (so `cityhub operator
+    status|stop` find it), else private to its caller (a test's server). The classes of the types' local
+    launchers hold one per process instead of repeating start, readiness, stop and kill."""
+
+    def __init__(self, name: str, records: Supervisor | None = None) -> None:
+        self.name, self.records = name, records
+        self.record: Record | None = None
+
+    def launch(self, argv: list[str], *, ready: Callable[[], bool], timeout: float, **how: object) -> Record:
+        """Start `argv` (see `spawn` for `how`) and wait until `ready()`; ProcessFailed with the log tail."""
+        if self.records is not None:
+            self.record = self.records.spawn(self.name, argv, **how)
+        else:
+            self.record = spawn(self.name, argv, **how)  # type: ignore[arg-type]
+        wait_ready(self.record, ready, timeout)
+        return self.record
+
+    def is_running(self) -> bool:
+        return self.record is not None and is_running(self.record)
+
+    def stop(self) -> str:
+        """SIGTERM (SIGKILL after a timeout), and forget its record; returns what happened."""
+        if self.record is None:
+            return "not started"
+        if self.records is not None:
+            return self.records.stop(self.name) or "no record"
+        return stop(self.record)
+
+    def kill(self) -> str:
+        """SIGKILL, like a crash (the record stays: a restart finds its ports)."""
+        return kill(self.record) if self.record is not None else "not started"

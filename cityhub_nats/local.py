@@ -59,7 +59,7 @@ class NatsServer:
         self.binary = binary
         self.mqtt_port = (mqtt_port or supervisor.free_port()) if mqtt_port is not None else None
         self.serves = serves
-        self.record: Record | None = None
+        self.process = supervisor.Managed(name, records)
 
     @property
     def url(self) -> str:
@@ -89,28 +89,28 @@ class NatsServer:
         )
         argv = [str(binary), "-c", str(self.config_file)]
         ports = {"client": self.port, **({"mqtt": self.mqtt_port} if self.mqtt_port else {})}
-        how = {"log": self.log, "ports": ports, "serves": self.serves, "url": self.url}
-        if self.records is not None:
-            self.record = self.records.spawn(self.name, argv, **how)
-        else:
-            self.record = supervisor.spawn(self.name, argv, **how)  # type: ignore[arg-type]
-        ready = [self.port, *([self.mqtt_port] if self.mqtt_port else [])]
-        supervisor.wait_ready(self.record, lambda: all(supervisor.port_accepts(p) for p in ready), timeout)
+        self.process.launch(
+            argv,
+            ready=lambda: all(supervisor.port_accepts(p) for p in ports.values()),
+            timeout=timeout,
+            log=self.log,
+            ports=ports,
+            serves=self.serves,
+            url=self.url,
+        )
         return self
+
+    @property
+    def record(self) -> Record | None:
+        return self.process.record
 
     def stop(self) -> str:
         """SIGTERM (SIGKILL after a timeout), and forget its record; returns what happened."""
-        if self.record is None:
-            return "not started"
-        if self.records is not None:
-            return self.records.stop(self.name) or "no record"
-        return supervisor.stop(self.record)
+        return self.process.stop()
 
     def kill(self) -> str:
         """SIGKILL, like a crash."""
-        if self.record is None:
-            return "not started"
-        return supervisor.kill(self.record)
+        return self.process.kill()
 
     def is_running(self) -> bool:
-        return self.record is not None and supervisor.is_running(self.record)
+        return self.process.is_running()

@@ -81,8 +81,7 @@ class LocalProcess:
         self.directory = Path(directory)
         self.name = name
         self.ports = dict(ports)
-        self.records = records
-        self.record: Record | None = None
+        self.process = supervisor.Managed(name, records)
 
     @property
     def port(self) -> int:
@@ -97,33 +96,31 @@ class LocalProcess:
         return self.directory / f"{self.name}.log"
 
     def _spawn(self, argv: list[str], env: Mapping[str, str], timeout: float) -> None:
-        kwargs: dict[str, object] = {
-            "log": self.log,
-            "env": env,
-            "cwd": self.directory,
-            "ports": self.ports,
-            "serves": SERVES,
-            "url": self.url,
-        }
-        if self.records is not None:
-            self.record = self.records.spawn(self.name, argv, **kwargs)
-        else:
-            self.record = supervisor.spawn(self.name, argv, **kwargs)  # type: ignore[arg-type]
-        supervisor.wait_ready(self.record, lambda: supervisor.http_ok(self.url + self.ready_path), timeout)
+        self.process.launch(
+            argv,
+            ready=lambda: supervisor.http_ok(self.url + self.ready_path),
+            timeout=timeout,
+            log=self.log,
+            env=env,
+            cwd=self.directory,
+            ports=self.ports,
+            serves=SERVES,
+            url=self.url,
+        )
+
+    @property
+    def record(self) -> Record | None:
+        return self.process.record
 
     def alive(self) -> bool:
-        return self.record is not None and supervisor.is_running(self.record)
+        return self.process.is_running()
 
     def stop(self) -> str:
-        if self.record is None:
-            return "not started"
-        if self.records is not None:
-            return self.records.stop(self.name) or "no record"
-        return supervisor.stop(self.record)
+        return self.process.stop()
 
     def kill(self) -> str:
         """SIGKILL, like a crash."""
-        return supervisor.kill(self.record) if self.record is not None else "not started"
+        return self.process.kill()
 
 
 class MLServer(LocalProcess):
@@ -218,7 +215,7 @@ def start(ctx: LocalContext) -> LocalBackend:
     ports = running.ports if running else sticky_ports(ctx.directory, name, MLServer.PORTS)
     server = MLServer(ctx.directory, binary, name=name, ports=ports, records=ctx.supervisor)
     if running:
-        server.record = running
+        server.process.record = running
     else:
         server.start()
 
@@ -228,7 +225,7 @@ def start(ctx: LocalContext) -> LocalBackend:
     routes = ctx.directory / "routes"
     gateway = Gateway(ctx.directory, routes, server.url, name=name, port=port, records=ctx.supervisor)
     if running and running.argv == gateway.argv():
-        gateway.record = running
+        gateway.process.record = running
     else:
         if running:  # it runs with another server as its upstream: restarted on this one
             ctx.supervisor.stop(name)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cityhub import supervisor
 from cityhub.local_backends import LocalBackend, LocalContext
-from cityhub.supervisor import Record, Supervisor
+from cityhub.supervisor import Supervisor
 from cityhub_nats.local import NatsServer, nats_server_binary
 
 SECRET_PURPOSE = "sensing"
@@ -49,7 +49,7 @@ class Gateway:
             serves="sensing backend: MQTT gateway",
         )
         self.metrics_port = metrics_port or supervisor.free_port()
-        self.relay: Record | None = None
+        self.relay = supervisor.Managed(f"{prefix}relay", records)
 
     @property
     def url(self) -> str:
@@ -61,36 +61,22 @@ class Gateway:
 
     def start(self) -> Gateway:
         self.server.start()
-        argv = [
-            sys.executable,
-            "-m",
-            "component_types.sensing.relay",
-            "--url",
-            self.url,
-            "--secret-file",
-            str(self.secret_file),
-            "--metrics-port",
-            str(self.metrics_port),
-        ]
-        how = {
-            "log": self.directory / "relay.log",
-            "ports": {"metrics": self.metrics_port},
-            "serves": "sensing backend: relay (plans' size and rate limits)",
-            "url": f"http://{supervisor.HOST}:{self.metrics_port}/metrics",
-        }
-        name = f"{self.prefix}relay"
-        self.relay = (
-            self.records.spawn(name, argv, **how) if self.records else supervisor.spawn(name, argv, **how)
-        )  # type: ignore[arg-type]
-        supervisor.wait_ready(self.relay, lambda: supervisor.http_ok(how["url"]), 30)  # type: ignore[arg-type]
+        argv = [sys.executable, "-m", "component_types.sensing.relay", "--url", self.url]
+        argv += ["--secret-file", str(self.secret_file), "--metrics-port", str(self.metrics_port)]
+        metrics = f"http://{supervisor.HOST}:{self.metrics_port}/metrics"
+        self.relay.launch(
+            argv,
+            ready=lambda: supervisor.http_ok(metrics),
+            timeout=30,
+            log=self.directory / "relay.log",
+            ports={"metrics": self.metrics_port},
+            serves="sensing backend: relay (plans' size and rate limits)",
+            url=metrics,
+        )
         return self
 
     def stop(self) -> None:
-        if self.relay is not None:
-            if self.records is not None:
-                self.records.stop(self.relay.name)
-            else:
-                supervisor.stop(self.relay)
+        self.relay.stop()
         self.server.stop()
 
     def operator_env(self) -> dict[str, str]:
@@ -130,9 +116,9 @@ def start(ctx: LocalContext) -> LocalBackend:
         ctx.directory, secret_file, records=ctx.supervisor, prefix=f"{ctx.type_name}-", ports=ports
     )
     gateway.start()
-    assert gateway.server.record is not None and gateway.relay is not None
+    assert gateway.server.record is not None and gateway.relay.record is not None
     return LocalBackend(
         gateway.operator_env(),
-        (gateway.server.record, gateway.relay),
-        f"MQTT gateway at {gateway.mqtt_url}, relay metrics {gateway.relay.url}",
+        (gateway.server.record, gateway.relay.record),
+        f"MQTT gateway at {gateway.mqtt_url}, relay metrics {gateway.relay.record.url}",
     )

@@ -181,7 +181,7 @@ def test_up_creates_the_hub(deployed: Project) -> None:
     outputs = json.loads(p.pulumi("stack", "output", "--json").stdout)
     assert outputs["departments"]["yingji"]["namespace"] == "dept-yingji"
     assert outputs["departments"]["yingji"]["quota"]["requests.cpu"] == "8"
-    assert outputs["sharedServices"]["hub"]["identity"] == "identity.cityhub-system.svc.cluster.local:443"
+    assert outputs["sharedServices"]["hub"]["identity"] == "identity.cityhub-system.svc.cluster.local:8080"
 
 
 def test_claims_bind_and_data_grade_decides_the_class(deployed: Project) -> None:
