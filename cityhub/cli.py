@@ -11,12 +11,12 @@ cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline en
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 
 from cityhub import embedded_cluster, paths
 from cityhub.pulumi_env import pulumi_env
+from cityhub_api.settings import Env
 
 
 def run_pulumi(args: list[str], check: bool = True) -> int:
@@ -33,7 +33,7 @@ def select_stack(stack: str) -> None:
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
-    if not os.environ.get("KUBECONFIG") and embedded_cluster.main(["up"]) != 0:
+    if Env().raw("KUBECONFIG") is None and embedded_cluster.main(["up"]) != 0:
         return 1
     select_stack(ns.stack)
     # --refresh: the stack's state may describe a cluster that is gone (an embedded cluster recreated after

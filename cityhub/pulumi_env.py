@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cityhub import paths
 from cityhub.embedded_cluster.layout import kubeconfig_path
+from cityhub_api.settings import Env
 
 
 def passphrase_file() -> Path:
@@ -24,7 +25,7 @@ def passphrase_file() -> Path:
 
 def kubeconfig() -> str:
     """The cluster to deploy to: $KUBECONFIG when set (any real cluster), else the embedded one."""
-    return os.environ.get("KUBECONFIG") or str(kubeconfig_path())
+    return Env().raw("KUBECONFIG") or str(kubeconfig_path())
 
 
 def pulumi_env(base: dict[str, str] | None = None) -> dict[str, str]:

@@ -25,12 +25,14 @@ from cityhub.embedded_cluster.nodes import NODES, apply_nodes, wait_default_serv
 from cityhub.embedded_cluster.pki import Pki, generate_pki
 from cityhub.embedded_cluster.ports import PROCESSES, pick_ports
 from cityhub.embedded_cluster.state import ClusterState, load_state, save_state, state_lock
+from cityhub_api.settings import Env
 
 DEFAULT_STEP_TIMEOUT = 180.0  # seconds; generous because a 2-core machine may be compiling meanwhile
 
 
 def step_timeout() -> float:
-    return float(os.environ.get("CITYHUB_CLUSTER_TIMEOUT", DEFAULT_STEP_TIMEOUT))
+    """CITYHUB_CLUSTER_TIMEOUT: seconds each start step may take."""
+    return Env().number("CITYHUB_CLUSTER_TIMEOUT", DEFAULT_STEP_TIMEOUT, minimum=1.0)
 
 
 def say(message: str = "") -> None:

@@ -68,7 +68,7 @@ def call(url: str, key: str | None = None, body: bytes | None = None) -> tuple[i
 
 
 @pytest.fixture(scope="module")
-def cluster(kubeconfig: Path) -> Path:
+def cluster(kubeconfig: Path) -> Iterator[Path]:
     testing.install_crds(kubeconfig)
     testing.apply(kubeconfig, list(yaml.safe_load_all(INFERENCE.catalog_file.read_text())))
     testing.ensure_namespaces(kubeconfig, (YINGJI, JIAOTONG, MODEL_SERVERS, labels.SYSTEM_NAMESPACE))
@@ -82,7 +82,10 @@ def cluster(kubeconfig: Path) -> Path:
         for ns, gpus in ((YINGJI, 2), (JIAOTONG, 0))
     ]
     testing.apply(kubeconfig, quotas)
-    return kubeconfig
+    yield kubeconfig
+    # Test modules share the cluster: the stack's own quota of these namespaces must not meet ours.
+    for ns in (YINGJI, JIAOTONG):
+        testing.kubectl(kubeconfig, "delete", "resourcequota", "compute", "-n", ns, "--ignore-not-found")
 
 
 @pytest.fixture(scope="module")

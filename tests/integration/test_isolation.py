@@ -39,6 +39,7 @@ from cityhub import testkit as testing
 from cityhub.config import load_config
 from cityhub.config_model import Department, HubConfig
 from cityhub.pulumi_env import pulumi_env
+from cityhub_api.catalog import load_offerings, manifests
 from component_types.messaging.local import NatsServer
 from components import admission
 from components.tenancy import COMPONENT_REQUEST_GROUP as GROUP
@@ -62,7 +63,7 @@ from components.tenancy import DepartmentTenancy, DepartmentTenancyArgs
 
 raw = yaml.safe_load(open("hub-config.yaml", encoding="utf-8"))
 config = load_config(raw)
-catalog = [yaml.safe_load(open(p, encoding="utf-8")) for p in json.loads(open("catalog.json").read())]
+catalog = json.loads(open("catalog.json", encoding="utf-8").read())
 # Its own system namespace: the hub stack tests create and destroy cityhub-system in the same session.
 system = k8s.core.v1.Namespace("system", metadata={"name": "cityhub-iso-system"})
 namespaces = {}
@@ -97,10 +98,7 @@ def dev_config() -> tuple[dict[str, Any], HubConfig]:
 
 
 def catalog_documents() -> list[dict[str, Any]]:
-    return [
-        yaml.safe_load(p.read_text(encoding="utf-8"))
-        for p in sorted((paths.repo_root() / "stacks" / "catalog").glob("*.yaml"))
-    ]
+    return manifests(load_offerings())
 
 
 class Stack:
@@ -171,8 +169,7 @@ def _start(tmp: Path, kubeconfig: Path, stops: list[Callable[[], None]]) -> Envi
     )
     (root / "__main__.py").write_text(PROGRAM)
     (root / "hub-config.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
-    catalog_files = sorted(str(p) for p in (paths.repo_root() / "stacks" / "catalog").glob("*.yaml"))
-    (root / "catalog.json").write_text(json.dumps(catalog_files))
+    (root / "catalog.json").write_text(json.dumps(catalog_documents(), ensure_ascii=False))
     stack = Stack(root, kubeconfig)
     stack.pulumi("stack", "init")
     nats_secret = secrets.token_urlsafe(48)

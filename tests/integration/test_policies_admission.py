@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from cityhub import paths
 from cityhub import testkit as testing
 from cityhub.config_model import Department, Quota, Zone
+from cityhub_api.catalog import load_offerings, manifests
 from components import admission
 
 pytestmark = pytest.mark.integration
@@ -56,11 +55,7 @@ def namespace(name: str, zone: str | None = None, grade: str | None = None) -> d
 
 
 def offerings() -> tuple[admission.CatalogOffering, ...]:
-    docs = [
-        yaml.safe_load(p.read_text())
-        for p in sorted((paths.repo_root() / "stacks" / "catalog").glob("*.yaml"))
-    ]
-    return admission.catalog_offerings(docs)
+    return admission.catalog_offerings(manifests(load_offerings()))
 
 
 @pytest.fixture(scope="module")
