@@ -236,6 +236,12 @@ def free_port(exclude: Iterable[int] = (), host: str = HOST) -> int:
     raise ProcessFailed(f"could not find a free port on {host}")
 
 
+def port_released(port: int, timeout: float = 3.0, host: str = HOST) -> bool:
+    """Whether a port a stopped or killed server held is free again (waiting a moment for the kernel to
+    release its socket), so a restarted server can get its old port back."""
+    return wait_until(lambda: port_is_free(port, host), timeout, 0.05)
+
+
 def port_accepts(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections on host:port."""
     try:

@@ -56,7 +56,7 @@ def sticky_ports(directory: Path, what: str, names: tuple[str, ...]) -> dict[str
         old = {str(k): int(v) for k, v in json.loads(file.read_text()).items()}
     except (OSError, ValueError, TypeError, AttributeError):
         old = {}
-    if set(old) == set(names) and all(supervisor.port_is_free(p) for p in old.values()):
+    if set(old) == set(names) and all(supervisor.port_released(p) for p in old.values()):
         return old
     ports: dict[str, int] = {}
     for name in names:

@@ -124,7 +124,7 @@ def _previous_port(records: Supervisor | None, name: str, key: str) -> int | Non
     """The port of a stopped server's record when it is free again: a restarted server gets it back."""
     old = records.record(name) if records is not None else None
     port = old.ports.get(key) if old is not None else None
-    return port if port is not None and supervisor.port_is_free(port) else None
+    return port if port is not None and supervisor.port_released(port) else None
 
 
 class PostgisServer:

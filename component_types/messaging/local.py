@@ -38,8 +38,7 @@ def start(ctx: LocalContext) -> LocalBackend:
         old = ctx.supervisor.record(name)
         port = None
         if old is not None and old.ports:
-            # The killed server's socket may take a moment to go: wait for it rather than move the URL.
-            port = old.port if supervisor.wait_until(lambda: supervisor.port_is_free(old.port), 3) else None
+            port = old.port if supervisor.port_released(old.port) else None
         server = NatsServer(
             ctx.directory,
             secret_file.read_text(encoding="utf-8").strip().encode(),

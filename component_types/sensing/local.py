@@ -108,9 +108,7 @@ def start(ctx: LocalContext) -> LocalBackend:
             ctx.supervisor.stop(rec.name)
     old = ctx.supervisor.record(ctx.process_name("gateway"))
     ports: tuple[int | None, int | None, int | None] = (None, None, None)
-    if old is not None and all(
-        supervisor.wait_until(lambda p=p: supervisor.port_is_free(p), 3) for p in old.ports.values()
-    ):
+    if old is not None and all(supervisor.port_released(p) for p in old.ports.values()):
         ports = (old.ports.get("client"), old.ports.get("mqtt"), None)
     gateway = Gateway(
         ctx.directory, secret_file, records=ctx.supervisor, prefix=f"{ctx.type_name}-", ports=ports

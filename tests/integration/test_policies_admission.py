@@ -83,8 +83,13 @@ def cluster(kubeconfig: Path) -> Iterator[Path]:
     last: list[str] = []
 
     def refused_probe() -> bool:
+        # Both a rule on the namespace and one that needs this module's parameters (the catalog): a binding
+        # whose parameters are not visible yet would admit everything the parameters decide.
         last[:] = [create(kubeconfig, "adm-unlabelled", "probe").stderr]
-        return "is not a department namespace" in last[0]
+        if "is not a department namespace" not in last[0]:
+            return False
+        last[:] = [create(kubeconfig, depts[0].namespace, "probe", offering="no-such-offering").stderr]
+        return "is not in the city catalog" in last[0]
 
     try:
         testing.wait_for(refused_probe, timeout=60, what="the admission policies to take effect")
