@@ -13,15 +13,38 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
-from cityhub import embedded_cluster, paths
+from cityhub import embedded_cluster, paths, stack_config
 from cityhub.pulumi_env import pulumi_env
 from cityhub_api.settings import Env
 
 
-def run_pulumi(args: list[str], check: bool = True) -> int:
+def _run(args: list[str], cwd: Path | None = None, capture: bool = False) -> subprocess.CompletedProcess[str]:
     cmd = [str(paths.tool("pulumi")), *args]
-    code = subprocess.run(cmd, cwd=paths.repo_root(), env=pulumi_env(), check=False).returncode
+    return subprocess.run(
+        cmd, cwd=cwd or paths.repo_root(), env=pulumi_env(), check=False, text=True, capture_output=capture
+    )
+
+
+def selected_stack() -> str | None:
+    result = _run(["stack", "--show-name"], capture=True)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def run_pulumi(args: list[str], check: bool = True) -> int:
+    """The pinned pulumi, offline; stack configuration from the working copy (cityhub.stack_config), so no
+    command changes a tracked file."""
+    if args[:2] == ["stack", "init"] and len(args) == 3:
+        code = stack_config.init(args[2], lambda a, cwd: _run(a, cwd).returncode)
+    else:
+        if args[:2] == ["stack", "rm"] and "--preserve-config" not in args:
+            args = [*args, "--preserve-config"]  # `stack rm` would delete stacks/Pulumi.<stack>.yaml
+        if stack_config.command_of(args) in stack_config.WITH_CONFIG:
+            stack = stack_config.stack_of(args) or selected_stack()
+            if stack:
+                args = stack_config.with_config_file(args, stack)
+        code = _run(args).returncode
     if check and code != 0:
         raise SystemExit(f"cityhub: `pulumi {' '.join(args)}` failed with exit code {code}")
     return code
