@@ -6,6 +6,9 @@ cityhub destroy [--stack dev]      `pulumi destroy` of the stack
 cityhub operator start|stop|status the operator and its backends as local processes (cluster in $KUBECONFIG
                                    or the embedded one)
 cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline environment
+cityhub login USER                 sign in with the city's identity: a kubeconfig with short-lived tokens
+cityhub token USER                 the exec credential kubectl runs (refreshes the token)
+cityhub people add USER …          a person of the embedded default's identity, in a department's role
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_pulumi(argv[1:], check=False)
     if argv[:1] == ["cluster"]:
         return embedded_cluster.main(argv[1:])
+    if argv[:1] in (["login"], ["token"], ["people"]):
+        from cityhub import login
+
+        return login.main(argv)
     if argv[:1] == ["operator"]:
         from cityhub import local_operator
 
@@ -91,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("cluster", help="cityhub cluster up|down|status")
     sub.add_parser("pulumi", help="run the pinned pulumi CLI offline")
     sub.add_parser("operator", help="cityhub operator start|stop|status")
+    sub.add_parser("login", help="cityhub login USER: sign in with the city's identity")
+    sub.add_parser("token", help="cityhub token USER: the exec credential kubectl runs")
+    sub.add_parser("people", help="cityhub people add USER --department D --role R")
     ns = parser.parse_args(argv)
     return int(ns.func(ns))
 

@@ -404,6 +404,7 @@ def _department(raw: dict[str, Any], default_cluster: str) -> Department:
         quota=quota,
         emergency_quota=quota.overlay(_quota_fields(raw.get("emergencyQuota", {}))),
         cluster=raw.get("cluster", default_cluster),
+        admins=tuple(raw.get("admins", ())),
     )
 
 

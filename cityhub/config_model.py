@@ -52,6 +52,9 @@ class Department:
     emergency_quota: Quota
     """The emergency-mode quota: `quota` with the department's emergencyQuota keys applied."""
     cluster: str
+    admins: tuple[str, ...] = ()
+    """Sign-in names (the identity provider's preferred_username) of the department's administrators
+    (管理员), bound as users oidc:<name> to its admin role besides the group cityhub-<slug>-admins."""
 
     @property
     def namespace(self) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cityhub.embedded_cluster.sign_in import Issuer
 from cityhub.supervisor import Record, Supervisor
 from cityhub_api.settings import Env
 
@@ -61,3 +62,6 @@ class LocalBackend:
     processes: tuple[Record, ...] = ()
     summary: str = ""
     """One line for `cityhub operator start`, e.g. "nats-server (JetStream) at nats://127.0.0.1:14222"."""
+    issuer: Issuer | None = None
+    """An OIDC issuer people sign in to the cluster with (the city's identity): the embedded cluster's API
+    server is told to trust it."""

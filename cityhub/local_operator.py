@@ -20,11 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from cityhub import paths, supervisor
+from cityhub import login, paths, supervisor
+from cityhub.embedded_cluster import sign_in
 from cityhub.embedded_cluster.layout import kubeconfig_path
 from cityhub.local_backends import LocalBackend, LocalContext
 from cityhub.supervisor import ProcessFailed, Supervisor
-from cityhub_api import registry
+from cityhub_api import labels, registry
 from cityhub_api.labels import SYSTEM_NAMESPACE
 from cityhub_api.settings import Env
 
@@ -111,6 +112,39 @@ def start_backends(sup: Supervisor, only: tuple[str, ...] = ()) -> tuple[dict[st
     return started, failed
 
 
+def set_up_sign_in(type_name: str, backend: LocalBackend, admin_kubeconfig: Path) -> None:
+    """People sign in with the city's identity: its sign-in client and departments' groups, the embedded
+    cluster's trust in it, and what `cityhub login` needs (<state>/people/issuer.json)."""
+    from kubernetes import client, config
+
+    assert backend.issuer is not None
+    api = config.new_client_from_config(config_file=str(admin_kubeconfig))
+    namespaces = client.CoreV1Api(api).list_namespace(label_selector=f"{labels.TENANT}=department").items
+    departments = sorted(ns.metadata.labels[labels.DEPARTMENT] for ns in namespaces)
+    registry.component_type(type_name).load(registry.PEOPLE).ensure_sign_in(backend.operator_env, departments)
+    ca_file = paths.state_dir() / "people" / "issuer-ca.crt"
+    ca_file.parent.mkdir(parents=True, exist_ok=True)
+    ca_file.write_text(backend.issuer.ca_pem)
+    doc = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = doc["clusters"][0]["cluster"]
+    login.Directory(
+        issuer=backend.issuer.url,
+        ca_file=str(ca_file),
+        server=cluster["server"],
+        server_ca=cluster.get("certificate-authority-data", ""),
+        identity=dict(backend.operator_env),
+    ).save()
+    if admin_kubeconfig == kubeconfig_path():
+        changed = sign_in.trust(backend.issuer)
+        note = "now trusts" if changed else "trusts"
+        print(f"sign-in: the embedded cluster {note} {backend.issuer.url} ({len(departments)} departments)")
+    else:
+        print(
+            f"sign-in: configure your cluster's API server to trust {backend.issuer.url} "
+            "(docs/department-guide.md, 管理员: API server)"
+        )
+
+
 def start(drift_interval: str = "30", only: tuple[str, ...] = ()) -> int:
     sup = _supervisor()
     state = paths.state_dir() / "operator"
@@ -130,6 +164,9 @@ def start(drift_interval: str = "30", only: tuple[str, ...] = ()) -> int:
     if not backends:
         print("cityhub operator: no backend started; nothing to serve", file=sys.stderr)
         return 1
+    for name, backend in backends.items():
+        if backend.issuer is not None:
+            set_up_sign_in(name, backend, _kubeconfig())
     served = sorted(backends)
     health, metrics = supervisor.free_port(), supervisor.free_port()
     env = {

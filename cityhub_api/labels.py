@@ -39,6 +39,12 @@ COMPONENT_TYPE = f"{GROUP}/component-type"
 REQUEST = f"{GROUP}/request"
 """On each connection Secret: the component type and the request that owns it."""
 
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+POD_SECURITY_ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
+POD_SECURITY_WARN = "pod-security.kubernetes.io/warn"
+POD_SECURITY_AUDIT = "pod-security.kubernetes.io/audit"
+"""Pod Security Admission's namespace labels (departments' namespaces enforce `restricted`)."""
+
 SKIP_AWAIT = "pulumi.com/skipAwait"
 PATCH_FORCE = "pulumi.com/patchForce"
 """Server-side apply with force: the stack owns these fields even when the object already exists (a CRD

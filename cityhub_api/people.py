@@ -4,9 +4,11 @@ department roles cannot disagree.
 
     identity provider (Keycloak realm)      Kubernetes (after the API server's claim mapping)
     user alice                              user  oidc:alice
-    group cityhub-jiaotong-admins           group oidc:cityhub-jiaotong-admins   → Role department-admin
-    group cityhub-jiaotong-developers       group oidc:cityhub-jiaotong-developers → department-developer
-    group cityhub-jiaotong-viewers          group oidc:cityhub-jiaotong-viewers  → department-viewer
+    group cityhub-jiaotong-admins      group oidc:cityhub-jiaotong-admins      → cityhub:department-admin
+    group cityhub-jiaotong-developers  group oidc:cityhub-jiaotong-developers  → cityhub:department-developer
+    group cityhub-jiaotong-viewers     group oidc:cityhub-jiaotong-viewers     → cityhub:department-viewer
+
+(ClusterRoles, bound by a RoleBinding in each department's namespace: components/department_roles.py.)
 
 The `oidc:` prefix keeps names from the identity provider apart from Kubernetes' own (a group called
 `system:masters` in the realm must never mean cluster-admin).

@@ -10,6 +10,8 @@
         backend.py       the stack side: `Backend`, the Pulumi ComponentResource for cityhub:backends.deploy
         local.py         the embedded default: `start(ctx)` runs its backend as local processes
         fixtures.py      pytest fixtures its tests (and other tests) use
+        people.py        (the identity type only) people who sign in to the hub: the sign-in client, the
+                         departments' role groups, adding a person; `cityhub login` and `cityhub people`
 
 Modules are found by these names and imported with importlib only when a caller asks for one role, so the
 operator core never imports a driver, the Pulumi program never loads a backend client library, and a new
@@ -34,8 +36,8 @@ from typing import Any
 from cityhub_api import labels
 from cityhub_api.settings import Env
 
-DRIVER, BACKEND, LOCAL, FIXTURES = "driver", "backend", "local", "fixtures"
-ROLES = (DRIVER, BACKEND, LOCAL, FIXTURES)
+DRIVER, BACKEND, LOCAL, FIXTURES, PEOPLE = "driver", "backend", "local", "fixtures", "people"
+ROLES = (DRIVER, BACKEND, LOCAL, FIXTURES, PEOPLE)
 LIMIT_KINDS = ("duration", "quantity", "integer")
 SCHEMA_FILE = "schema.json"
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "component_types"

@@ -14,6 +14,7 @@ from components.admission import AdmissionArgs, ComponentAdmission, catalog_offe
 from components.backends import SharedBackends, SharedBackendsArgs
 from components.component_operator import ComponentOperator, ComponentOperatorArgs
 from components.compute import Compute, ComputeArgs, priority_class_for
+from components.department_roles import DepartmentRoles, DepartmentRolesArgs
 from components.foundation import Foundation, FoundationArgs
 from components.gpu_pool import GpuInferencePool, GpuInferencePoolArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -32,9 +33,9 @@ class ClusterHubArgs:
 
 class ClusterHub(pulumi.ComponentResource):
     """The hub on one cluster (the city hub or a district edge cluster): the system namespace and shared
-    service endpoints, a tenancy per department assigned to the cluster, network policies, quotas and
-    priorities, the GPU pool, storage tiers, and the operator and monitoring slots. Child names start
-    with the cluster's name, so several clusters can live in one stack."""
+    service endpoints, the department roles, a tenancy per department assigned to the cluster, network
+    policies, quotas and priorities, the GPU pool, storage tiers, and the operator and monitoring slots.
+    Child names start with the cluster's name, so several clusters can live in one stack."""
 
     departments: dict[str, dict[str, object]]
     """Department slug -> namespace, display name, zone, priority class, quotas, storage classes."""
@@ -59,11 +60,14 @@ class ClusterHub(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        roles = DepartmentRoles(name, DepartmentRolesArgs(departments=departments), opts=child)
         namespaces: dict[str, pulumi.Input[str]] = {}
         for dept in departments:
             tenancy = DepartmentTenancy(
                 f"{name}-{dept.slug}",
-                DepartmentTenancyArgs(department=dept, priority_class=priority_class_for(dept, config.mode)),
+                DepartmentTenancyArgs(
+                    department=dept, priority_class=priority_class_for(dept, config.mode), roles=roles.names
+                ),
                 opts=child,
             )
             namespaces[dept.slug] = tenancy.namespace_name

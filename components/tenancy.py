@@ -1,18 +1,21 @@
-"""Department tenancy: a department's namespace, its members' read access and its requester account."""
+"""Department tenancy: a department's namespace (Pod Security `restricted`), its people's roles in it and its
+requester account."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from cityhub.config_model import GRADE_LABELS, LEVEL_LABELS, Department
-from cityhub_api import labels
+from cityhub_api import labels, people
 from cityhub_api.api import GROUP
 from cityhub_api.registry import component_types
 
 COMPONENT_REQUEST_GROUP = GROUP
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def component_request_resources() -> tuple[str, ...]:
@@ -22,49 +25,21 @@ def component_request_resources() -> tuple[str, ...]:
 
 
 REQUESTER_ACCOUNT = "component-requester"
-MEMBER_ROLE = "department-member"
+
+POD_SECURITY_LEVEL = "restricted"
+"""Pod Security Admission's strictest level: departments deploy their own pods, so none runs privileged,
+as root, with host namespaces or added capabilities. `latest`: the rules follow the cluster's version."""
 
 
-def members_group(slug: str) -> str:
-    """The identity-provider group whose users are the department's members."""
-    return f"cityhub:department:{slug}"
-
-
-def member_read_rules() -> list[k8s.rbac.v1.PolicyRuleArgs]:
-    """Members see their workloads, quotas and component requests but not Secrets: read access must not
-    leak credentials (component credentials land in Secrets)."""
-    rules = [
-        k8s.rbac.v1.PolicyRuleArgs(
-            api_groups=[""],
-            resources=[
-                "pods",
-                "pods/log",
-                "services",
-                "endpoints",
-                "configmaps",
-                "persistentvolumeclaims",
-                "events",
-                "resourcequotas",
-                "limitranges",
-            ],
-            verbs=["get", "list", "watch"],
-        ),
-        k8s.rbac.v1.PolicyRuleArgs(
-            api_groups=["apps"],
-            resources=["deployments", "statefulsets", "replicasets", "daemonsets"],
-            verbs=["get", "list", "watch"],
-        ),
-        k8s.rbac.v1.PolicyRuleArgs(
-            api_groups=["batch"], resources=["jobs", "cronjobs"], verbs=["get", "list", "watch"]
-        ),
-    ]
-    if requests := component_request_resources():
-        rules.append(
-            k8s.rbac.v1.PolicyRuleArgs(
-                api_groups=[COMPONENT_REQUEST_GROUP], resources=list(requests), verbs=["get", "list", "watch"]
-            )
-        )
-    return rules
+def pod_security_labels() -> dict[str, str]:
+    return {
+        labels.POD_SECURITY_ENFORCE: POD_SECURITY_LEVEL,
+        labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+        # Warnings on kubectl apply, and audit annotations, for workload objects (Deployments …) whose
+        # pods enforce would refuse: a developer hears about it before the ReplicaSet fails to scale.
+        labels.POD_SECURITY_WARN: POD_SECURITY_LEVEL,
+        labels.POD_SECURITY_AUDIT: POD_SECURITY_LEVEL,
+    }
 
 
 def requester_rules() -> list[k8s.rbac.v1.PolicyRuleArgs]:
@@ -89,12 +64,15 @@ class DepartmentTenancyArgs:
     department: Department
     priority_class: str
     """The PriorityClass the department's workloads run at in the current mode (平/急)."""
+    roles: Mapping[str, pulumi.Input[str]]
+    """Department role (cityhub_api.people.ROLES) -> its ClusterRole's name: DepartmentRoles.names."""
 
 
 class DepartmentTenancy(pulumi.ComponentResource):
-    """A department's namespace, labelled with its department, level, division code, zone and data grade;
-    a read-only Role for its members (an identity-provider group); and a ServiceAccount that may manage
-    the department's own component requests and nothing else. Everything is namespaced, so no department
+    """A department's namespace, labelled with its department, level, division code, zone and data grade
+    and held to Pod Security `restricted`; the department roles bound to its identity-provider groups
+    (admins also to the administrators the stack declares); and a ServiceAccount that may manage the
+    department's own component requests and nothing else. Every binding is namespaced, so no department
     can touch another's."""
 
     namespace_name: pulumi.Output[str]
@@ -104,6 +82,8 @@ class DepartmentTenancy(pulumi.ComponentResource):
     ) -> None:
         super().__init__("cityhub:tenancy:DepartmentTenancy", name, {}, opts)
         dept = args.department
+        if set(args.roles) != set(people.ROLES):
+            raise ValueError(f"roles must name a ClusterRole for each of {', '.join(people.ROLES)}")
         child = pulumi.ResourceOptions(parent=self)
         namespace = k8s.core.v1.Namespace(
             name,
@@ -117,25 +97,17 @@ class DepartmentTenancy(pulumi.ComponentResource):
         ns = namespace.metadata.name
         meta = labels.common()
 
-        role = k8s.rbac.v1.Role(
-            f"{name}-member",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=MEMBER_ROLE, namespace=ns, labels=meta),
-            rules=member_read_rules(),
-            opts=child,
-        )
-        k8s.rbac.v1.RoleBinding(
-            f"{name}-member",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=MEMBER_ROLE, namespace=ns, labels=meta),
-            role_ref=k8s.rbac.v1.RoleRefArgs(
-                api_group="rbac.authorization.k8s.io", kind="Role", name=role.metadata.name
-            ),
-            subjects=[
-                k8s.rbac.v1.SubjectArgs(
-                    kind="Group", name=members_group(dept.slug), api_group="rbac.authorization.k8s.io"
-                )
-            ],
-            opts=child,
-        )
+        for role in people.ROLES:
+            # Named after the ClusterRole it binds: `kubectl get rolebindings` reads as who holds what.
+            k8s.rbac.v1.RoleBinding(
+                f"{name}-{role}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=args.roles[role], namespace=ns, labels=meta),
+                role_ref=k8s.rbac.v1.RoleRefArgs(
+                    api_group=RBAC_GROUP, kind="ClusterRole", name=args.roles[role]
+                ),
+                subjects=role_subjects(dept, role),
+                opts=child,
+            )
         account = k8s.core.v1.ServiceAccount(
             f"{name}-requester",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=REQUESTER_ACCOUNT, namespace=ns, labels=meta),
@@ -150,9 +122,7 @@ class DepartmentTenancy(pulumi.ComponentResource):
         k8s.rbac.v1.RoleBinding(
             f"{name}-requester",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=REQUESTER_ACCOUNT, namespace=ns, labels=meta),
-            role_ref=k8s.rbac.v1.RoleRefArgs(
-                api_group="rbac.authorization.k8s.io", kind="Role", name=requester.metadata.name
-            ),
+            role_ref=k8s.rbac.v1.RoleRefArgs(api_group=RBAC_GROUP, kind="Role", name=requester.metadata.name),
             subjects=[
                 k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name=account.metadata.name, namespace=ns)
             ],
@@ -160,6 +130,20 @@ class DepartmentTenancy(pulumi.ComponentResource):
         )
         self.namespace_name = ns
         self.register_outputs({"namespace_name": ns})
+
+
+def role_subjects(dept: Department, role: str) -> list[k8s.rbac.v1.SubjectArgs]:
+    """Who holds a department role: the identity provider's group of that role (people sign in with the
+    city's identity) and, for admin, the administrators declared in the stack configuration."""
+    subjects = [
+        k8s.rbac.v1.SubjectArgs(kind="Group", name=people.kube_group(dept.slug, role), api_group=RBAC_GROUP)
+    ]
+    if role == "admin":
+        subjects += [
+            k8s.rbac.v1.SubjectArgs(kind="User", name=people.kube_user(user), api_group=RBAC_GROUP)
+            for user in dept.admins
+        ]
+    return subjects
 
 
 def namespace_labels(dept: Department, priority_class: str) -> dict[str, str]:
@@ -174,4 +158,5 @@ def namespace_labels(dept: Department, priority_class: str) -> dict[str, str]:
         labels.CREDIT_CODE: dept.credit_code,
         labels.EMERGENCY_RESPONDER: str(dept.emergency_responder).lower(),
         labels.PRIORITY_CLASS: priority_class,
+        **pod_security_labels(),
     }

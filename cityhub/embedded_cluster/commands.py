@@ -68,6 +68,8 @@ def apiserver_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> li
         f"--secure-port={ports['kube-apiserver']['secure']}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--authorization-mode=Node,RBAC",
+        # People sign in with the city's identity (sign_in.py): the issuers it trusts, reloaded on change.
+        f"--authentication-config={lay.conf / 'authentication.yaml'}",
         f"--client-ca-file={pki.ca}",
         f"--tls-cert-file={pki.crt('apiserver')}",
         f"--tls-private-key-file={pki.key('apiserver')}",

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from cityhub import paths, supervisor
+from cityhub.embedded_cluster import sign_in
 from cityhub.embedded_cluster.commands import child_env, command, write_kwok_config
 from cityhub.embedded_cluster.errors import ClusterError, step
 from cityhub.embedded_cluster.health import health_check, wait_healthy
@@ -233,6 +234,8 @@ def start(lay: Layout) -> ClusterState:
         server = f"https://{HOST}:{ports['kube-apiserver']['secure']}"
         write_kubeconfigs(lay, pki, server)
         write_kwok_config(lay)
+        if not sign_in.config_file(lay).exists():
+            sign_in.write([], lay)  # no issuer until `cityhub operator start` brings the city's identity
     say(f"  {'pki':<24} CAs and certificates in {lay.pki} ({time.monotonic() - t0:.1f}s)")
     state = ClusterState(apiserver=server, kubeconfig=str(lay.kubeconfig))
     for name in PROCESSES:

@@ -17,6 +17,16 @@ IMAGE = f"quay.io/keycloak/keycloak:{VERSION}"
 ADMIN_CLIENT_ID = "cityhub-operator"
 """The master-realm service-account client the driver calls the admin API with."""
 DEFAULT_REALM = "city"
+# The city realm is created with a long SSO session so that each client's own (plan-bounded) session
+# lifespan is what applies, not the realm's 10-hour default.
+REALM_DEFAULTS: dict[str, object] = {
+    "enabled": True,
+    "displayName": "City identity",
+    "ssoSessionMaxLifespan": 30 * 86400,
+    "ssoSessionIdleTimeout": 86400,
+    "accessTokenLifespan": 300,
+}
+
 HEAP = "-Xms64m -Xmx512m"
 """JAVA_OPTS_APPEND: a modest heap, enough for one city realm on H2."""
 BUILD_OPTIONS = ("--db=dev-file", "--health-enabled=true")
@@ -54,8 +64,25 @@ def template_dir(home: Path) -> Path:
     return home.parent / f"template-{VERSION}"
 
 
-def local_args(home: Path, data: Path, http_port: int, management_port: int) -> list[str]:
-    """`kc.sh start` of the pre-built distribution on 127.0.0.1, its H2 database under `data`."""
+def local_args(
+    home: Path, data: Path, http_port: int, management_port: int, https: tuple[int, Path, Path] | None = None
+) -> list[str]:
+    """`kc.sh start` of the pre-built distribution on 127.0.0.1, its H2 database under `data`; with `https`
+    (port, certificate, key) also on HTTPS. Without a fixed hostname, a token's issuer is the URL it was
+    asked at: the operator uses HTTP, people signing in to the API server (which needs an https issuer) HTTPS.
+    """
+    tls = []
+    if https is not None:
+        port, cert, key = https
+        tls = [f"--https-port={port}", f"--https-certificate-file={cert}"]
+        tls.append(f"--https-certificate-key-file={key}")
+    return [
+        *_local_base(home, data, http_port, management_port),
+        *tls,
+    ]
+
+
+def _local_base(home: Path, data: Path, http_port: int, management_port: int) -> list[str]:
     return [
         str(home / "bin" / "kc.sh"),
         "start",

@@ -26,6 +26,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from cityhub.embedded_cluster import pki
+from cityhub.embedded_cluster.sign_in import Issuer
 from cityhub.local_backends import LocalBackend, LocalContext
 from cityhub.supervisor import HOST, ProcessFailed, Record, Supervisor, free_port, http_ok, kill, wait_ready
 from cityhub_api.settings import Env, cache_dir
@@ -53,7 +55,10 @@ class KeycloakServer:
         name: str = "keycloak",
         http_port: int | None = None,
         management_port: int | None = None,
+        https_port: int | None = None,
     ) -> None:
+        """`https_port`: also serve HTTPS there (0: a free port), with a certificate made in `directory`/tls
+        by a CA of its own (sign_in_ca_pem): what the API server's sign-in trusts."""
         self.directory = Path(directory)
         self.home = home or keycloak.keycloak_home(cache_dir())
         self.supervisor = supervisor or Supervisor(self.directory / "processes")
@@ -62,6 +67,7 @@ class KeycloakServer:
         # for restarts.
         self.http_port = http_port or free_port()
         self.management_port = management_port or free_port(exclude=[self.http_port])
+        self.https_port = (https_port or free_port()) if https_port is not None else None
         self.record: Record | None = None
 
     @classmethod
@@ -72,9 +78,10 @@ class KeycloakServer:
         home: Path | None = None,
         supervisor: Supervisor | None = None,
         name: str = "keycloak",
+        https_port: int | None = None,
     ) -> KeycloakServer:
         """A server whose database starts as a copy of the cached template (made on first use)."""
-        server = cls(directory, home=home, supervisor=supervisor, name=name)
+        server = cls(directory, home=home, supervisor=supervisor, name=name, https_port=https_port)
         if not (server.directory / "db").exists():
             template = ensure_template(server.home)
             server.directory.mkdir(parents=True, exist_ok=True)
@@ -85,6 +92,32 @@ class KeycloakServer:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.http_port}"
+
+    @property
+    def issuer(self) -> str:
+        """The realm's issuer as people signing in see it (HTTPS); empty without HTTPS."""
+        return f"https://{HOST}:{self.https_port}/realms/{keycloak.DEFAULT_REALM}" if self.https_port else ""
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.directory / "tls"
+
+    def sign_in_ca_pem(self) -> str:
+        return (self.tls_dir / "ca.crt").read_text()
+
+    def _tls(self) -> tuple[int, Path, Path] | None:
+        """The HTTPS port and a certificate for 127.0.0.1 from a CA of this server's own (made once)."""
+        if self.https_port is None:
+            return None
+        cert, key = self.tls_dir / "keycloak.crt", self.tls_dir / "keycloak.key"
+        if not cert.exists():
+            ca = pki.make_ca("cityhub-identity-ca")
+            leaf = pki.issue(ca, "keycloak", dns=("localhost",), ips=(HOST,), server=True)
+            pki.write_private(self.tls_dir / "ca.key", ca.key_pem)
+            (self.tls_dir / "ca.crt").write_bytes(ca.cert_pem)
+            pki.write_private(key, leaf.key_pem)
+            cert.write_bytes(leaf.cert_pem)
+        return self.https_port, cert, key
 
     @property
     def health_url(self) -> str:
@@ -117,6 +150,7 @@ class KeycloakServer:
         if running is not None:
             self.record = running
             self.http_port, self.management_port = running.ports["http"], running.ports["management"]
+            self.https_port = running.ports.get("https")
         else:
             env = {
                 **os.environ,
@@ -126,11 +160,17 @@ class KeycloakServer:
             }
             self.record = self.supervisor.spawn(
                 self.name,
-                keycloak.local_args(self.home, self.directory, self.http_port, self.management_port),
+                keycloak.local_args(
+                    self.home, self.directory, self.http_port, self.management_port, self._tls()
+                ),
                 log=self.log,
                 env=env,
                 cwd=self.directory,
-                ports={"http": self.http_port, "management": self.management_port},
+                ports={
+                    "http": self.http_port,
+                    "management": self.management_port,
+                    **({"https": self.https_port} if self.https_port else {}),
+                },
                 serves="identity backend (Keycloak)",
                 url=self.url,
             )
@@ -177,14 +217,20 @@ def start(ctx: LocalContext) -> LocalBackend:
         home = keycloak.keycloak_home(ctx.cache, ctx.env)
     except keycloak.KeycloakMissing as e:
         raise ProcessFailed(f"{ctx.process_name('keycloak')}: {e}") from e
+    name = ctx.process_name("keycloak")
+    running = ctx.supervisor.get(name)
+    if running is not None and "https" not in running.ports:
+        ctx.supervisor.stop(name)  # started before people signed in with it: restart with HTTPS
     server = KeycloakServer.from_template(
-        ctx.directory, home=home, supervisor=ctx.supervisor, name=ctx.process_name("keycloak")
+        ctx.directory, home=home, supervisor=ctx.supervisor, name=name, https_port=0
     ).start()
     assert server.record is not None
     return LocalBackend(
         operator_env=server.operator_env(),
         processes=(server.record,),
-        summary=f"Keycloak {keycloak.VERSION} at {server.url} (realm {keycloak.DEFAULT_REALM})",
+        summary=f"Keycloak {keycloak.VERSION} at {server.url} (realm {keycloak.DEFAULT_REALM}; "
+        f"sign-in {server.issuer})",
+        issuer=Issuer(server.issuer, server.sign_in_ca_pem()),
     )
 
 

@@ -272,7 +272,7 @@ def test_department_rbac(deployed: Project) -> None:
     assert can(requester, "delete", namespace="dept-yingji", **request)
     assert not can(requester, "create", namespace="dept-chengguan", **request)
     assert not can(requester, "create", "pods", "dept-yingji")
-    member = {"user": "zhang.san", "groups": ("cityhub:department:yingji",)}
+    member = {"user": "oidc:zhang.san", "groups": ("oidc:cityhub-yingji-viewers",)}
     assert can(verb="list", resource="pods", namespace="dept-yingji", **member)
     assert can(verb="get", namespace="dept-yingji", **request, **member)
     assert not can(verb="create", namespace="dept-yingji", **request, **member)
@@ -313,7 +313,17 @@ def test_emergency_mode_moves_quota_and_priority_and_back(deployed: Project) -> 
             "metadata": {"name": name, "namespace": "dept-yingji"},
             "spec": {
                 "priorityClassName": "cityhub-emergency",
-                "containers": [{"name": "c", "image": "rescue"}],
+                "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "rescue",
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
             },
         }
 

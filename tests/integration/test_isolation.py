@@ -9,10 +9,12 @@ The module starts, once:
 - one MessagingChannel per department, Ready, with its connection Secret.
 
 Then, for each ordered pair of departments and each component type present, cross-access is tried at
-each layer: Kubernetes RBAC (SubjectAccessReview for the department's members and its requester account)
-and the backend, with the department's own credentials (a probe per component type in BACKEND_PROBES:
-identity, maps and inference add theirs there). Every cell must be refused, and the positive controls
-(own namespace, own subjects) must work, so a refusal is not just a broken setup.
+each layer: Kubernetes RBAC (SubjectAccessReview for every holder of a department role — its admins',
+developers' and viewers' groups from the city's identity, the administrators the stack declares — and its
+requester account) and the backend, with the department's own credentials (a probe per component type in
+BACKEND_PROBES: identity, maps and inference add theirs there). Every cell must be refused, and the
+positive controls (own namespace, own subjects, each role doing what it is for, through kubectl as that
+person) must work, so a refusal is not just a broken setup.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +42,13 @@ from cityhub import testkit as testing
 from cityhub.config import load_config
 from cityhub.config_model import Department, HubConfig
 from cityhub.pulumi_env import pulumi_env
+from cityhub_api import people
 from cityhub_api.catalog import load_offerings, manifests
 from component_types.messaging.local import NatsServer
 from components import admission
+from components.department_roles import cluster_role
 from components.tenancy import COMPONENT_REQUEST_GROUP as GROUP
-from components.tenancy import REQUESTER_ACCOUNT, members_group
+from components.tenancy import RBAC_GROUP, REQUESTER_ACCOUNT
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +63,7 @@ import yaml
 
 from cityhub.config import load_config
 from components import admission
+from components.department_roles import DepartmentRoles, DepartmentRolesArgs
 from components.network import Network, NetworkArgs
 from components.tenancy import DepartmentTenancy, DepartmentTenancyArgs
 
@@ -66,9 +72,10 @@ config = load_config(raw)
 catalog = json.loads(open("catalog.json", encoding="utf-8").read())
 # Its own system namespace: the hub stack tests create and destroy cityhub-system in the same session.
 system = k8s.core.v1.Namespace("system", metadata={"name": "cityhub-iso-system"})
+roles = DepartmentRoles("hub", DepartmentRolesArgs(departments=config.departments))
 namespaces = {}
 for dept in config.departments:
-    args = DepartmentTenancyArgs(department=dept, priority_class="cityhub-normal")
+    args = DepartmentTenancyArgs(department=dept, priority_class="cityhub-normal", roles=roles.names)
     tenancy = DepartmentTenancy(dept.slug, args)
     namespaces[dept.slug] = tenancy.namespace_name
 Network("hub", NetworkArgs(zones=config.zones, flows=config.flows, shared_services=config.shared_services,
@@ -242,20 +249,39 @@ def _start(tmp: Path, kubeconfig: Path, stops: list[Callable[[], None]]) -> Envi
 class Subject:
     department: str
     """The department namespace the subject belongs to."""
+    role: str
+    """admin, developer, viewer (cityhub_api.people.ROLES) or requester (the ServiceAccount)."""
     user: str
     groups: tuple[str, ...]
 
 
 def subjects(dept: Department) -> list[Subject]:
+    """Everyone who holds something in a department: a person in each role's identity-provider group (as
+    the API server maps their token), each administrator the stack declares, and the requester account."""
     ns = dept.namespace
-    return [
-        Subject(ns, f"member@{dept.slug}", (members_group(dept.slug), "system:authenticated")),
+    people_in_groups = [
         Subject(
             ns,
-            f"system:serviceaccount:{ns}:{REQUESTER_ACCOUNT}",
-            ("system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"),
-        ),
+            role,
+            people.kube_user(f"{role}.of.{dept.slug}"),
+            (people.kube_group(dept.slug, role), "system:authenticated"),
+        )
+        for role in people.ROLES
     ]
+    declared = [Subject(ns, "admin", people.kube_user(u), ("system:authenticated",)) for u in dept.admins]
+    requester = Subject(
+        ns,
+        "requester",
+        f"system:serviceaccount:{ns}:{REQUESTER_ACCOUNT}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"),
+    )
+    return [*people_in_groups, *declared, requester]
+
+
+STRANGER = Subject(
+    "", "none", people.kube_user("stranger"), ("oidc:cityhub-nowhere-admins", "system:authenticated")
+)
+"""Signed in with the city's identity, but in no department of this hub."""
 
 
 def allowed(
@@ -266,17 +292,19 @@ def allowed(
     resource: str,
     group: str = "",
     subresource: str = "",
+    name: str = "",
 ) -> bool:
     review = client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(
             user=who.user,
             groups=list(who.groups),
             resource_attributes=client.V1ResourceAttributes(
-                namespace=namespace,
+                namespace=namespace or None,
                 verb=verb,
                 group=group,
                 resource=resource,
                 subresource=subresource or None,
+                name=name or None,
             ),
         )
     )
@@ -285,14 +313,35 @@ def allowed(
 
 READ = ("get", "list", "watch")
 WRITE = ("create", "update", "patch", "delete")
+Attempt = tuple[str, str, str, str, str]
+"""(verb, API group, resource, subresource, object name)."""
 
 
-def cross_access_attempts(plural: str) -> list[tuple[str, str, str, str]]:
-    """(verb, group, resource, subresource) a department must never be granted in another's namespace."""
-    out = [(v, "", "secrets", "") for v in READ]
-    out += [(v, GROUP, plural, "") for v in (*READ, *WRITE)]
-    out += [(v, GROUP, plural, "status") for v in ("get", "update", "patch")]
+def cross_access_attempts(plural: str) -> list[Attempt]:
+    """What a department must never be granted in another's namespace, on one component request kind."""
+    out = [(v, GROUP, plural, "", "") for v in (*READ, *WRITE)]
+    out += [(v, GROUP, plural, "status", "") for v in ("get", "update", "patch")]
     return out
+
+
+NAMESPACE_ATTEMPTS: list[Attempt] = [
+    # Credentials, workloads, debugging, feedback, events and granting roles: everything the department
+    # roles give at home, tried abroad.
+    *((v, "", "secrets", "", "") for v in READ),
+    ("get", "", "pods", "", ""),
+    ("create", "", "pods", "", ""),
+    ("get", "", "pods", "log", ""),
+    ("create", "", "pods", "exec", ""),
+    ("get", "", "configmaps", "", ""),
+    ("create", "apps", "deployments", "", ""),
+    ("list", "", "events", "", ""),
+    ("list", "", "resourcequotas", "", ""),
+    ("list", GROUP, "componentfeedbacks", "", ""),
+    ("create", GROUP, "componentfeedbacks", "", ""),
+    ("create", RBAC_GROUP, "rolebindings", "", ""),
+    *(("bind", RBAC_GROUP, "clusterroles", "", cluster_role(r)) for r in people.ROLES),
+]
+"""What a department must never be granted in another's namespace, whatever the component types."""
 
 
 def present_types(env: Environment) -> list[admission.RequestType]:
@@ -387,19 +436,28 @@ def test_every_cross_department_cell_is_refused_at_every_layer(env: Environment)
     types = present_types(env)
     assert "messaging" in {t.component_type for t in types}
     depts = env.config.departments
-    refused_cells = 0
-    granted: list[str] = []
-    for t in types:
-        for owner in depts:
-            for who in subjects(owner):
-                for target in depts:
-                    if target is owner:
-                        continue
-                    for verb, group, resource, sub in cross_access_attempts(t.plural):
-                        if allowed(env.api, who, target.namespace, verb, resource, group, sub):
-                            granted.append(f"{who.user} may {verb} {resource}/{sub} in {target.namespace}")
-                        else:
-                            refused_cells += 1
+    attempts = NAMESPACE_ATTEMPTS + [a for t in types for a in cross_access_attempts(t.plural)]
+    cells = [
+        (who, target.namespace, attempt)
+        for owner in depts
+        for who in subjects(owner)
+        for target in depts
+        if target is not owner
+        for attempt in attempts
+    ]
+    roles_tried = {who.role for who, _, _ in cells}
+    assert roles_tried == {*people.ROLES, "requester"}
+    assert any(who.user == people.kube_user("jt-admin") for who, _, _ in cells), "declared admins are tried"
+
+    def check(cell: tuple[Subject, str, Attempt]) -> str | None:
+        who, namespace, (verb, group, resource, sub, name) = cell
+        if allowed(env.api, who, namespace, verb, resource, group, sub, name):
+            return f"{who.user} ({who.role}) may {verb} {resource}/{sub} {name} in {namespace}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        granted = [g for g in pool.map(check, cells) if g]
+    refused_cells = len(cells) - len(granted)
     backend_cells: list[BackendCell] = []
     for t in types:
         if probe := BACKEND_PROBES.get(t.component_type):
@@ -408,8 +466,8 @@ def test_every_cross_department_cell_is_refused_at_every_layer(env: Environment)
     pairs = len(depts) * (len(depts) - 1)
     print(
         f"\nisolation matrix: {len(depts)} departments, {pairs} ordered pairs, {len(types)} component types "
-        f"({', '.join(t.component_type for t in types)}); RBAC checks refused {refused_cells}/"
-        f"{refused_cells + len(granted)}; backend checks refused "
+        f"({', '.join(t.component_type for t in types)}), holders {'/'.join(sorted(roles_tried))}; "
+        f"RBAC checks refused {refused_cells}/{len(cells)}; backend checks refused "
         f"{len(backend_cells) - len(leaks)}/{len(backend_cells)} "
         f"(backends probed: {', '.join(sorted(BACKEND_PROBES))})"
     )
@@ -418,19 +476,56 @@ def test_every_cross_department_cell_is_refused_at_every_layer(env: Environment)
     assert len(backend_cells) == pairs * 3
 
 
+def abilities(api: client.ApiClient, who: Subject, ns: str) -> set[str]:
+    """What a person may do in namespace `ns`, in the words a department would use."""
+
+    def may(verb: str, resource: str, group: str = "", sub: str = "", name: str = "") -> bool:
+        return allowed(api, who, ns, verb, resource, group, sub, name)
+
+    checks = {
+        "read workloads": may("list", "pods") and may("get", "deployments", "apps"),
+        "read requests": may("get", "messagingchannels", GROUP)
+        and may("get", "messagingchannels", GROUP, "status"),
+        "read feedback, events and quotas": may("list", "componentfeedbacks", GROUP)
+        and may("list", "events")
+        and may("list", "resourcequotas"),
+        "deploy": may("create", "deployments", "apps") and may("create", "pods"),
+        "request components": may("create", "messagingchannels", GROUP),
+        "rate components": may("create", "componentfeedbacks", GROUP),
+        "read Secrets": may("get", "secrets") or may("list", "secrets") or may("watch", "secrets"),
+        "exec into pods": may("create", "pods", sub="exec"),
+        "grant roles": may("create", "rolebindings", RBAC_GROUP)
+        and may("bind", "clusterroles", RBAC_GROUP, name=cluster_role("developer")),
+        "grant cluster-admin": may("bind", "clusterroles", RBAC_GROUP, name="cluster-admin"),
+        # Status is the operator's word (RBAC grants nobody else; admission keeps it so).
+        "write request status": may("patch", "messagingchannels", GROUP, "status"),
+    }
+    return {what for what, yes in checks.items() if yes}
+
+
+VIEWER = {"read workloads", "read requests", "read feedback, events and quotas"}
+DEVELOPER = VIEWER | {"deploy", "request components", "rate components"}
+EXPECTED = {
+    "viewer": VIEWER,
+    "developer": DEVELOPER,
+    "admin": DEVELOPER | {"read Secrets", "exec into pods", "grant roles"},
+    "requester": {"read requests", "request components"},
+}
+"""What each holder may do in its own department's namespace: exactly this, no more."""
+
+
 def test_positive_controls_each_department_works_in_its_own_namespace(env: Environment) -> None:
     """The refusals above mean something only if the same subjects can act where they should."""
     for dept in env.config.departments:
-        member, requester = subjects(dept)
-        ns = dept.namespace
-        assert allowed(env.api, member, ns, "get", "messagingchannels", GROUP)
-        assert allowed(env.api, requester, ns, "create", "messagingchannels", GROUP)
-        assert allowed(env.api, requester, ns, "get", "messagingchannels", GROUP, "status")
-        # Not even its own Secrets, nor its own requests' status: credentials reach pods by mounts, and
-        # status is the operator's word.
-        assert not allowed(env.api, member, ns, "get", "secrets")
-        assert not allowed(env.api, requester, ns, "list", "secrets")
-        assert not allowed(env.api, requester, ns, "patch", "messagingchannels", GROUP, "status")
+        for who in subjects(dept):
+            assert abilities(env.api, who, dept.namespace) == EXPECTED[who.role], who
+    # The catalog is cluster-scoped: every person of a department may list it, nobody else.
+    for dept in env.config.departments:
+        for who in subjects(dept):
+            lists = allowed(env.api, who, "", "list", "componentofferings", GROUP)
+            assert lists == (who.role != "requester"), who
+    assert not allowed(env.api, STRANGER, "", "list", "componentofferings", GROUP)
+    assert not allowed(env.api, STRANGER, "dept-jiaotong", "list", "pods")
 
     async def own_subjects(secret: dict[str, str], ns: str) -> bytes:
         conn = await nats.connect(secret["url"], user_credentials=RawCredentials(secret["user.creds"]))
@@ -443,6 +538,96 @@ def test_positive_controls_each_department_works_in_its_own_namespace(env: Envir
 
     for ns, secret in env.requests.items():
         assert asyncio.run(own_subjects(secret, ns)) == b"own"
+
+
+def as_person(
+    env: Environment, who: Subject, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """kubectl as `who`, as the API server sees a signed-in person (the test's admin impersonates them)."""
+    groups = [f"--as-group={g}" for g in who.groups if g != "system:authenticated"]
+    return testing.kubectl(env.kubeconfig, f"--as={who.user}", *groups, *args, stdin=stdin, check=False)
+
+
+def app_pod(namespace: str, *, restricted: bool) -> str:
+    """A department's app pod that mounts its channel's connection Secret; `restricted`: it meets Pod
+    Security's restricted profile, otherwise it asks to run privileged."""
+    security = (
+        {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        if restricted
+        else {"privileged": True}
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "app", "namespace": namespace},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "registry.cityhub.local/jiaotong/app:1.0",
+                    "securityContext": security,
+                    "volumeMounts": [{"name": "connection", "mountPath": "/etc/feed", "readOnly": True}],
+                }
+            ],
+            "volumes": [{"name": "connection", "secret": {"secretName": f"{CHANNEL}-connection"}}],
+        },
+    }
+    return json.dumps(pod)
+
+
+def test_people_act_through_kubectl_as_their_role(env: Environment) -> None:
+    """What a person of 交通运输局 notices at the command line, once signed in (server-side dry runs: the
+    API server authorizes and admits them, including Pod Security and RBAC's escalation check)."""
+    jiaotong = next(d for d in env.config.departments if d.slug == "jiaotong")
+    ns = jiaotong.namespace
+    groups = {people.kube_group(jiaotong.slug, role): role for role in people.ROLES}
+    in_group = {groups[g]: w for w in subjects(jiaotong) for g in w.groups if g in groups}
+    developer, viewer = in_group["developer"], in_group["viewer"]
+    declared = next(w for w in subjects(jiaotong) if w.user == people.kube_user("jt-admin"))
+    secret = f"secret/{CHANNEL}-connection"
+    dry = ("--dry-run=server", "-o", "name")
+
+    def ok(result: subprocess.CompletedProcess[str]) -> str:
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def refused(result: subprocess.CompletedProcess[str], why: str = "forbidden") -> None:
+        assert result.returncode != 0 and why in result.stderr, result.stdout + result.stderr
+
+    # 开发者: deploys a pod that mounts the connection Secret, but cannot read the Secret itself.
+    ok(as_person(env, developer, "create", "-f", "-", *dry, stdin=app_pod(ns, restricted=True)))
+    refused(as_person(env, developer, "-n", ns, "get", secret))
+    refused(
+        as_person(env, developer, "create", "-f", "-", *dry, stdin=app_pod(ns, restricted=False)),
+        "PodSecurity",
+    )
+    grant = ("create", "rolebinding", "new-developer", "--group=oidc:cityhub-jiaotong-developers")
+    developer_role = f"--clusterrole={cluster_role('developer')}"
+    refused(as_person(env, developer, "-n", ns, *grant, developer_role, *dry))
+    ok(as_person(env, developer, "get", "componentofferings"))
+    # 只读: sees the requests, changes nothing, no Secrets.
+    assert CHANNEL in ok(as_person(env, viewer, "-n", ns, "get", "messagingchannels", "-o", "name"))
+    refused(as_person(env, viewer, "create", "-f", "-", *dry, stdin=app_pod(ns, restricted=True)))
+    refused(as_person(env, viewer, "-n", ns, "get", secret))
+    # 管理员 declared in the stack (no group at all): reads the credentials, grants the department roles
+    # at home, and nothing broader, nowhere else.
+    assert ok(as_person(env, declared, "-n", ns, "get", secret, "-o", "jsonpath={.data}"))
+    ok(as_person(env, declared, "-n", ns, *grant, developer_role, *dry))
+    # Kubernetes' own roles hold what no department role does (NetworkPolicies, quotas …): refused.
+    escalation = "attempting to grant RBAC permissions not currently held"
+    refused(as_person(env, declared, "-n", ns, *grant, "--clusterrole=cluster-admin", *dry), escalation)
+    refused(as_person(env, declared, "-n", ns, *grant, "--clusterrole=admin", *dry), escalation)
+    refused(as_person(env, declared, "-n", "dept-yingji", *grant, developer_role, *dry))
+    refused(as_person(env, declared, "-n", "dept-yingji", "get", secret))
+    ok(as_person(env, declared, "get", "componentofferings"))
+    # Signed in, but of no department: no catalog, no namespace.
+    refused(as_person(env, STRANGER, "get", "componentofferings"))
+    refused(as_person(env, STRANGER, "-n", ns, "get", "pods"))
 
 
 # ---- no secret in plain text where it could leak

@@ -168,15 +168,44 @@ def test_department_namespace_labels(dev: list[Created]) -> None:
         assert all(v.isascii() for v in r.inputs["metadata"]["labels"].values()), "label values must be ASCII"
 
 
-def test_members_read_but_never_secrets(dev: list[Created]) -> None:
-    role = find(dev, "Role", "department-member", "dept-yingji")
-    for rule in role.inputs["rules"]:
-        assert set(rule["verbs"]) <= {"get", "list", "watch"}
-        assert "secrets" not in rule["resources"]
-    binding = find(dev, "RoleBinding", "department-member", "dept-yingji")
-    assert binding.inputs["subjects"] == [
-        {"kind": "Group", "name": "cityhub:department:yingji", "apiGroup": "rbac.authorization.k8s.io"}
-    ]
+def test_department_namespaces_enforce_pod_security_restricted(dev: list[Created]) -> None:
+    departments = [r for r in of_kind(dev, "Namespace") if r.k8s_name.startswith("dept-")]
+    assert len(departments) == len(dev_config().departments)
+    for ns in departments:
+        assert (
+            ns.inputs["metadata"]["labels"].items()
+            >= {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/audit": "restricted",
+            }.items()
+        ), ns.k8s_name
+
+
+def test_department_roles_are_bound_to_the_departments_groups_and_declared_admins(
+    dev: list[Created],
+) -> None:
+    rbac = "rbac.authorization.k8s.io"
+    for dept in dev_config().departments:
+        for role in ("admin", "developer", "viewer"):
+            binding = find(dev, "RoleBinding", f"cityhub:department-{role}", dept.namespace)
+            assert binding.inputs["roleRef"] == {
+                "apiGroup": rbac,
+                "kind": "ClusterRole",
+                "name": f"cityhub:department-{role}",
+            }
+            group = {"kind": "Group", "name": f"oidc:cityhub-{dept.slug}-{role}s", "apiGroup": rbac}
+            users = [{"kind": "User", "name": f"oidc:{u}", "apiGroup": rbac} for u in dept.admins]
+            assert binding.inputs["subjects"] == [group, *(users if role == "admin" else [])]
+    admins = find(dev, "RoleBinding", "cityhub:department-admin", "dept-jiaotong").inputs["subjects"]
+    assert {"kind": "User", "name": "oidc:jt-admin", "apiGroup": rbac} in admins
+    viewers = find(dev, "RoleBinding", "cityhub:department-viewer", "dept-jiaotong").inputs["subjects"]
+    assert all(s["kind"] == "Group" for s in viewers), "declared admins are admins, nothing else"
+    # The old read-only member Role and its group are gone.
+    assert not [r for r in of_kind(dev, "Role") if r.k8s_name == "department-member"]
+    every_subject = [s["name"] for b in of_kind(dev, "RoleBinding") for s in b.inputs["subjects"]]
+    assert not [s for s in every_subject if s.startswith("cityhub:department:")]
 
 
 def test_requester_account_manages_only_its_component_requests(dev: list[Created]) -> None:
@@ -193,9 +222,15 @@ def test_requester_account_manages_only_its_component_requests(dev: list[Created
     assert binding.inputs["subjects"] == [
         {"kind": "ServiceAccount", "name": "component-requester", "namespace": "dept-yingji"}
     ]
-    assert all(
-        c.inputs["metadata"]["name"].startswith("cityhub-operator") for c in of_kind(dev, "ClusterRole")
-    )
+    # Cluster-wide roles: the operator's, and the department roles and catalog reader, each once.
+    assert sorted(c.k8s_name for c in of_kind(dev, "ClusterRole")) == [
+        "cityhub-operator",
+        "cityhub-operator-secrets",
+        "cityhub:catalog-reader",
+        "cityhub:department-admin",
+        "cityhub:department-developer",
+        "cityhub:department-viewer",
+    ]
 
 
 def test_request_group_is_the_operators() -> None:

@@ -176,6 +176,6 @@ def test_probe_settings_say_what_a_bad_value_needs() -> None:
     assert ProbeSettings.from_env({"CITYHUB_PROBE_INTERVAL": "0"}).interval == 0
     with pytest.raises(ValueError, match=r"CITYHUB_PROBE_INTERVAL=soon: needs to be a number of seconds"):
         ProbeSettings.from_env({"CITYHUB_PROBE_INTERVAL": "soon"})
-    with pytest.raises(ValueError, match=r"CITYHUB_PROBE_TIMEOUT=0: needs to be a number of seconds, above"):
+    with pytest.raises(ValueError, match=r"CITYHUB_PROBE_TIMEOUT=0: needs to be a number of seconds"):
         ProbeSettings.from_env({"CITYHUB_PROBE_TIMEOUT": "0"})
     assert probes.DEFAULT_APDEX_THRESHOLD == 0.5

@@ -25,6 +25,7 @@ from cityhub_operator.driver import (
     TemporaryBackendError,
 )
 
+from component_types.identity import keycloak
 from component_types.identity.driver import model
 from component_types.identity.driver.admin import AdminError, KeycloakAdmin, q
 from component_types.identity.driver.probe import TokenProbe
@@ -35,15 +36,6 @@ log = logging.getLogger("component_types.identity.driver")
 SCOPES_TTL = 30.0
 """Seconds the realm's client-scope list is reused between ensures (a scope created meanwhile is found on
 the next look-up: an unknown name triggers one)."""
-# The city realm is created with a long SSO session so that each client's own (plan-bounded) session
-# lifespan is what applies, not the realm's 10-hour default.
-REALM_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "displayName": "City identity",
-    "ssoSessionMaxLifespan": 30 * 86400,
-    "ssoSessionIdleTimeout": 86400,
-    "accessTokenLifespan": 300,
-}
 
 
 class Vanished(TemporaryBackendError):
@@ -232,7 +224,8 @@ class IdentityDriver:
             if await self.admin.get(self._realm) is None:
                 log.info("creating realm %s", self.settings.realm)
                 try:
-                    await self.admin.call("POST", "/realms", {"realm": self.settings.realm, **REALM_DEFAULTS})
+                    realm = {"realm": self.settings.realm, **keycloak.REALM_DEFAULTS}
+                    await self.admin.call("POST", "/realms", realm)
                 except AdminError as e:
                     if e.status != 409:
                         raise PermanentBackendError(
