@@ -20,6 +20,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -251,10 +252,11 @@ def port_accepts(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
         return False
 
 
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    """Whether GET `url` answers 200 (readiness endpoints)."""
+def http_ok(url: str, timeout: float = 1.0, ca_file: Path | None = None) -> bool:
+    """Whether GET `url` answers 200 (readiness endpoints); HTTPS verified against `ca_file` when given."""
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return int(resp.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False

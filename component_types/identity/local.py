@@ -121,7 +121,12 @@ class KeycloakServer:
 
     @property
     def health_url(self) -> str:
-        return f"http://{HOST}:{self.management_port}{keycloak.READY_PATH}"
+        # With HTTPS on, Keycloak serves its management interface (health) over HTTPS too.
+        scheme = "https" if self.https_port else "http"
+        return f"{scheme}://{HOST}:{self.management_port}{keycloak.READY_PATH}"
+
+    def healthy(self) -> bool:
+        return http_ok(self.health_url, ca_file=self.tls_dir / "ca.crt" if self.https_port else None)
 
     @property
     def admin_secret_file(self) -> Path:
@@ -174,7 +179,7 @@ class KeycloakServer:
                 serves="identity backend (Keycloak)",
                 url=self.url,
             )
-        wait_ready(self.record, lambda: http_ok(self.health_url), timeout, 0.5)
+        wait_ready(self.record, self.healthy, timeout, 0.5)
         return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> str:
