@@ -141,7 +141,7 @@ def set_up_sign_in(type_name: str, backend: LocalBackend, admin_kubeconfig: Path
     else:
         print(
             f"sign-in: configure your cluster's API server to trust {backend.issuer.url} "
-            "(docs/department-guide.md, 管理员: API server)"
+            "(docs/department-guide.md, 平台管理员: API server)"
         )
 
 

@@ -35,6 +35,8 @@ from cityhub import paths
 from cityhub.embedded_cluster.pki import write_private
 from cityhub_api import people, registry
 
+ACCEPT_TIMEOUT = 120.0
+"""Seconds `cityhub login` waits for the API server to accept a new issuer's tokens."""
 REFRESH_MARGIN = 30
 """Seconds before an ID token expires when `cityhub token` already fetches the next one."""
 
@@ -148,8 +150,41 @@ def login(user: str, password: str) -> Path:
             "in the hub. Ask your department's administrator (管理员) to add you to the department's group "
             f"(e.g. {people.idp_group('<department>', 'developer')})."
         )
+    _wait_until_accepted(reply["id_token"], directory)
     _save_tokens(user, reply, directory)
     return _write_kubeconfig(user, directory, memberships[0][0])
+
+
+def _accepted(token: str, directory: Directory) -> int:
+    """The HTTP status of a SelfSubjectReview with `token` (201: the API server knows who it is)."""
+    body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode()
+    req = urllib.request.Request(
+        f"{directory.server}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    context = ssl.create_default_context(cadata=base64.b64decode(directory.server_ca).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError as e:
+        raise SignInError(f"the hub's API server at {directory.server} is unreachable: {e}") from e
+
+
+def _wait_until_accepted(token: str, directory: Directory, timeout: float = ACCEPT_TIMEOUT) -> None:
+    """The API server takes a moment to trust a newly configured issuer (it reloads its authentication
+    configuration and fetches the issuer's keys): wait for it rather than hand out a useless kubeconfig."""
+    deadline = time.monotonic() + timeout
+    while (status := _accepted(token, directory)) == 401 and time.monotonic() < deadline:
+        time.sleep(1)
+    if status == 401:
+        raise SignInError(
+            f"the hub's API server at {directory.server} does not accept sign-ins from {directory.issuer}: "
+            "its authentication configuration must trust that issuer (docs/department-guide.md, 平台管理员); "
+            "ask the platform team"
+        )
 
 
 def _save_tokens(user: str, reply: dict[str, Any], directory: Directory) -> None:

@@ -18,6 +18,7 @@ only; the SQL (catalog_sql.py) goes through psql, so nothing here imports a data
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import signal
@@ -407,12 +408,14 @@ class LocalMaps:
         records: Supervisor | None = None,
         process_name: Callable[[str], str] = lambda what: f"maps-{what}",
         binaries: Binaries | None = None,
+        postgis_directory: Path | None = None,
     ) -> None:
+        """`postgis_directory`: where PostgreSQL keeps its cluster (default `directory`/postgis)."""
         self.directory = Path(directory)
         self.secret_file = Path(secret_file)
         self.binaries = binaries or Binaries.from_env(Env())
         self.postgis = PostgisServer(
-            self.directory / "postgis",
+            postgis_directory or self.directory / "postgis",
             postgres_password,
             name=process_name("postgres"),
             records=records,
@@ -467,6 +470,22 @@ class LocalMaps:
         self.postgis.stop()
 
 
+def postgis_home(directory: Path) -> Path:
+    """Where the embedded default's PostgreSQL keeps its cluster: `directory`/postgis, unless (as root) the
+    postgres user cannot enter `directory` — a state directory in a private folder (a fresh clone under a
+    mode-0700 temporary directory, pytest's). Then a stable folder of its own under the system's temporary
+    directory, named after `directory`, so a restart finds the same data."""
+    wanted = directory / "postgis"
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or _unreachable_ancestor(wanted) is None:
+        return wanted
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:12]
+    home = Path(tempfile.gettempdir()) / f"cityhub-maps-{digest}"
+    home.mkdir(mode=0o711, exist_ok=True)
+    home.chmod(0o711)
+    return home / "postgis"
+
+
 def start(ctx: LocalContext) -> LocalBackend:
     """PostGIS + martin for the operator's maps driver; reused while they run."""
     local = LocalMaps(
@@ -476,6 +495,7 @@ def start(ctx: LocalContext) -> LocalBackend:
         records=ctx.supervisor,
         process_name=ctx.process_name,
         binaries=Binaries.from_env(ctx.env, ctx.cache),
+        postgis_directory=postgis_home(ctx.directory),
     ).start()
     assert local.postgis.record is not None and local.martin.record is not None
     return LocalBackend(
