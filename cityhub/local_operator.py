@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -89,26 +90,36 @@ def _service_account_kubeconfig(admin: Path, out: Path) -> Path | None:
 
 
 def start_backends(sup: Supervisor, only: tuple[str, ...] = ()) -> tuple[dict[str, LocalBackend], list[str]]:
-    """Start every type's local backend (or those in `only`); returns the started ones and the failures."""
-    started: dict[str, LocalBackend] = {}
-    failed: list[str] = []
-    for ctype in registry.component_types().values():
-        if (only and ctype.name not in only) or not ctype.has(registry.LOCAL):
-            continue
+    """Start every type's local backend (or those in `only`), side by side (Keycloak's JVM takes longest);
+    returns the started ones and the failures."""
+    types = [
+        t
+        for t in registry.component_types().values()
+        if t.has(registry.LOCAL) and (not only or t.name in only)
+    ]
+
+    def launch(ctype: registry.ComponentType) -> LocalBackend:
         ctx = LocalContext(
             type_name=ctype.name,
             directory=paths.state_dir() / "backends" / ctype.name,
             supervisor=sup,
             cache=paths.cache_dir(),
         )
+        return ctype.load(registry.LOCAL).start(ctx)  # type: ignore[no-any-return]
+
+    started: dict[str, LocalBackend] = {}
+    failed: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, len(types))) as pool:
+        futures = {t.name: pool.submit(launch, t) for t in types}
+    for name, future in futures.items():
         try:
-            backend = ctype.load(registry.LOCAL).start(ctx)
+            backend = future.result()
         except (ProcessFailed, FileNotFoundError, OSError) as e:
-            failed.append(ctype.name)
-            print(f"{ctype.name}: backend did not start: {e}", file=sys.stderr)
+            failed.append(name)
+            print(f"{name}: backend did not start: {e}", file=sys.stderr)
             continue
-        started[ctype.name] = backend
-        print(f"{ctype.name}: {backend.summary or 'started'}")
+        started[name] = backend
+        print(f"{name}: {backend.summary or 'started'}")
     return started, failed
 
 

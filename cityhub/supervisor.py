@@ -22,6 +22,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -209,7 +210,8 @@ def port_is_free(port: int, host: str = HOST) -> bool:
 
 
 _promised: set[int] = set()
-"""Ports this process handed out: two servers started in a row never get the same one."""
+"""Ports this process handed out: two servers started in a row (or side by side) never get the same one."""
+_picking = threading.Lock()
 
 
 def free_port(exclude: Iterable[int] = (), host: str = HOST) -> int:
@@ -219,7 +221,12 @@ def free_port(exclude: Iterable[int] = (), host: str = HOST) -> int:
     a server on an ephemeral port stops, the kernel may give that port to any outgoing connection as its
     source port, and the server cannot be restarted on its recorded port.
     """
-    taken = set(exclude) | _promised
+    with _picking:
+        return _free_port(set(exclude), host)
+
+
+def _free_port(exclude: set[int], host: str) -> int:
+    taken = exclude | _promised
     low, _ = ephemeral_port_range()
     if low - LOWEST_PORT >= 1000:
         for _ in range(200):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cityhub import paths
 from cityhub_api import registry
@@ -28,33 +29,20 @@ REPO = Path(__file__).resolve().parents[2]
 CITYHUB = str(Path(sys.executable).parent / "cityhub")
 NS = "dept-jiaotong"
 PASSWORD = "Jiaotong-2026-pass"
-REQUESTS = {
-    "messaging": {"kind": "MessagingChannel", "name": "road-events", "spec": {"offering": "messaging"}},
-    "identity": {
-        "kind": "IdentityClient",
-        "name": "dispatch",
-        "spec": {"offering": "identity", "type": "confidential", "redirectUris": ["https://d.example/cb"]},
-    },
-    "maps": {
-        "kind": "MapLayer",
-        "name": "signals",
-        "spec": {
-            "offering": "maps",
-            "geometryType": "Point",
-            "attributes": [{"name": "code", "type": "text"}],
-        },
-    },
-    "inference": {
-        "kind": "InferenceEndpoint",
-        "name": "flow",
-        "spec": {"offering": "inference", "model": "traffic-flow", "plan": "cpu-small"},
-    },
-    "sensing": {
-        "kind": "SensorFleet",
-        "name": "counters",
-        "spec": {"offering": "sensing", "devices": ["c1"]},
-    },
-}
+EXAMPLES = REPO / "docs" / "examples" / "jiaotong"
+"""交通运输局's docs examples (README command 1 applies the same files): one request of every type, an app
+mounting every connection Secret, a feedback."""
+
+
+def examples() -> list[dict[str, Any]]:
+    return [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(EXAMPLES.glob("*.yaml"))]
+
+
+def requests() -> list[dict[str, Any]]:
+    return [d for d in examples() if d["apiVersion"].startswith("hub.cityhub.io/") and d["kind"] != FEEDBACK]
+
+
+FEEDBACK = "ComponentFeedback"
 
 
 def run(*args: str, stdin: str | None = None, env: dict[str, str], check: bool = True) -> Any:
@@ -111,51 +99,6 @@ def sign_in(env: dict[str, str], user: str, department: str | None, role: str = 
     return Person(user, Path(env["CITYHUB_STATE"]) / "people" / user / "kubeconfig", env)
 
 
-def manifest(type_name: str) -> dict[str, Any]:
-    r = REQUESTS[type_name]
-    return {
-        "apiVersion": "hub.cityhub.io/v1alpha1",
-        "kind": r["kind"],
-        "metadata": {"name": r["name"], "namespace": NS},
-        "spec": r["spec"],
-    }
-
-
-def workload(secrets: list[str]) -> dict[str, Any]:
-    """A restricted-PodSecurity Deployment mounting every connection Secret as files."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "traffic-app", "namespace": NS},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "traffic-app"}},
-            "template": {
-                "metadata": {"labels": {"app": "traffic-app"}},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": "registry.jiaotong.city.gov.cn/traffic-app:1.0",
-                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                            "volumeMounts": [
-                                {"name": s, "mountPath": f"/var/run/secrets/cityhub/{s}", "readOnly": True}
-                                for s in secrets
-                            ],
-                        }
-                    ],
-                    "volumes": [{"name": s, "secret": {"secretName": s}} for s in secrets],
-                },
-            },
-        },
-    }
-
-
 def test_a_department_uses_the_hub_with_kubectl_alone(hub: dict[str, str]) -> None:
     admin = sign_in(hub, "jt-admin", "jiaotong", "admin")
     developer = sign_in(hub, "jt-dev", "jiaotong", "developer")
@@ -167,22 +110,25 @@ def test_a_department_uses_the_hub_with_kubectl_alone(hub: dict[str, str]) -> No
     offerings = json.loads(viewer.kubectl("get", "componentofferings", "-o", "json").stdout)["items"]
     assert {o["spec"]["componentType"] for o in offerings} == set(registry.component_types())
 
-    # One request of every type, by the developer; all Ready.
-    for type_name in registry.component_types():
-        developer.apply(manifest(type_name))
-    for type_name, r in REQUESTS.items():
-        plural = registry.component_types()[type_name].plural
-        admin.kubectl("wait", "--for=condition=Ready", "--timeout=180s", f"{plural}/{r['name']}", "-n", NS)
+    # One request of every type, by the developer (the docs examples); all Ready.
+    kinds = {registry.component_type_by_kind(d["kind"]).name for d in requests()}
+    assert kinds == set(registry.component_types()), "the examples request one component of every type"
+    for doc in examples():
+        developer.apply(doc)
+    for doc in requests():
+        plural = registry.component_type_by_kind(doc["kind"]).plural
+        name = doc["metadata"]["name"]
+        admin.kubectl("wait", "--for=condition=Ready", "--timeout=180s", f"{plural}/{name}", "-n", NS)
     listed = developer.kubectl("get", "cityhub", "-n", NS).stdout
-    assert all(r["name"] in listed for r in REQUESTS.values())
+    assert all(d["metadata"]["name"] in listed for d in requests())
 
-    # A workload mounting every connection Secret: the developer may deploy it without reading them.
-    secrets = [f"{r['name']}-connection" for r in REQUESTS.values()]
-    developer.apply(workload(secrets))
+    # The app mounts every connection Secret: the developer deployed it without reading them.
     admin.kubectl("rollout", "status", "deployment/traffic-app", "-n", NS, "--timeout=120s")
     pods = json.loads(viewer.kubectl("get", "pods", "-n", NS, "-l", "app=traffic-app", "-o", "json").stdout)
     (pod,) = pods["items"]
     assert pod["spec"]["nodeName"].startswith("cityhub-cpu-") and pod["status"]["phase"] == "Running"
+    mounted = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert mounted == {f"{d['metadata']['name']}-connection" for d in requests()}
 
     # Secrets: the administrator reads them, the developer and the viewer may not.
     data = json.loads(admin.kubectl("get", "secret", "road-events-connection", "-n", NS, "-o", "json").stdout)
@@ -190,21 +136,14 @@ def test_a_department_uses_the_hub_with_kubectl_alone(hub: dict[str, str]) -> No
     assert "forbidden" in developer.refused("get", "secret", "road-events-connection", "-n", NS).lower()
     assert "forbidden" in viewer.refused("get", "secrets", "-n", NS).lower()
     viewer.refused("delete", "messagingchannel", "road-events", "-n", NS)
-
-    # Feedback on what the department uses.
-    feedback = {
-        "apiVersion": "hub.cityhub.io/v1alpha1",
-        "kind": "ComponentFeedback",
-        "metadata": {"name": "first-week", "namespace": NS},
-        "spec": {"componentType": "messaging", "component": "road-events", "rating": 5, "comment": "稳定"},
-    }
-    developer.apply(feedback)
+    feedback = json.loads(viewer.kubectl("get", "componentfeedbacks", "-n", NS, "-o", "json").stdout)
+    assert [f["spec"]["rating"] for f in feedback["items"]] == [5]
 
     # Nothing in 应急管理局's namespace, whatever the role.
     for person in (admin, developer, viewer):
         person.refused("get", "pods", "-n", "dept-yingji")
         person.refused("get", "secrets", "-n", "dept-yingji")
-    other = {**manifest("messaging"), "metadata": {"name": "spy", "namespace": "dept-yingji"}}
+    other = {**requests()[0], "metadata": {"name": "spy", "namespace": "dept-yingji"}}
     proc = admin.kubectl("create", "-f", "-", stdin=json.dumps(other), check=False)
     assert proc.returncode != 0 and "forbidden" in proc.stderr.lower()
 
@@ -282,10 +221,9 @@ def test_the_docs_example_secret_keys_are_what_departments_get(hub: dict[str, st
         pytest.fail("docs/department-guide.md is missing", pytrace=False)
     text = guide.read_text(encoding="utf-8")
     admin = Person("jt-admin", Path(hub["CITYHUB_STATE"]) / "people" / "jt-admin" / "kubeconfig", hub)
-    for r in REQUESTS.values():
-        secret = json.loads(
-            admin.kubectl("get", "secret", f"{r['name']}-connection", "-n", NS, "-o", "json").stdout
-        )
+    for doc in requests():
+        name = f"{doc['metadata']['name']}-connection"
+        secret = json.loads(admin.kubectl("get", "secret", name, "-n", NS, "-o", "json").stdout)
         keys = {k for k in secret["data"] if not k.startswith("device-")}
         missing = sorted(k for k in keys if f"`{k}`" not in text)
-        assert not missing, f"{r['kind']}'s Secret keys not in the department guide: {missing}"
+        assert not missing, f"{doc['kind']}'s Secret keys not in the department guide: {missing}"

@@ -54,7 +54,7 @@ CA_PLACEHOLDER = "-----BEGIN CERTIFICATE-----\n<the issuer's CA certificate>\n--
 
 def example_files() -> list[Path]:
     found = [f for t in registry.component_types().values() for f in (t.folder / "examples").glob("*.yaml")]
-    return sorted(found + list((ROOT / "docs" / "examples").glob("*.yaml")))
+    return sorted(found + list((ROOT / "docs" / "examples").rglob("*.yaml")))
 
 
 def doc_pages() -> list[Path]:
