@@ -93,7 +93,7 @@ def _post(url: str, form: dict[str, str], ca_file: str) -> dict[str, Any]:
         data=urllib.parse.urlencode(form).encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+    context = ssl.create_default_context(cafile=ca_file or None) if url.startswith("https") else None
     try:
         with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return dict(json.load(resp))
@@ -278,6 +278,19 @@ def people_module() -> Any:
     return found[0].load(registry.PEOPLE)
 
 
+def _record_directory(args: argparse.Namespace) -> None:
+    """What a person on a real cluster is told by the platform team: the issuer and the API server."""
+    if not (args.issuer and args.server and args.server_ca_file):
+        raise SignInError("--issuer, --server and --server-ca-file go together: the platform team has them")
+    Directory(
+        issuer=args.issuer.rstrip("/"),
+        ca_file=args.issuer_ca_file or ssl.get_default_verify_paths().cafile or "",
+        server=args.server.rstrip("/"),
+        server_ca=base64.b64encode(Path(args.server_ca_file).read_bytes()).decode(),
+        identity={},
+    ).save()
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
@@ -290,6 +303,13 @@ def main(argv: list[str]) -> int:
     login_p = sub.add_parser("login", help="sign in with the city's identity; writes a kubeconfig")
     login_p.add_argument("user")
     login_p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    setup = login_p.add_argument_group(
+        "a real cluster (the embedded default needs none: `cityhub operator start` records them)"
+    )
+    setup.add_argument("--issuer", help="the city's identity, e.g. https://id.city.gov.cn/realms/city")
+    setup.add_argument("--issuer-ca-file", help="CA certificate of the issuer's TLS (default: the system's)")
+    setup.add_argument("--server", help="the hub's API server, e.g. https://hub.city.gov.cn:6443")
+    setup.add_argument("--server-ca-file", help="CA certificate of the API server")
     token_p = sub.add_parser("token", help="the exec credential kubectl runs (prints an ExecCredential)")
     token_p.add_argument("user")
     people_p = sub.add_parser("people", help="people of the embedded default's identity")
@@ -302,6 +322,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "login":
+            if args.issuer or args.server:
+                _record_directory(args)
             kubeconfig = login(args.user, _password(args))
             print(f"signed in as {args.user}; use it with:\n  export KUBECONFIG={kubeconfig}")
         elif args.command == "token":
