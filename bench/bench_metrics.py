@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import time
 import urllib.request
@@ -21,6 +20,8 @@ from typing import Any
 import prometheus_client
 from cityhub_operator import metrics
 from cityhub_operator.outcomes import OUTCOMES, Feedback
+
+from cityhub import supervisor
 
 TYPES = {"messaging": "messaging", "identity": "identity", "maps": "maps", "inference": "inference"}
 CONTROLLERS = {"messaging": "MessagingChannel", "identity": "IdentityClient", "maps": "MapLayer",
@@ -76,9 +77,7 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=50)
     args = parser.parse_args()
     fill(args.components, args.departments)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = supervisor.free_port()
     server, thread = prometheus_client.start_http_server(port, addr="127.0.0.1")
     try:
         times, text = [], ""
