@@ -194,8 +194,22 @@ def _v(
     return rule
 
 
+def _grade_label(obj: str) -> str:
+    return (
+        f"(has({obj}.metadata.labels) && '{labels.DATA_GRADE}' in {obj}.metadata.labels ? "
+        f"{obj}.metadata.labels['{labels.DATA_GRADE}'] : '')"
+    )
+
+
 _SPEC_WRITES = [
-    {"name": "spec-writes", "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec"},
+    # The rules run on what can change their verdict: the spec, and the data-grade label (a label-only
+    # update must not slip core data past the grade rules). Other metadata updates (the operator's
+    # finalizer, annotations) always pass, so deleting a request admitted under an older catalog never sticks.
+    {
+        "name": "spec-writes",
+        "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec || "
+        f"{_grade_label('object')} != {_grade_label('oldObject')}",
+    },
     {"name": "not-deleting", "expression": "!has(object.metadata.deletionTimestamp)"},
 ]
 
@@ -284,6 +298,14 @@ def request_policy(types: Iterable[RequestType]) -> dict[str, Any]:
                 "namespaceObject.metadata.name + ' is cleared for ' + variables.deptGrade + "
                 f"' data only: lower metadata.labels[{labels.DATA_GRADE}] or raise the department\\'s "
                 "dataGrade in the stack'",
+            ),
+            _v(
+                "!has(object.spec.visibility) || object.spec.visibility != 'Public' || "
+                "variables.grade == 'general'",
+                message_expression="'spec.visibility: Public serves the component to every department and to "
+                "anyone with its URL; only general (一般) data may be public, this request carries ' + "
+                f"variables.grade + ' data: choose Shared with named departments, or (if the data really is "
+                f"general) label it metadata.labels[{labels.DATA_GRADE}]=general'",
             ),
             _v(
                 "variables.grade != 'core' || variables.zone in params.spec.privateZones",

@@ -313,3 +313,49 @@ def test_missing_params_fail_closed(cluster: Path) -> None:
         for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
             doc["metadata"].pop(key, None)
         testing.apply(cluster, [doc])
+
+
+def layer(ns: str, name: str, visibility: str, grade: str | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "apiVersion": "hub.cityhub.io/v1alpha1",
+        "kind": "MapLayer",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"offering": "maps", "geometryType": "Point", "visibility": visibility},
+    }
+    if grade:
+        doc["metadata"]["labels"] = {"cityhub.io/data-grade": grade}
+    return doc
+
+
+def test_only_general_data_is_public(cluster: Path) -> None:
+    """A core-grade layer set Public would be served to every department: refused, whatever the sharing."""
+
+    def make(doc: dict[str, Any]) -> Any:
+        return testing.kubectl(cluster, "create", "-f", "-", stdin=json.dumps(doc), check=False)
+
+    refused(make(layer("dept-adm-core", "open-core", "Public")), "spec.visibility: Public serves")
+    refused(make(layer("dept-adm-important", "open-imp", "Public")), "this request carries important data")
+    admitted(make(layer("dept-adm-core", "open-general", "Public", grade="general")))
+    admitted(make(layer("dept-adm-general", "open", "Public")))
+
+
+def test_a_label_only_update_cannot_raise_the_grade_past_the_rules(cluster: Path) -> None:
+    """Shared with a general department as general data, then relabelled core: refused (it used to pass
+    as a metadata-only update)."""
+    doc = testing.channel("dept-adm-core", "relabel", shareWith=[{"department": "dept-adm-general"}])
+    doc["metadata"]["labels"] = {"cityhub.io/data-grade": "general"}
+    admitted(testing.kubectl(cluster, "create", "-f", "-", stdin=json.dumps(doc), check=False))
+    relabel = testing.kubectl(
+        cluster,
+        "-n",
+        "dept-adm-core",
+        "label",
+        "--overwrite",
+        "messagingchannel",
+        "relabel",
+        "cityhub.io/data-grade=core",
+        check=False,
+    )
+    refused(relabel, "may not read core data")
+    still = testing.kubectl(cluster, "-n", "dept-adm-core", "get", "mch", "relabel", "-o", "json")
+    assert json.loads(still.stdout)["metadata"]["labels"]["cityhub.io/data-grade"] == "general"
