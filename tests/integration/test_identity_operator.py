@@ -246,7 +246,8 @@ def test_confidential_client_token_carries_department_and_roles(
     assert claims["iss"] == secret["issuer"] == f"{keycloak.url}/realms/city"
     aud = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     assert "jiaotong.dispatch" in aud and claims["azp"] == "jiaotong.dispatch"
-    assert claims["department"] == "jiaotong" and claims["groups"] == ["jiaotong"]
+    assert claims["client_department"] == "jiaotong" and claims["groups"] == ["jiaotong"]
+    assert "department" not in claims, "a claim named department would read as the person's department"
     assert roles_of(claims) == {"jiaotong:viewer", "jiaotong:editor"}
     assert claims["exp"] - claims["iat"] == 300  # the plan's default accessTokenLifespan, 5m
 

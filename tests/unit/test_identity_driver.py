@@ -119,10 +119,10 @@ def test_differences_name_changed_fields_only() -> None:
 def test_mappers_put_department_and_audience_in_tokens() -> None:
     mappers = model.desired_mappers(request())
     assert mappers["cityhub-audience"]["config"]["included.client.audience"] == "jiaotong.dispatch"
-    assert mappers["cityhub-department"]["config"]["claim.value"] == "jiaotong"
+    assert mappers["cityhub-client-department"]["config"]["claim.value"] == "jiaotong"
     assert not model.mapper_differs(mappers["cityhub-groups"], mappers["cityhub-groups"])
-    tampered = {**mappers["cityhub-department"], "config": {"claim.value": "weijian"}}
-    assert model.mapper_differs(tampered, mappers["cityhub-department"])
+    tampered = {**mappers["cityhub-client-department"], "config": {"claim.value": "weijian"}}
+    assert model.mapper_differs(tampered, mappers["cityhub-client-department"])
 
 
 def test_endpoints_use_the_public_url() -> None:

@@ -5,7 +5,8 @@ group       one top-level group per department, named after its namespace
 role        realm role <department>:<role> for each department role a client names
 client      client_id <department>.<name> (request names are DNS labels, so '.' cannot be ambiguous);
             full scope off, so tokens carry only the realm roles mapped to the client's scope
-mappers     cityhub-audience (aud = client_id), cityhub-department (claim department),
+mappers     cityhub-audience (aud = client_id), cityhub-client-department (claim client_department: the
+            department owning the client, whoever signs in),
             cityhub-groups (claim groups: the department's group)
 service     a confidential client's service account is in the department's group and holds exactly
 account     the client's department roles: its client-credentials tokens carry them
@@ -161,10 +162,13 @@ def desired_mappers(request: Request) -> dict[str, dict[str, Any]]:
             },
         },
         {
-            "name": f"{MAPPER_PREFIX}department",
+            # The department that owns the client (the authorized party), not the signed-in person's: it is
+            # the same for whoever signs in, so it is not called `department` (an app must not mistake it for
+            # the person's). A person's department memberships are in `groups`.
+            "name": f"{MAPPER_PREFIX}client-department",
             "protocolMapper": "oidc-hardcoded-claim-mapper",
             "config": {
-                "claim.name": "department",
+                "claim.name": "client_department",
                 "claim.value": request.department,
                 "jsonType.label": "String",
                 **claim,
