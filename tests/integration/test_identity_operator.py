@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cityhub_operator.driver import Request
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -262,9 +263,13 @@ def test_confidential_client_token_carries_department_and_roles(
     with pytest.raises(InvalidSignature):
         verified_claims(f"{head}.{forged}.{signature}", secret["jwks_uri"])
 
-    # The operator's own probe works with the same Secret.
+    # The operator's own probe works with the same Secret, and never goes where the Secret says: a tampered
+    # token endpoint (SSRF) is not where the probe connects.
+    request = Request("jiaotong", "dispatch", obj["metadata"]["uid"], "jiaotong", obj["spec"], {})
+    tampered = {**secret, "token_endpoint": "http://169.254.169.254/latest/meta-data", "issuer": "evil"}
+
     async def probe(driver: IdentityDriver) -> None:
-        await driver.probe(None, secret)  # type: ignore[arg-type]
+        await driver.probe(request, tampered)
 
     admin(keycloak, probe)
 

@@ -180,8 +180,12 @@ class IdentityDriver:
                 ) from e
 
     async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
-        """Use the client as the department would, with only its Secret (probe.py)."""
-        await self._probe.probe(secret)
+        """Use the client as the department would (probe.py). Only its credential comes from the Secret:
+        where to connect comes from the operator's own settings, so whoever can write the Secret cannot steer
+        the operator's traffic (SSRF)."""
+        internal = model.endpoints(self.settings.url, self.settings.realm, request)
+        expected_issuer = model.issuer(self.settings.issuer_base, self.settings.realm)
+        await self._probe.probe(internal, expected_issuer, secret.get("client_secret", ""))
 
     # -- helpers -----------------------------------------------------------------------------------
 

@@ -30,33 +30,35 @@ class TokenProbe:
             await self._http.close()
             self._http = None
 
-    async def probe(self, secret: Mapping[str, str]) -> None:
-        """A client-credentials grant with the Secret's credentials (public clients: discovery document)."""
+    async def probe(self, endpoints: Mapping[str, str], issuer: str, client_secret: str) -> None:
+        """A client-credentials grant with the Secret's client secret at `endpoints` (the operator's own,
+        never the Secret's); a public client (no secret): the discovery document names `issuer`."""
         http = self._session()
         try:
-            if secret.get("client_secret"):
+            if client_secret:
                 form = {
                     "grant_type": "client_credentials",
-                    "client_id": secret["client_id"],
-                    "client_secret": secret["client_secret"],
+                    "client_id": endpoints["client_id"],
+                    "client_secret": client_secret,
                 }
-                async with http.post(secret["token_endpoint"], data=form) as resp:
+                async with http.post(endpoints["token_endpoint"], data=form) as resp:
                     body = await resp.json(content_type=None)
                     if resp.status >= 500:
                         raise TemporaryBackendError(f"token endpoint answered HTTP {resp.status}")
                     if resp.status != 200 or "access_token" not in (body or {}):
                         raise BackendError(
-                            f"client-credentials grant for {secret['client_id']} refused: HTTP {resp.status} "
+                            f"client-credentials grant for {endpoints['client_id']} refused: "
+                            f"HTTP {resp.status} "
                             f"{(body or {}).get('error', '')}"
                         )
                 return
-            async with http.get(secret["discovery_url"]) as resp:
+            async with http.get(endpoints["discovery_url"]) as resp:
                 body = await resp.json(content_type=None)
-                if resp.status != 200 or (body or {}).get("issuer") != secret.get("issuer"):
-                    raise BackendError(f"discovery document at {secret['discovery_url']}: HTTP {resp.status}")
+                if resp.status != 200 or (body or {}).get("issuer") != issuer:
+                    where = endpoints["discovery_url"]
+                    raise BackendError(f"discovery document at {where}: HTTP {resp.status}")
         except (aiohttp.ClientError, TimeoutError) as e:
             raise TemporaryBackendError(
                 f"identity probe: cannot reach Keycloak: {e or type(e).__name__}"
             ) from e
-        except KeyError as e:
-            raise BackendError(f"identity probe: the Secret lacks {e}") from e
+

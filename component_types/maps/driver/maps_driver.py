@@ -332,6 +332,7 @@ class MapsDriver:
     # -- probe -------------------------------------------------------------------------------------
 
     async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
-        """Fetch tile 0/0/0 of the layer with the department's token, as a map client would."""
-        lid = secret.get("layer") or layer_id(request.department, request.name)
+        """Fetch tile 0/0/0 of the layer with the department's token, as a map client would. Where to connect
+        and which layer come from the operator's settings and the request, only the token from the Secret."""
+        lid = layer_id(request.department, request.name)
         await probe_tile(self.settings.probe_url, lid, secret.get("tileToken", ""), self.settings.timeout)
