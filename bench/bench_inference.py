@@ -58,7 +58,8 @@ async def measure(env: dict[str, str], server_url: str, calls: int, warmup: int)
     result = await driver.ensure(request)
     headers = {"Content-Type": "application/json"}
     auth = {**headers, "Authorization": f"Bearer {result.credentials['apiKey']}"}
-    direct_url = f"{server_url}/v2/models/{result.endpoints['model']}/infer"
+    # The model's name on the shared server (naming.object_name), not the public <department>.<name>.
+    direct_url = f"{server_url}/v2/models/{result.backend['model']}/infer"
     try:
         async with aiohttp.ClientSession() as session:
             await timed(session, direct_url, headers, warmup)
@@ -101,6 +102,7 @@ def main() -> int:
         try:
             gateway.start()
             env = local.operator_env(server, gateway, local.model_store(cache), secret_file)
+            env["CITYHUB_INFERENCE_GPU_QUOTA"] = "*=0"  # no cluster here: quotas from a table (GPUs only)
             row = asyncio.run(measure(env, server.url, max(args.calls, 50), args.warmup))
         finally:
             gateway.stop()

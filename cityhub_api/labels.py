@@ -37,6 +37,9 @@ DISPLAY_NAME = "cityhub.io/display-name"
 
 COMPONENT_TYPE = f"{GROUP}/component-type"
 REQUEST = f"{GROUP}/request"
+REQUEST_UID = f"{GROUP}/request-uid"
+"""On backend objects a type creates in Kubernetes: the owning request's uid (checked before any patch or
+delete, so one department's request never changes another's object)."""
 """On each connection Secret: the component type and the request that owns it."""
 
 POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"

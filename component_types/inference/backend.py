@@ -16,6 +16,14 @@ driver creates one model server per endpoint (CITYHUB_INFERENCE_MODE=kubernetes)
     cityhub-models          PersistentVolumeClaim holding the model store, mounted read-only by model servers
     inference-model-servers NetworkPolicy: model servers take ingress from the gateway's pods only
     cityhub-operator-inference  Role + RoleBinding: the operator manages model servers there, and nowhere else
+and, when that is the GPU pool's own namespace (the system namespace has its own default-deny policy and
+hosts other backends):
+    inference-default-deny  NetworkPolicy: no ingress to the namespace's pods but what the policy above allows
+    Pod Security labels     `restricted` enforced on the namespace (a NamespacePatch: components/gpu_pool.py
+                            creates it); the driver's model servers are restricted-compliant (manifests.py)
+
+The gateway runs as a non-root user with a read-only root filesystem and no capabilities, and is told how many
+replicas run (`--replicas`): each admits requestsPerMinute // replicas of an endpoint's calls.
 """
 
 from __future__ import annotations
@@ -27,11 +35,15 @@ import pulumi_kubernetes as k8s
 
 from cityhub_api import labels
 from component_types.inference import naming
+from component_types.inference.gateway_limits import GatewayLimits
 from components.backends import OPERATOR_ACCOUNT, BackendArgs
 
-"""Kubernetes labels every namespace with its name; a NetworkPolicy selects a namespace by it."""
 OPERATOR_ROLE = "cityhub-operator-inference"
 MODEL_SERVERS_POLICY = "inference-model-servers"
+DEFAULT_DENY_POLICY = "inference-default-deny"
+POD_SECURITY_LEVEL = "restricted"
+GATEWAY_UID = 65532
+"""The operator image's user (operator/Dockerfile: USER 65532); the gateway runs from that image."""
 CRUD = ["get", "list", "create", "update", "patch", "delete"]
 MODEL_SERVER_RULES: list[dict[str, Any]] = [
     # One Deployment + Service per endpoint (or a KServe InferenceService where KServe runs).
@@ -103,6 +115,8 @@ class Backend(pulumi.ComponentResource):
             opts=child,
         )
         self._model_servers_policy(name, args, servers)
+        if labels.GPU_POOL in args.pools:
+            self._fence_pool_namespace(name, args, servers)
         self._operator_role(f"{name}-operator", OPERATOR_ROLE, args, servers, MODEL_SERVER_RULES)
         self._operator_role(f"{name}-operator-routes", f"{OPERATOR_ROLE}-routes", args, system, ROUTES_RULES)
 
@@ -131,7 +145,15 @@ class Backend(pulumi.ComponentResource):
             name="gateway",
             image=args.operator_image,
             command=["python", "-m", naming.GATEWAY_MODULE],
-            args=["--listen", f"0.0.0.0:{port}", "--routes", naming.ROUTES_MOUNT],
+            # --replicas: the rate limit is per replica (gateway_limits.py); the other limits keep their
+            # defaults (4 MiB bodies, 16 calls at once per endpoint, 32 per department, 256 in all).
+            args=[
+                "--listen",
+                f"0.0.0.0:{port}",
+                "--routes",
+                naming.ROUTES_MOUNT,
+                *GatewayLimits(replicas=replicas).argv(),
+            ],
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=port)],
             readiness_probe=k8s.core.v1.ProbeArgs(
                 http_get=k8s.core.v1.HTTPGetActionArgs(path="/v2/health/live", port=port)
@@ -142,6 +164,11 @@ class Backend(pulumi.ComponentResource):
             volume_mounts=[
                 k8s.core.v1.VolumeMountArgs(name="routes", mount_path=naming.ROUTES_MOUNT, read_only=True)
             ],
+            security_context=k8s.core.v1.SecurityContextArgs(
+                allow_privilege_escalation=False,
+                read_only_root_filesystem=True,
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+            ),
         )
         k8s.apps.v1.Deployment(
             f"{name}-gateway",
@@ -158,6 +185,11 @@ class Backend(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=args.pod_labels(naming.GATEWAY)),
                     spec=k8s.core.v1.PodSpecArgs(
                         automount_service_account_token=False,
+                        security_context=k8s.core.v1.PodSecurityContextArgs(
+                            run_as_non_root=True,
+                            run_as_user=GATEWAY_UID,
+                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+                        ),
                         node_selector={labels.POOL: labels.CPU_POOL},
                         containers=[container],
                         volumes=[
@@ -192,6 +224,33 @@ class Backend(pulumi.ComponentResource):
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=naming.MANAGED_LABELS),
                 policy_types=["Ingress"],
                 ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=[gateway])],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _fence_pool_namespace(self, name: str, args: BackendArgs, servers: pulumi.Input[str]) -> None:
+        """The model servers' own namespace: nothing reaches its pods but the gateway (the policy above adds
+        that to this default-deny), and its pods meet Pod Security `restricted`."""
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-default-deny",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=DEFAULT_DENY_POLICY, namespace=servers, labels=args.labels(DEFAULT_DENY_POLICY)
+            ),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(), policy_types=["Ingress"]
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        k8s.core.v1.NamespacePatch(
+            f"{name}-pod-security",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=servers,
+                labels={
+                    labels.POD_SECURITY_ENFORCE: POD_SECURITY_LEVEL,
+                    labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+                    labels.POD_SECURITY_WARN: POD_SECURITY_LEVEL,
+                    labels.POD_SECURITY_AUDIT: POD_SECURITY_LEVEL,
+                },
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

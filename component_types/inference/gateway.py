@@ -1,16 +1,24 @@
-"""The inference gateway: authenticates departments, enforces their rate limits, proxies KServe V2 calls.
+"""The inference gateway: authenticates departments, enforces their limits, proxies KServe V2 calls.
 
     python -m component_types.inference.gateway --listen HOST:PORT --routes DIR [--upstream URL]
+        [--max-body 4Mi] [--max-concurrent 256] [--max-concurrent-department 32]
+        [--max-concurrent-endpoint 16] [--timeout 30] [--connect-timeout 5] [--body-timeout 30] [--replicas 1]
 
 A runtime, not driver code: the stack runs it in the hub's system namespace (backend.py, pods behind the
 front door `inference`, port 8090), the embedded default as a local process (local.py, a free port).
 
-For /v2/models/{endpoint}[/versions/{v}]/{infer,ready} and /v2/models/{endpoint} it
+Every request target is first held to the allow-list (gateway_paths.py: exact paths only, no %-escapes,
+dot segments, backslashes or empty segments — else 400 naming the rule; other paths 404). Then, for
+/v2/models/{endpoint}[/versions/{v}]/{infer,ready} and the model's metadata, it
   1. finds the route of {endpoint} (<department>.<name>; routes.py) — unknown: 404,
   2. checks the caller's key (Authorization: Bearer <apiKey>, or X-Api-Key) against the route's hash —
      none: 401, another endpoint's or department's: 403,
-  3. admits at most requestsPerMinute calls in any 60 s per endpoint — more: 429 with Retry-After,
-  4. forwards the call to the route's server and model and returns its answer unchanged.
+  3. refuses a body over --max-body (413) and admits at most requestsPerMinute // --replicas calls in any
+     60 s per endpoint on this replica (429 with Retry-After),
+  4. admits at most --max-concurrent-endpoint calls at once per endpoint and --max-concurrent-department per
+     department (429), --max-concurrent in all (503),
+  5. reads the body within --body-timeout (408) and calls the route's server at a URL it builds itself from
+     the route's model name (never the client's path), within --timeout (504; unreachable: 502).
 /v2/health/live and /v2/health/ready need no key (ready: the --upstream server, if given, is ready).
 Route files are re-read when their directory changes, so new endpoints work without a restart.
 """
@@ -18,48 +26,30 @@ Route files are re-read when their directory changes, so new endpoints work with
 from __future__ import annotations
 
 import argparse
-import collections
+import asyncio
 import hmac
 import json
 import logging
 import math
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
+from cityhub_api import units
+from component_types.inference.gateway_limits import Concurrency, Full, GatewayLimits, RateLimiter
+from component_types.inference.gateway_paths import Call, PathRefused, parse
 from component_types.inference.routes import Route, RouteFiles, key_hash
 
 log = logging.getLogger("component_types.inference.gateway")
-WINDOW = 60.0
-HOP_HEADERS = {"content-type", "content-length"}
+FORWARDED_HEADERS = {"content-type"}
 
 
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-class RateLimiter:
-    """At most `limit` admissions in any WINDOW seconds per key (a sliding log: exact, O(limit) memory)."""
-
-    def __init__(self) -> None:
-        self._calls: dict[str, collections.deque[float]] = {}
-
-    def admit(self, key: str, limit: int, now: float | None = None) -> float:
-        """0 when admitted, else the seconds until a call would be."""
-        now = time.monotonic() if now is None else now
-        calls = self._calls.setdefault(key, collections.deque())
-        while calls and calls[0] <= now - WINDOW:
-            calls.popleft()
-        if len(calls) >= limit:
-            return max(0.001, calls[0] + WINDOW - now)
-        calls.append(now)
-        return 0.0
-
-    def forget(self, keep: set[str]) -> None:
-        for key in set(self._calls) - keep:
-            del self._calls[key]
+def _error(status: int, message: str, rule: str | None = None, **headers: str) -> web.Response:
+    body = {"error": message, **({"rule": rule} if rule else {})}
+    return web.json_response(body, status=status, headers=headers)
 
 
 class RouteTable:
@@ -83,17 +73,22 @@ def presented_key(request: web.Request) -> str | None:
 
 
 class Gateway:
-    def __init__(self, routes: RouteFiles, upstream: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, routes: RouteFiles, upstream: str | None = None, limits: GatewayLimits | None = None
+    ) -> None:
         self.routes = RouteTable(routes)
         self.upstream = upstream.rstrip("/") if upstream else None
+        self.limits = limits or GatewayLimits()
         self.limiter = RateLimiter()
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.concurrency = Concurrency(self.limits)
+        self.timeout = aiohttp.ClientTimeout(total=self.limits.timeout, connect=self.limits.connect_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=self.timeout, connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
+                timeout=self.timeout,
+                connector=aiohttp.TCPConnector(limit=self.limits.max_concurrent, keepalive_timeout=30),
             )
         return self._session
 
@@ -102,18 +97,25 @@ class Gateway:
             await self._session.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 2**20)
-        app.router.add_get("/v2/health/live", self.live)
-        app.router.add_get("/v2/health/ready", self.ready)
-        app.router.add_route("*", "/v2/models/{endpoint}", self.model)
-        app.router.add_route("*", "/v2/models/{endpoint}/{rest:.*}", self.model)
+        app = web.Application(client_max_size=self.limits.max_body)
+        # One catch-all route: the allow-list (gateway_paths.parse) decides, on the raw target, not aiohttp's
+        # router on the decoded one.
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_cleanup.append(self.close)
         return app
 
-    async def live(self, _: web.Request) -> web.Response:
-        return web.json_response({"live": True})
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            call = parse(request.method, request.raw_path, request.path)
+        except PathRefused as e:
+            return _error(e.status, e.message, e.rule)
+        if call.kind == "live":
+            return web.json_response({"live": True})
+        if call.kind == "ready":
+            return await self.ready()
+        return await self.model(request, call)
 
-    async def ready(self, _: web.Request) -> web.Response:
+    async def ready(self) -> web.Response:
         if self.upstream is None:
             return web.json_response({"ready": True})
         try:
@@ -123,9 +125,8 @@ class Gateway:
             ok = False
         return web.json_response({"ready": ok}, status=200 if ok else 503)
 
-    async def model(self, request: web.Request) -> web.StreamResponse:
-        endpoint = request.match_info["endpoint"]
-        rest = request.match_info.get("rest", "")
+    async def model(self, request: web.Request, call: Call) -> web.StreamResponse:
+        endpoint = call.endpoint
         route = self.routes.get(endpoint)
         if route is None:
             return _error(404, f"no inference endpoint {endpoint!r}; endpoints are named <department>.<name>")
@@ -139,20 +140,51 @@ class Gateway:
             )
         if not hmac.compare_digest(key_hash(key), route.key_sha256):
             return _error(403, f"this key is not allowed to call {endpoint}; use the key of its Secret")
-        wait = self.limiter.admit(route.endpoint + "/" + route.uid, route.requests_per_minute)
+        if (request.content_length or 0) > self.limits.max_body:
+            return self._too_large()
+        limit = self.limits.per_replica(route.requests_per_minute)
+        wait = self.limiter.admit(route.endpoint + "/" + route.uid, limit)
         if wait:
             return _error(
                 429,
                 f"rate limit of {endpoint}: {route.requests_per_minute} calls a minute (the plan's "
-                "requestsPerMinute); retry later or choose a larger plan",
+                f"requestsPerMinute; {limit} on each of the {self.limits.replicas} gateway replicas); retry "
+                "later or choose a larger plan",
                 **{"Retry-After": str(math.ceil(wait))},
             )
-        target = f"{route.server.rstrip('/')}/v2/models/{route.model}" + (f"/{rest}" if rest else "")
-        headers = {k: v for k, v in request.headers.items() if k.lower() in HOP_HEADERS}
-        body = await request.read()
+        try:
+            with self.concurrency.slot(endpoint, route.department):
+                return await self.forward(request, call, route)
+        except Full as e:
+            if e.scope == "gateway":
+                return _error(
+                    503, f"the gateway is busy ({e.limit} calls at once); retry", **{"Retry-After": "1"}
+                )
+            what = endpoint if e.scope == "endpoint" else f"department {route.department}"
+            return _error(
+                429,
+                f"concurrency limit of {what}: {e.limit} calls at once; wait for answers before sending more",
+                **{"Retry-After": "1"},
+            )
+
+    def _too_large(self) -> web.Response:
+        return _error(
+            413, f"request body over {self.limits.max_body} bytes (the gateway's --max-body); send fewer rows"
+        )
+
+    async def forward(self, request: web.Request, call: Call, route: Route) -> web.StreamResponse:
+        try:
+            body = await asyncio.wait_for(request.read(), self.limits.body_timeout)
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large()
+        except TimeoutError:
+            return _error(408, f"the request body did not arrive within {self.limits.body_timeout:g} s")
+        target = URL(route.server.rstrip("/") + call.upstream_path(route.model), encoded=True)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+        method = "POST" if call.kind == "infer" else "GET"
         try:
             async with (await self.session()).request(
-                request.method, target, data=body or None, headers=headers
+                method, target, data=body or None, headers=headers
             ) as resp:
                 payload = await resp.read()
                 return web.Response(
@@ -160,22 +192,64 @@ class Gateway:
                     status=resp.status,
                     headers={"Content-Type": resp.headers.get("Content-Type", "application/json")},
                 )
-        except (TimeoutError, aiohttp.ClientError) as e:
-            log.warning("upstream of %s unreachable: %s", endpoint, type(e).__name__)
-            return _error(502, f"the model server of {endpoint} is unreachable; retry later")
+        except TimeoutError:
+            log.warning("upstream of %s timed out", call.endpoint)
+            return _error(504, f"the model server of {call.endpoint} did not answer in time; retry later")
+        except aiohttp.ClientError as e:
+            log.warning("upstream of %s unreachable: %s", call.endpoint, type(e).__name__)
+            return _error(502, f"the model server of {call.endpoint} is unreachable; retry later")
 
 
-def main(argv: list[str] | None = None) -> int:
+def positive(kind: str) -> Callable[[str], float]:
+    """An argparse type: a positive `kind` (number, integer, or quantity such as 4Mi)."""
+
+    def read(text: str) -> float:
+        try:
+            value = float(text) if kind == "number" else units.parse(kind, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} needs to be positive")
+        return value
+
+    return read
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, GatewayLimits]:
+    d = GatewayLimits()
     parser = argparse.ArgumentParser(prog="python -m component_types.inference.gateway")
     parser.add_argument("--listen", required=True, help="host:port, e.g. 0.0.0.0:8090")
     parser.add_argument("--routes", required=True, type=Path, help="directory of route files")
     parser.add_argument("--upstream", default=None, help="V2 server whose readiness /v2/health/ready reports")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds for one upstream call")
+    add = parser.add_argument
+    add("--max-body", type=positive("quantity"), default=d.max_body, help="bytes of a body, e.g. 4Mi")
+    add("--max-concurrent", type=positive("integer"), default=d.max_concurrent)
+    add("--max-concurrent-department", type=positive("integer"), default=d.max_concurrent_department)
+    add("--max-concurrent-endpoint", type=positive("integer"), default=d.max_concurrent_endpoint)
+    add("--timeout", type=positive("number"), default=d.timeout, help="seconds for one upstream call")
+    add("--connect-timeout", type=positive("number"), default=d.connect_timeout)
+    add("--body-timeout", type=positive("number"), default=d.body_timeout)
+    add("--replicas", type=positive("integer"), default=d.replicas, help="gateway replicas the stack runs")
     args = parser.parse_args(argv)
+    limits = GatewayLimits(
+        max_body=int(args.max_body),
+        max_concurrent=int(args.max_concurrent),
+        max_concurrent_department=int(args.max_concurrent_department),
+        max_concurrent_endpoint=int(args.max_concurrent_endpoint),
+        timeout=float(args.timeout),
+        connect_timeout=float(args.connect_timeout),
+        body_timeout=float(args.body_timeout),
+        replicas=int(args.replicas),
+    )
+    return args, limits
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, limits = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     host, _, port = args.listen.rpartition(":")
-    gateway = Gateway(RouteFiles(args.routes), args.upstream, args.timeout)
-    log.info("inference gateway on %s, routes %s", args.listen, json.dumps(str(args.routes)))
+    gateway = Gateway(RouteFiles(args.routes), args.upstream, limits)
+    log.info("inference gateway on %s, routes %s, %s", args.listen, json.dumps(str(args.routes)), limits)
     web.run_app(gateway.app(), host=host or "0.0.0.0", port=int(port), access_log=None, print=None)
     return 0
 

@@ -27,6 +27,7 @@ from cityhub.paths import ToolMissingError
 from cityhub.supervisor import HOST, Record, Supervisor
 from cityhub_api.settings import Env
 from component_types.inference import naming
+from component_types.inference.gateway_limits import GatewayLimits
 
 SERVES = "inference backend"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -178,14 +179,16 @@ class Gateway(LocalProcess):
         name: str = "gateway",
         port: int | None = None,
         records: Supervisor | None = None,
+        limits: GatewayLimits | None = None,
     ) -> None:
         super().__init__(directory, name, {"http": port or supervisor.free_port()}, records)
         self.routes, self.upstream = Path(routes), upstream
+        self.limits = limits or GatewayLimits()
 
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", naming.GATEWAY_MODULE, "--listen", f"{HOST}:{self.port}"]
         argv += ["--routes", str(self.routes)]
-        return argv + (["--upstream", self.upstream] if self.upstream else [])
+        return argv + (["--upstream", self.upstream] if self.upstream else []) + self.limits.argv()
 
     def start(self, timeout: float = 30.0) -> Gateway:
         self.routes.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,10 @@ The driver writes them (embedded mode: files in a directory; kubernetes mode: ke
 gateway mounts, which kubelet turns into the same files); the gateway (gateway.py) reads them. A route holds
 the SHA-256 of the endpoint's API key, never the key, so the routes can be read by the gateway without being
 a credential. Neutral: the driver, the gateway and the local launcher use it (standard library only).
+
+A route's file (ConfigMap key) is `naming.object_name(namespace, name).json`, never the endpoint's name: that
+is unique per namespace/name, fits a ConfigMap key whatever the name's length, and a file whose name does not
+follow from the route it holds (planted, renamed, left from older versions) is ignored by the gateway.
 """
 
 from __future__ import annotations
@@ -18,12 +22,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from component_types.inference import naming
+
 SUFFIX = ".json"
 
 
 def endpoint_name(department: str, name: str) -> str:
     """The public model name of a department's endpoint: <department>.<name> ('.' is in no DNS label)."""
     return f"{department}.{name}"
+
+
+def route_file(namespace: str, name: str) -> str:
+    """The file (ConfigMap key) of the route of `namespace`'s endpoint `name`."""
+    return naming.object_name(namespace, name) + SUFFIX
 
 
 def api_key(secret: bytes, namespace: str, name: str, uid: str) -> str:
@@ -50,6 +61,16 @@ class Route:
     key_sha256: str
     requests_per_minute: int
 
+    @property
+    def name(self) -> str:
+        """The request's name: the endpoint without its `<department>.` ('' when they disagree)."""
+        prefix = f"{self.department}."
+        return self.endpoint[len(prefix) :] if self.endpoint.startswith(prefix) else ""
+
+    @property
+    def file(self) -> str:
+        return route_file(self.department, self.name)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
@@ -60,43 +81,42 @@ class Route:
 
 
 class RouteFiles:
-    """Routes as files <endpoint>.json in `directory` (embedded mode, and what the gateway reads)."""
+    """Routes as files in `directory` (embedded mode, and what the gateway reads), named by `route_file`."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
 
-    def path(self, endpoint: str) -> Path:
-        return self.directory / f"{endpoint}{SUFFIX}"
-
-    def get(self, endpoint: str) -> Route | None:
+    def get(self, file: str) -> Route | None:
         try:
-            return Route.from_json(self.path(endpoint).read_text(encoding="utf-8"))
+            return Route.from_json((self.directory / file).read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def put(self, route: Route) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / f".{route.endpoint}.tmp"
+        tmp = self.directory / f".{route.file}.tmp"
         tmp.write_text(route.to_json(), encoding="utf-8")
-        os.replace(tmp, self.path(route.endpoint))  # atomic: the gateway never reads half a file
+        os.replace(tmp, self.directory / route.file)  # atomic: the gateway never reads half a file
 
-    def remove(self, endpoint: str) -> None:
+    def remove(self, file: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.path(endpoint).unlink()
+            (self.directory / file).unlink()
 
     def all(self) -> dict[str, Route]:
+        """Endpoint → route, of the files whose name follows from the route they hold."""
         out: dict[str, Route] = {}
         if not self.directory.is_dir():
             return out
         for path in self.directory.iterdir():
-            # ConfigMap mounts hold ..data/ and dot-files; only <endpoint>.json are routes.
+            # ConfigMap mounts hold ..data/ and dot-files; only <object name>.json are routes.
             if path.name.startswith(".") or not path.name.endswith(SUFFIX):
                 continue
             try:
                 route = Route.from_json(path.read_text(encoding="utf-8"))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            out[route.endpoint] = route
+            if route.name and route.file == path.name:
+                out[route.endpoint] = route
         return out
 
     def version(self) -> float:

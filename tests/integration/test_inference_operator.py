@@ -3,14 +3,20 @@
 Request an InferenceEndpoint → Ready + Secret; a V2 infer call with the Secret's key returns the model's
 real prediction; no key or another department's key is refused; over requestsPerMinute → 429; bad requests
 name the field; a server that is down gives Ready=False and a retry that succeeds once it is back; in
-kubernetes mode a GPU plan's pods land on the (kwok) GPU inference nodes and its route in the gateway's
-ConfigMap in the system namespace.
+kubernetes mode a GPU plan's pods land on the (kwok) GPU inference nodes, pass Pod Security `restricted`,
+and its route goes into the gateway's ConfigMap in the system namespace.
+
+Attacks that need the API server (the others are in tests/security/test_inference_attacks.py): department
+A's endpoints together over A's CPU, memory and GPU quota (ResourceQuota `compute`) while B's keep working
+and B's quota stays B's; in kubernetes mode, names that joined with '-' collided (dept-x/y-z, dept-x-y/z),
+and an object at A's name that records another owner is neither patched nor deleted (NameConflict).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -20,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cityhub_operator.driver import BackendError, Request, TemporaryBackendError
+from cityhub_operator.driver import BackendError, PermanentBackendError, Request, TemporaryBackendError
 from kubernetes import client
 
 from cityhub import testkit as testing
@@ -32,11 +38,15 @@ from cityhub_api.settings import cache_dir
 from component_types.inference import local, naming
 from component_types.inference.driver import InferenceDriver, InferenceSettings
 from component_types.inference.fixtures import LocalInference
+from component_types.inference.naming import object_name
+from component_types.inference.routes import route_file
 
 pytestmark = pytest.mark.integration
 INFERENCE = component_type("inference")
 PLURAL = INFERENCE.plural
 YINGJI, JIAOTONG = "dept-yingji", "dept-jiaotong"
+SHUIWU, CHENGGUAN = "dept-shuiwu", "dept-chengguan"
+"""A and B of the quota attack: each with a compute quota of 2 CPUs, 2Gi and 2 GPUs."""
 MODEL_SERVERS = "cityhub-inference"
 # Rush hour on a Tuesday, dry; 3 a.m. on a Sunday with rain.
 FEATURES = [[8, 1, 0, 0], [3, 6, 4, 0]]
@@ -71,20 +81,28 @@ def call(url: str, key: str | None = None, body: bytes | None = None) -> tuple[i
 def cluster(kubeconfig: Path) -> Iterator[Path]:
     testing.install_crds(kubeconfig)
     testing.apply(kubeconfig, list(yaml.safe_load_all(INFERENCE.catalog_file.read_text())))
-    testing.ensure_namespaces(kubeconfig, (YINGJI, JIAOTONG, MODEL_SERVERS, labels.SYSTEM_NAMESPACE))
+    namespaces = (YINGJI, JIAOTONG, SHUIWU, CHENGGUAN, MODEL_SERVERS, labels.SYSTEM_NAMESPACE)
+    testing.ensure_namespaces(kubeconfig, namespaces)
+    compute = {"requests.cpu": "2", "requests.memory": "2Gi", "requests.nvidia.com/gpu": "2"}
+    hard = {
+        YINGJI: {"requests.nvidia.com/gpu": "2"},
+        JIAOTONG: {"requests.nvidia.com/gpu": "0"},
+        SHUIWU: compute,
+        CHENGGUAN: compute,
+    }
     quotas = [
         {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
             "metadata": {"name": "compute", "namespace": ns},
-            "spec": {"hard": {"requests.nvidia.com/gpu": str(gpus)}},
+            "spec": {"hard": h},
         }
-        for ns, gpus in ((YINGJI, 2), (JIAOTONG, 0))
+        for ns, h in hard.items()
     ]
     testing.apply(kubeconfig, quotas)
     yield kubeconfig
     # Test modules share the cluster: the stack's own quota of these namespaces must not meet ours.
-    for ns in (YINGJI, JIAOTONG):
+    for ns in hard:
         testing.kubectl(kubeconfig, "delete", "resourcequota", "compute", "-n", ns, "--ignore-not-found")
 
 
@@ -167,7 +185,9 @@ def test_endpoint_serves_the_department_only_and_within_its_rate(
     rush, night = answer["outputs"][0]["data"]
     # The real model: rush hour carries several times the traffic of a rainy Sunday night.
     assert rush > 1000 > 500 > night > 0
-    direct_status, direct = call(f"{server.url}/v2/models/{YINGJI}.flow/infer", body=infer_body(FEATURES))
+    assert obj["status"]["backend"]["model"] == object_name(YINGJI, "flow")
+    direct_url = f"{server.url}/v2/models/{object_name(YINGJI, 'flow')}/infer"
+    direct_status, direct = call(direct_url, body=infer_body(FEATURES))
     assert direct_status == 200 and direct["outputs"][0]["data"] == answer["outputs"][0]["data"]
 
     status, answer = call(mine["inferUrl"], None, infer_body(FEATURES))
@@ -237,7 +257,7 @@ def test_server_down_then_back(
     wait_ready(k8s, JIAOTONG, "late", timeout=60)
     # The restarted server loaded the endpoints it served before from its repository.
     creds = secret(k8s, YINGJI, "flow-connection")
-    status, _ = call(f"{server.url}/v2/models/{YINGJI}.flow/ready")
+    status, _ = call(f"{server.url}/v2/models/{object_name(YINGJI, 'flow')}/ready")
     assert status == 200, creds["model"]
 
 
@@ -248,15 +268,21 @@ def test_delete_revokes_the_key(operator: OperatorProcess, k8s: client.ApiClient
     assert status == 404
 
 
-def test_kubernetes_mode_puts_gpu_plans_on_gpu_nodes(
-    cluster: Path, k8s: client.ApiClient, inference_backend: LocalInference, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(cluster))
+async def until_ready(driver: InferenceDriver, request: Request) -> Any:
+    for _ in range(120):
+        try:
+            return await driver.ensure(request)
+        except TemporaryBackendError:
+            await asyncio.sleep(0.5)
+    return await driver.ensure(request)
+
+
+def kubernetes_settings(backend: LocalInference) -> InferenceSettings:
     door = INFERENCE.front_door
-    settings = InferenceSettings.from_env(
+    return InferenceSettings.from_env(
         {
             "CITYHUB_INFERENCE_MODE": "kubernetes",
-            "CITYHUB_INFERENCE_SECRET_FILE": str(inference_backend.secret_file),
+            "CITYHUB_INFERENCE_SECRET_FILE": str(backend.secret_file),
             "CITYHUB_INFERENCE_GATEWAY_URL": f"http://{door.host()}:{door.port}",
             "CITYHUB_INFERENCE_NAMESPACE": MODEL_SERVERS,
             "CITYHUB_INFERENCE_ROUTES_NAMESPACE": labels.SYSTEM_NAMESPACE,
@@ -264,7 +290,33 @@ def test_kubernetes_mode_puts_gpu_plans_on_gpu_nodes(
             "CITYHUB_INFERENCE_MODELS_DIR": str(local.model_store(cache_dir())),
         }
     )
-    driver = InferenceDriver(settings)
+
+
+@pytest.fixture
+def restricted(cluster: Path) -> Iterator[None]:
+    """The model servers' namespace enforcing Pod Security `restricted`, as backend.py labels it; taken off
+    afterwards (the test modules share the cluster)."""
+    level = {labels.POD_SECURITY_ENFORCE: "restricted", labels.POD_SECURITY_ENFORCE_VERSION: "latest"}
+    testing.kubectl(
+        cluster, "label", "namespace", MODEL_SERVERS, *(f"{k}={v}" for k, v in level.items()), "--overwrite"
+    )
+    yield
+    testing.kubectl(cluster, "label", "namespace", MODEL_SERVERS, *(f"{k}-" for k in level))
+
+
+def test_kubernetes_mode_puts_gpu_plans_on_gpu_nodes(
+    cluster: Path,
+    k8s: client.ApiClient,
+    inference_backend: LocalInference,
+    monkeypatch: pytest.MonkeyPatch,
+    restricted: None,
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(cluster))
+    bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": MODEL_SERVERS}}
+    bare["spec"] = {"containers": [{"name": "c", "image": "busybox"}]}
+    refused = testing.apply(cluster, [bare], check=False)
+    assert refused.returncode != 0 and "PodSecurity" in refused.stderr  # the label is enforced here
+    driver = InferenceDriver(kubernetes_settings(inference_backend))
     gpu = Request(
         YINGJI,
         "video",
@@ -286,23 +338,15 @@ def test_kubernetes_mode_puts_gpu_plans_on_gpu_nodes(
         offering="inference",
     )
 
-    async def ready(request: Request) -> Any:
-        for _ in range(120):
-            try:
-                return await driver.ensure(request)
-            except TemporaryBackendError:
-                await asyncio.sleep(0.5)
-        return await driver.ensure(request)
-
     async def run() -> None:
         try:
-            got = await ready(gpu)
+            got = await until_ready(driver, gpu)
             assert got.endpoints["pool"] == labels.GPU_POOL
             assert (
                 got.endpoints["url"] == f"http://inference.{labels.SYSTEM_NAMESPACE}.svc.cluster.local:8090"
             )
-            await ready(cpu)
-            routes[YINGJI] = await driver.mode.get_route(f"{YINGJI}.video")
+            await until_ready(driver, cpu)
+            routes[YINGJI] = await driver.mode.get_route(route_file(YINGJI, "video"))
         finally:
             await driver.delete(gpu)
             await driver.delete(cpu)
@@ -330,6 +374,129 @@ def test_kubernetes_mode_puts_gpu_plans_on_gpu_nodes(
     assert cpu_pods and all(p.spec.node_name.startswith("cityhub-cpu-") for p in cpu_pods)
     # The route went into the gateway's ConfigMap next to the gateway, pointing at the model server.
     route = routes[YINGJI]
-    assert route is not None and route.server.startswith(f"http://ie-{YINGJI}-video.{MODEL_SERVERS}.svc:")
+    server = f"http://{object_name(YINGJI, 'video')}.{MODEL_SERVERS}.svc:"
+    assert route is not None and route.server.startswith(server)
     data = core.read_namespaced_config_map(naming.ROUTES_CONFIGMAP, labels.SYSTEM_NAMESPACE).data or {}
-    assert f"{YINGJI}.video.json" not in data  # deleted with the endpoint
+    assert route_file(YINGJI, "video") not in data  # deleted with the endpoint
+
+
+# -- attacks of one department on another that need the API server ------------------------------------
+
+
+def test_a_departments_endpoints_together_stay_within_its_quota(
+    operator: OperatorProcess, k8s: client.ApiClient
+) -> None:
+    """A (shuiwu) and B (chengguan) each have a compute quota of 2 CPUs, 2Gi and 2 GPUs. The model servers
+    run outside their namespaces, so the driver sums each department's endpoints (replicas x 250m CPU,
+    replicas x limits.memory, replicas x limits.gpu) against it: A fills its own quota and no more; B's
+    quota stays B's, and B's endpoint answers."""
+    kc = operator.kubeconfig
+    # 2 x (250m, 512Mi) + 1 x (250m, 1Gi) = 750m, 2Gi: A's memory is full, each fits alone.
+    testing.apply(
+        kc, [endpoint(SHUIWU, "one", replicas=2), endpoint(SHUIWU, "two", limits={"memory": "1Gi"})]
+    )
+    wait_ready(k8s, SHUIWU, "one")
+    wait_ready(k8s, SHUIWU, "two")
+    testing.apply(
+        kc,
+        [
+            endpoint(SHUIWU, "three"),  # 512Mi more
+            endpoint(SHUIWU, "wide", replicas=16),  # 16 x 250m
+            endpoint(SHUIWU, "gpus", plan="gpu-standard", replicas=3, limits={"memory": "1"}),
+        ],
+    )
+    expected = {
+        "three": (
+            "OverMemoryQuota",
+            "spec.replicas x spec.limits.memory = 1 x 512Mi = 512Mi exceeds what is left of department "
+            f"{SHUIWU}'s memory quota: 0 of 2Gi",
+        ),
+        "wide": (
+            "OverCpuQuota",
+            "spec.replicas x 250m CPU (each model server replica) = 4000m exceeds what is left of "
+            f"department {SHUIWU}'s CPU quota: 1250m of 2000m (requests.cpu; 0m used by its pods, 750m by "
+            "its other inference endpoints)",
+        ),
+        "gpus": ("OverGpuQuota", "spec.replicas x spec.limits.gpu = 3 x 1 = 3 GPUs exceeds"),
+    }
+    for name, (reason, message) in expected.items():
+        ready = condition(wait_ready(k8s, SHUIWU, name, "False"), "Ready")
+        assert ready["reason"] == reason and message in ready["message"], ready
+
+    # B's quota is B's: 4 x (250m, 512Mi) = 1000m, 2Gi fits although A's is full.
+    testing.apply(kc, [endpoint(CHENGGUAN, "flow", replicas=4)])
+    wait_ready(k8s, CHENGGUAN, "flow")
+    theirs = secret(k8s, CHENGGUAN, "flow-connection")
+    status, answer = call(theirs["inferUrl"], theirs["apiKey"], infer_body(FEATURES))
+    assert status == 200 and answer["outputs"][0]["data"][0] > 1000, answer
+    mine = secret(k8s, SHUIWU, "one-connection")
+    assert call(mine["inferUrl"], mine["apiKey"], infer_body(FEATURES))[0] == 200  # A's endpoints still serve
+
+    # Deleting one of A's endpoints gives its share back.
+    testing.kubectl(kc, "delete", "-n", SHUIWU, "ie", "two", "--wait=true")
+    testing.apply(kc, [endpoint(SHUIWU, "four")])
+    wait_ready(k8s, SHUIWU, "four")
+    assert call(theirs["inferUrl"], theirs["apiKey"], infer_body(FEATURES))[0] == 200
+
+
+def test_kubernetes_mode_names_never_collide_and_anothers_object_is_left_alone(
+    cluster: Path, k8s: client.ApiClient, inference_backend: LocalInference, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dept-x/y-z and dept-x-y/z were one Deployment `ie-dept-x-y-z`, which either request patched or deleted.
+    Now each has its own; and an object at a request's name that records another owner (what a collision
+    would give; planted here) is refused with NameConflict, neither patched nor deleted."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster))
+    driver = InferenceDriver(kubernetes_settings(inference_backend))
+    apps = client.AppsV1Api(k8s)
+
+    def req(ns: str, name: str) -> Request:
+        limits = {"memory": 2**28, "requestsPerMinute": 60}
+        return Request(ns, name, f"uid-{ns}-{name}", ns, {"model": "traffic-flow"}, limits, plan="cpu-small")
+
+    victim, attacker, clash = req("dept-x", "y-z"), req("dept-x-y", "z"), req("dept-x-y", "clash")
+    planted_name = object_name("dept-x-y", "clash")
+
+    async def run() -> None:
+        try:
+            theirs = await until_ready(driver, victim)
+            mine = await until_ready(driver, attacker)
+            assert theirs.backend["deployment"] != mine.backend["deployment"]
+            await driver.delete(attacker)
+            dep = apps.read_namespaced_deployment(object_name("dept-x", "y-z"), MODEL_SERVERS)
+            assert (dep.status.available_replicas or 0) == 1  # the victim's server survived
+
+            planted = apps.read_namespaced_deployment(object_name("dept-x", "y-z"), MODEL_SERVERS)
+            body = client.ApiClient().sanitize_for_serialization(planted)
+            body["metadata"] = {
+                "name": planted_name,
+                "namespace": MODEL_SERVERS,
+                "labels": planted.metadata.labels,
+                "annotations": planted.metadata.annotations,  # owner: dept-x/y-z
+            }
+            body.pop("status", None)
+            own = {**planted.metadata.labels, labels.INSTANCE: planted_name}  # its own pods, not the victim's
+            body["metadata"]["labels"] = body["spec"]["template"]["metadata"]["labels"] = own
+            body["spec"]["selector"] = {"matchLabels": {labels.INSTANCE: planted_name}}
+            apps.create_namespaced_deployment(MODEL_SERVERS, body)
+            before = apps.read_namespaced_deployment(planted_name, MODEL_SERVERS)
+            with pytest.raises(PermanentBackendError) as e:
+                await driver.ensure(clash)
+            assert e.value.reason == "NameConflict"
+            assert f"Deployment {MODEL_SERVERS}/{planted_name} belongs to dept-x/y-z" in str(e.value)
+            await driver.delete(clash)
+            after = apps.read_namespaced_deployment(planted_name, MODEL_SERVERS)
+            # Untouched: the same object (uid), spec (generation) and owner; only its controller wrote status.
+            assert after.metadata.uid == before.metadata.uid
+            assert after.metadata.generation == before.metadata.generation == 1
+            assert after.metadata.annotations == before.metadata.annotations
+            assert await driver.mode.get_route(route_file("dept-x", "y-z")) is not None
+        finally:
+            with contextlib.suppress(client.ApiException):
+                apps.delete_namespaced_deployment(planted_name, MODEL_SERVERS)
+            for r in (victim, attacker, clash):
+                await driver.delete(r)
+            await driver.close()
+
+    asyncio.run(run())
+    names = {d.metadata.name for d in apps.list_namespaced_deployment(MODEL_SERVERS).items}
+    assert not names & {object_name("dept-x", "y-z"), object_name("dept-x-y", "z")}

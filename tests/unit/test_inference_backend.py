@@ -10,7 +10,12 @@ import pulumi
 from cityhub_api import labels
 from cityhub_api.registry import component_type
 from component_types.inference import naming
-from component_types.inference.backend import MODEL_SERVERS_POLICY, OPERATOR_ROLE, Backend
+from component_types.inference.backend import (
+    DEFAULT_DENY_POLICY,
+    MODEL_SERVERS_POLICY,
+    OPERATOR_ROLE,
+    Backend,
+)
 from component_types.inference.driver import InferenceSettings
 from components.backends import OPERATOR_ACCOUNT, BackendArgs, derive
 from tests.unit.test_components import Created, find, of_kind, run
@@ -63,6 +68,39 @@ def test_front_door_selects_the_gateway_in_the_system_namespace() -> None:
     find(created, "ConfigMap", naming.ROUTES_CONFIGMAP, SYSTEM)  # mounted from the gateway's namespace
     assert not of_kind(created, "Service")  # the stack's front door is the gateway's only Service
     assert gateway.inputs["spec"]["replicas"] == 2
+    assert container["args"][-2:] == ["--replicas", "2"]  # each replica admits requestsPerMinute // 2
+
+
+def test_gateway_meets_pod_security_restricted() -> None:
+    created, _ = deploy(args())
+    pod = find(created, "Deployment", naming.GATEWAY, SYSTEM).inputs["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_model_servers_namespace_denies_ingress_and_enforces_restricted() -> None:
+    """The GPU pool's namespace: default-deny ingress (the gateway's policy is the only way in) and Pod
+    Security `restricted` on the namespace the stack's GPU pool creates."""
+    created, _ = deploy(args())
+    deny = find(created, "NetworkPolicy", DEFAULT_DENY_POLICY, POOL).inputs["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    [patch] = of_kind(created, "NamespacePatch")
+    assert patch.inputs["metadata"]["name"] == POOL
+    assert patch.inputs["metadata"]["labels"] == {
+        labels.POD_SECURITY_ENFORCE: "restricted",
+        labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+        labels.POD_SECURITY_WARN: "restricted",
+        labels.POD_SECURITY_AUDIT: "restricted",
+    }
 
 
 def test_model_servers_answer_only_the_gateway() -> None:
@@ -129,6 +167,9 @@ def test_without_a_gpu_pool_everything_stays_in_the_system_namespace() -> None:
     assert claim["spec"]["resources"]["requests"] == {"storage": "50Gi"}
     assert env["CITYHUB_INFERENCE_NAMESPACE"] == SYSTEM and env["CITYHUB_INFERENCE_IMAGE"] == "mlserver:x"
     assert "CITYHUB_INFERENCE_ROUTES_NAMESPACE" not in env
+    # The system namespace hosts other backends and has its own default-deny: left as it is.
+    assert not of_kind(created, "NamespacePatch")
+    assert [p.k8s_name for p in of_kind(created, "NetworkPolicy")] == [MODEL_SERVERS_POLICY]
 
 
 def test_pool_namespace_may_be_an_output() -> None:

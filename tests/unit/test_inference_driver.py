@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -19,12 +20,18 @@ from cityhub.supervisor import Supervisor, is_running
 from cityhub_api import labels
 from cityhub_api.settings import SettingError, cache_dir
 from component_types.inference import local, naming
-from component_types.inference.driver import InferenceDriver, InferenceSettings, create_driver, models
-from component_types.inference.driver.kubernetes_mode import KubernetesMode, object_name
+from component_types.inference.driver import (
+    InferenceDriver,
+    InferenceSettings,
+    create_driver,
+    manifests,
+    models,
+)
 from component_types.inference.driver.settings import parse_gpu_quota
 from component_types.inference.fixtures import installed_backend
-from component_types.inference.gateway import RateLimiter
-from component_types.inference.routes import Route, RouteFiles, api_key, key_hash
+from component_types.inference.gateway_limits import RateLimiter
+from component_types.inference.naming import object_name
+from component_types.inference.routes import Route, RouteFiles, api_key, key_hash, route_file
 
 SECRET = "unit-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 DEPT = "dept-yingji"
@@ -95,7 +102,11 @@ def test_symlink_out_of_the_store_is_refused(
 
 
 def test_gpu_plan_over_the_department_quota_is_refused(inference_model_store: Path) -> None:
-    d = driver(inference_model_store, CITYHUB_INFERENCE_GPU_QUOTA=f"{DEPT}=2,*=0")
+    d = driver(
+        inference_model_store,
+        CITYHUB_INFERENCE_GPU_QUOTA=f"{DEPT}=2,*=0",
+        CITYHUB_INFERENCE_SERVER_URL="http://127.0.0.1:9",  # never called: the repository is the inventory
+    )
     fits = request({"model": "traffic-flow", "replicas": 2}, {"gpu": 1})
     asyncio.run(d.check_quota(fits, d.plan(fits)))
     big = request({"model": "traffic-flow", "replicas": 3}, {"gpu": 1})
@@ -117,7 +128,7 @@ def test_gpu_deployment_tolerates_the_gpu_taint_and_limits_gpus(inference_model_
         "nodeSelector": {labels.POOL: labels.GPU_POOL},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     }
-    dep = KubernetesMode(d.settings).deployment(req, d.plan(req), scheduling)
+    dep = manifests.deployment(d.settings.kubernetes, req, d.plan(req), scheduling)
     pod = dep["spec"]["template"]["spec"]
     assert dep["metadata"]["namespace"] == "cityhub-inference"
     assert dep["spec"]["replicas"] == 2
@@ -127,15 +138,51 @@ def test_gpu_deployment_tolerates_the_gpu_taint_and_limits_gpus(inference_model_
 
 
 def test_model_servers_carry_the_labels_the_backend_fences(inference_model_store: Path) -> None:
-    """backend.py's NetworkPolicy admits only the gateway to pods with naming.MANAGED_LABELS."""
+    """backend.py's NetworkPolicy admits only the gateway to pods with naming.MANAGED_LABELS; every object
+    records its owner, which the driver reads before a patch or delete."""
     d = driver(inference_model_store, CITYHUB_INFERENCE_MODE="kubernetes")
     req = request({"model": "traffic-flow"})
-    mode = KubernetesMode(d.settings)
-    pod_labels = mode.deployment(req, d.plan(req), {})["spec"]["template"]["metadata"]["labels"]
+    settings = d.settings.kubernetes
+    dep = manifests.deployment(settings, req, d.plan(req), {})
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     assert naming.MANAGED_LABELS.items() <= pod_labels.items()
     assert pod_labels[labels.DEPARTMENT] == DEPT and pod_labels[labels.ENDPOINT] == "flow"
-    isvc = mode.inference_service(req, d.plan(req), {})
-    assert naming.MANAGED_LABELS.items() <= isvc["metadata"]["labels"].items()
+    assert pod_labels[naming.OWNER_UID] == "uid-1"
+    isvc = manifests.inference_service(settings, req, d.plan(req), {})
+    for obj in (dep, manifests.service(settings, req), isvc):
+        assert naming.MANAGED_LABELS.items() <= obj["metadata"]["labels"].items()
+        assert obj["metadata"]["annotations"] == {labels.REQUEST: f"{DEPT}/flow"}
+        assert obj["metadata"]["name"] == object_name(DEPT, "flow")
+
+
+def test_model_servers_meet_pod_security_restricted(inference_model_store: Path) -> None:
+    """The model servers' namespace enforces `restricted` (backend.py): non-root, no escalation, no
+    capabilities, the runtime's seccomp profile."""
+    d = driver(inference_model_store, CITYHUB_INFERENCE_MODE="kubernetes")
+    req = request({"model": "traffic-flow"})
+    settings = d.settings.kubernetes
+    pod = manifests.deployment(settings, req, d.plan(req), {})["spec"]["template"]["spec"]
+    predictor = manifests.inference_service(settings, req, d.plan(req), {})["spec"]["predictor"]
+    for pod_security, container in (
+        (pod["securityContext"], pod["containers"][0]),
+        (predictor["securityContext"], predictor["model"]),
+    ):
+        assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] > 0
+        assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_a_long_request_name_keeps_labels_valid(inference_model_store: Path) -> None:
+    d = driver(inference_model_store, CITYHUB_INFERENCE_MODE="kubernetes")
+    req = request({"model": "traffic-flow"}, name="n" * 200)
+    meta = manifests.service(d.settings.kubernetes, req)["metadata"]
+    assert labels.ENDPOINT not in meta["labels"]  # over 63 characters: the annotation names the owner
+    assert all(len(v) <= 63 for v in meta["labels"].values())
+    assert meta["annotations"][labels.REQUEST] == f"{DEPT}/{'n' * 200}"
 
 
 def test_keys_are_stable_per_request_and_differ_across_requests() -> None:
@@ -147,11 +194,26 @@ def test_keys_are_stable_per_request_and_differ_across_requests() -> None:
 
 def test_route_files_round_trip(tmp_path: Path) -> None:
     files = RouteFiles(tmp_path)
-    route = Route(f"{DEPT}.flow", DEPT, "u", "http://s", f"{DEPT}.flow", key_hash("k"), 5)
+    route = Route(f"{DEPT}.flow", DEPT, "u", "http://s", object_name(DEPT, "flow"), key_hash("k"), 5)
     files.put(route)
-    assert files.get(f"{DEPT}.flow") == route and files.all() == {f"{DEPT}.flow": route}
-    files.remove(f"{DEPT}.flow")
-    assert files.get(f"{DEPT}.flow") is None
+    assert route.file == route_file(DEPT, "flow") == f"{object_name(DEPT, 'flow')}.json"
+    assert files.get(route.file) == route and files.all() == {f"{DEPT}.flow": route}
+    files.remove(route.file)
+    assert files.get(route.file) is None
+
+
+def test_gateway_ignores_route_files_that_do_not_follow_from_their_route(tmp_path: Path) -> None:
+    """A file planted under another name (or left by the old `<endpoint>.json` naming) routes nothing: only
+    the file named after the route it holds counts."""
+    files = RouteFiles(tmp_path)
+    theirs = Route("dept-b.flow", "dept-b", "u", "http://s", "m", key_hash("k"), 5)
+    (tmp_path / "dept-b.flow.json").write_text(theirs.to_json())  # the old name
+    (tmp_path / route_file("dept-a", "flow")).write_text(theirs.to_json())  # a's file, b's route
+    lying = Route("dept-b.flow", "dept-a", "u", "http://s", "m", key_hash("k"), 5)  # department ≠ prefix
+    (tmp_path / route_file("dept-a", "b.flow")).write_text(lying.to_json())
+    assert files.all() == {}
+    files.put(theirs)
+    assert files.all() == {"dept-b.flow": theirs}
 
 
 def test_rate_limiter_admits_the_limit_per_minute() -> None:
@@ -206,10 +268,25 @@ def test_unconfigured_driver_waits_instead_of_writing_a_wrong_url(inference_mode
     assert not (inference_model_store.parent / "repository").exists()  # nothing written without a server
 
 
-def test_object_names_fit_kubernetes() -> None:
-    assert object_name(DEPT, "flow") == "ie-dept-yingji-flow"
-    long = object_name("a" * 40, "b" * 40)
-    assert len(long) <= 50 and long != object_name("a" * 40, "b" * 39 + "c")
+def test_object_names_fit_kubernetes_and_never_collide() -> None:
+    """`ie-<ns>-<name>` made dept-x/y-z and dept-x-y/z the same object; the hash of <ns>/<name> does not."""
+    dns_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+    pairs = [
+        ("dept-x", "y-z"),
+        ("dept-x-y", "z"),
+        ("dept-x", "y.z"),
+        ("dept-x-y", "z"),
+        ("a" * 63, "b" * 253),
+    ]
+    for ns, name in pairs:
+        got = object_name(ns, name)
+        assert dns_1035.fullmatch(got) and len(got) <= 50, got
+        assert got.startswith("ie-" + f"{ns}-{name}"[:10].replace(".", "-"))  # readable
+        assert route_file(ns, name) == got + ".json"
+    assert object_name("dept-x", "y-z") != object_name("dept-x-y", "z")
+    assert object_name("dept-x", "y.z") != object_name("dept-x", "y-z")
+    assert object_name("a" * 40, "b" * 40) != object_name("a" * 40, "b" * 39 + "c")
+    assert object_name(DEPT, "flow") == object_name(DEPT, "flow")  # stable: retries find the same objects
 
 
 def test_models_catalog_lists_the_store(inference_model_store: Path) -> None:
@@ -263,7 +340,7 @@ def test_local_start_serves_on_free_ports_and_is_idempotent(tmp_path: Path) -> N
         assert again.operator_env == first.operator_env
         assert [r.pid for r in again.processes] == [r.pid for r in first.processes]
 
-        env = first.operator_env
+        env = {**first.operator_env, "CITYHUB_INFERENCE_GPU_QUOTA": "*=0"}  # no cluster: quotas from a table
         assert Path(env["CITYHUB_INFERENCE_SECRET_FILE"]).stat().st_mode & 0o077 == 0
         req = request({"model": "traffic-flow"}, {"requestsPerMinute": 100}, name="local")
         result = with_driver(env, lambda d: d.ensure(req))

@@ -5,46 +5,45 @@ How an InferenceEndpoint `<name>` in department (namespace) `<d>` maps onto the 
 derived from the request, so retries and restarts find the same objects:
 
     endpoint    public model name `<d>.<name>`, called at <gateway>/v2/models/<d>.<name>/infer
+    objects     naming.object_name(<d>, <name>) = ie-<readable>-<sha256 of d/name>: the model (embedded), the
+                Deployment, Service or InferenceService (kubernetes), the route file; each records its owner
+                <d>/<name> and is changed or deleted only by that request (else NameConflict)
     API key     HMAC(secret, <d>/<name>/<uid>) → the Secret's apiKey; the gateway holds only its SHA-256
-    route       <d>.<name>.json (routes.py): key hash, requestsPerMinute, which server and model serve it
+    route       <object name>.json (routes.py): key hash, requestsPerMinute, which server and model serve it
     embedded    a model of the shared MLServer (embedded.py)
     kubernetes  a KServe InferenceService (when the CRD exists), else a Deployment and Service on the CPU
                 or GPU inference pool, in CITYHUB_INFERENCE_NAMESPACE (kubernetes_mode.py)
     deletion    the route is removed first (the key stops working at once), then the model server
 
 Checks (PermanentBackendError naming the field): spec.model in the model store's catalog, spec.modelVersion,
-spec.modelUri inside the store and of a format the model's runtime loads (models.py), and spec.replicas x
-spec.limits.gpu within the department's GPU quota.
+spec.modelUri inside the store and of a format the model's runtime loads (models.py), and the department's
+quota summed over all its endpoints (quota.py: GPUs, CPU, memory). One department's checks and changes run
+one at a time, so two endpoints created at once cannot both take the last of a quota.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Mapping
 
 import aiohttp
 from cityhub_operator.driver import (
     BackendError,
     Observation,
-    PermanentBackendError,
     Request,
     Result,
     TemporaryBackendError,
 )
 
 from cityhub_api import labels
-from component_types.inference.driver import models
+from component_types.inference import naming
+from component_types.inference.driver import models, quota
 from component_types.inference.driver.embedded import UNREACHABLE, EmbeddedMode
-from component_types.inference.driver.plan import Mode, Plan
+from component_types.inference.driver.plan import Mode, Plan, name_conflict
+from component_types.inference.driver.quota import Allowance, DepartmentQuota, Resources
 from component_types.inference.driver.settings import EMBEDDED, KUBERNETES, InferenceSettings
-from component_types.inference.routes import Route, api_key, endpoint_name, key_hash
-
-
-def _gpu_hint(request: Request) -> str:
-    return (
-        f"lower spec.replicas or spec.limits.gpu, choose a CPU plan (cpu-small, cpu-standard), or ask for a "
-        f"larger GPU quota for department {request.department}"
-    )
+from component_types.inference.routes import Route, api_key, endpoint_name, key_hash, route_file
 
 
 class InferenceDriver:
@@ -52,6 +51,7 @@ class InferenceDriver:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._mode: Mode | None = None
+        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -82,39 +82,40 @@ class InferenceDriver:
             self.settings.models_dir, request.spec, check_files=self.settings.mode == EMBEDDED
         )
         gpu = int(request.limits.get("gpu", 0))
+        memory = int(request.limits.get("memory", 0))
         return Plan(
-            endpoint=endpoint_name(request.department, request.name),
+            endpoint=endpoint_name(request.namespace, request.name),
+            object_name=naming.object_name(request.namespace, request.name),
+            owner=naming.owner(request.namespace, request.name),
             model=model,
             pool=labels.GPU_POOL if gpu else labels.CPU_POOL,
             gpu=gpu,
-            memory=int(request.limits.get("memory", 0)),
+            memory=memory,
             requests_per_minute=int(request.limits.get("requestsPerMinute", 60)),
             replicas=int(request.spec.get("replicas") or 1),
+            each=Resources(gpu, quota.CPU_REQUEST_MILLIS, memory),
         )
 
-    async def gpu_quota(self, department: str) -> int:
+    async def department_quota(self, department: str) -> DepartmentQuota:
         table = self.settings.gpu_quota
-        if table is not None:
-            return table.get(department, table.get("*", 0))
-        from component_types.inference.driver.kubernetes_mode import department_gpu_quota
+        if table is not None:  # a fixed table (development without a cluster): GPUs only
+            gpus = table.get(department, table.get("*", 0))
+            return DepartmentQuota(Allowance(gpus), None, None)
+        from component_types.inference.driver.kubernetes_mode import department_quota
 
         try:
-            return await asyncio.to_thread(department_gpu_quota, department)
+            return await asyncio.to_thread(department_quota, department)
         except Exception as e:  # the kubernetes client raises many kinds; all mean "ask again later"
-            raise TemporaryBackendError(f"cannot read the GPU quota of {department}: {e}") from e
+            raise TemporaryBackendError(f"cannot read the quota of {department}: {e}") from e
 
     async def check_quota(self, request: Request, plan: Plan) -> None:
-        wanted = plan.gpu * plan.replicas
-        if not wanted:
+        """The request's servers plus the department's other endpoints' must fit its quota (quota.py)."""
+        wanted = plan.reserved
+        if not (wanted.gpu or wanted.cpu_millis or wanted.memory):
             return
-        quota = await self.gpu_quota(request.department)
-        if wanted > quota:
-            raise PermanentBackendError(
-                "OverGpuQuota",
-                f"spec.replicas x spec.limits.gpu = {plan.replicas} x {plan.gpu} = {wanted} GPUs exceeds "
-                f"department {request.department}'s GPU quota of {quota} (requests.nvidia.com/gpu): "
-                + _gpu_hint(request),
-            )
+        others = await self.mode.usage(request.department, exclude=plan.owner)
+        limits = await self.department_quota(request.department)
+        quota.check(request, plan.replicas, plan.each, others, limits)
 
     def key(self, request: Request) -> str:
         if not self.settings.has_secret:
@@ -138,12 +139,17 @@ class InferenceDriver:
         key = self.key(request)
         url = self.gateway_url()
         plan = self.plan(request)
-        await self.check_quota(request, plan)
-        served = await self.mode.serve(request, plan)
+        file = route_file(request.namespace, request.name)
+        async with self._locks[request.department]:
+            route = await self.mode.get_route(file)
+            if route is not None and route.endpoint != plan.endpoint:
+                raise name_conflict(f"gateway route {file}", route.endpoint, plan.endpoint)
+            await self.check_quota(request, plan)
+            served = await self.mode.serve(request, plan)
         await self.mode.put_route(
             Route(
                 endpoint=plan.endpoint,
-                department=request.department,
+                department=request.namespace,
                 uid=request.uid,
                 server=served.server,
                 model=served.model,
@@ -168,17 +174,23 @@ class InferenceDriver:
         plan = self.plan(request)
         key = self.key(request)
         drift = await self.mode.drift(request, plan)
-        route = await self.mode.get_route(plan.endpoint)
+        route = await self.mode.get_route(route_file(request.namespace, request.name))
         if route is None:
             drift.append(f"gateway route {plan.endpoint} is missing")
+        elif route.endpoint != plan.endpoint:
+            drift.append(f"gateway route of {plan.endpoint} belongs to {route.endpoint}")
         elif route.key_sha256 != key_hash(key) or route.requests_per_minute != plan.requests_per_minute:
             drift.append(f"gateway route {plan.endpoint} differs (key or requestsPerMinute)")
         return Observation(in_sync=not drift, drift=tuple(drift))
 
     async def delete(self, request: Request) -> None:
-        endpoint = endpoint_name(request.department, request.name)
-        await self.mode.delete_route(endpoint)  # first: the key stops working even if the server is down
-        await self.mode.remove(request, endpoint)
+        endpoint = endpoint_name(request.namespace, request.name)
+        file = route_file(request.namespace, request.name)
+        async with self._locks[request.department]:
+            route = await self.mode.get_route(file)
+            if route is not None and route.endpoint == endpoint:
+                await self.mode.delete_route(file)  # first: the key stops working even if the server is down
+            await self.mode.remove(request)
 
     async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
         """A real infer call through the gateway with the department's key (zeros of the model's input)."""
@@ -193,7 +205,9 @@ class InferenceDriver:
             inputs.append(
                 {"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": [0] * size}
             )
-        url = secret.get("inferUrl") or f"{self.gateway_url()}/v2/models/{plan.endpoint}/infer"
+        # The URL from the driver's own settings, never from the Secret: whoever can write the department's
+        # Secret must not steer the operator's connections (SSRF). The Secret gives the key only.
+        url = f"{self.gateway_url()}/v2/models/{plan.endpoint}/infer"
         headers = {"Authorization": f"Bearer {secret.get('apiKey', '')}"}
         try:
             async with (await self.session()).post(url, json={"inputs": inputs}, headers=headers) as resp:

@@ -2,10 +2,12 @@
 
     KServe      when the InferenceService CRD exists: an InferenceService (V2 protocol, sklearn/MLServer)
     otherwise   a Deployment and a Service running MLServer with the endpoint's model
-    both        in CITYHUB_INFERENCE_NAMESPACE (the GPU pool's), named ie-<department>-<name> (shortened
-                with a hash), labelled naming.MANAGED_LABELS (the backend's NetworkPolicy lets only the
-                gateway reach them), with the GPU pool's node selector and tolerations and nvidia.com/gpu
-                limits (GPU plans) or the CPU pool's node selector
+    both        in CITYHUB_INFERENCE_NAMESPACE (the GPU pool's), named naming.object_name(namespace, name),
+                labelled and annotated with their owner (manifests.py), with the GPU pool's node selector and
+                tolerations and nvidia.com/gpu limits (GPU plans) or the CPU pool's node selector
+    ownership   an existing object is patched (with its resourceVersion) or deleted (with its uid as a
+                precondition) only when its annotation names the request; else NameConflict / left alone
+    usage       the department's servers as they exist (labels.DEPARTMENT): replicas x container requests
     routes      keys of the ConfigMap CITYHUB_INFERENCE_ROUTES_CONFIGMAP (in
                 CITYHUB_INFERENCE_ROUTES_NAMESPACE, the gateway's), which the gateway mounts
 
@@ -16,22 +18,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
+from decimal import Decimal
 from typing import Any
 
 from cityhub_operator.driver import Request, TemporaryBackendError
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from kubernetes.utils import parse_quantity
 
 from cityhub_api import labels
 from component_types.inference import naming
-from component_types.inference.driver.plan import Plan, Served
+from component_types.inference.driver import manifests
+from component_types.inference.driver.manifests import KSERVE, PORT, owner_of
+from component_types.inference.driver.plan import Plan, Served, name_conflict
+from component_types.inference.driver.quota import (
+    CPU_KEYS,
+    GPU_KEYS,
+    MEMORY_KEYS,
+    Allowance,
+    DepartmentQuota,
+    Resources,
+)
 from component_types.inference.driver.settings import InferenceSettings
 from component_types.inference.routes import Route
 
-KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 GPU_SCHEDULING = {
     "nodeSelector": {labels.POOL: labels.GPU_POOL},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -39,8 +51,6 @@ GPU_SCHEDULING = {
 """What components/gpu_pool.py publishes by default; its ConfigMap gpu-scheduling, when present, wins."""
 GPU_SCHEDULING_CONFIGMAP = "gpu-scheduling"
 CPU_SCHEDULING: dict[str, Any] = {"nodeSelector": {labels.POOL: labels.CPU_POOL}, "tolerations": []}
-PORT = 8080
-"""The model server's port inside its pod (MLServer's default): each pod has its own network namespace."""
 
 _api: client.ApiClient | None = None
 
@@ -58,27 +68,46 @@ def api() -> client.ApiClient:
     return _api
 
 
-def department_gpu_quota(department: str) -> int:
-    """The smallest `requests.nvidia.com/gpu` (or `nvidia.com/gpu`) hard limit of the namespace's quotas."""
+def _quantity(value: Any, scale: int = 1) -> int:
+    return int(parse_quantity(str(value)) * Decimal(scale))
+
+
+def _allowance(quotas: list[Any], keys: tuple[str, ...], scale: int = 1) -> Allowance | None:
+    """The tightest of the namespace's unscoped quotas on `keys` (hard and used), None when none sets one."""
+    best: Allowance | None = None
+    for q in quotas:
+        spec, status = q.spec, q.status
+        if spec is None or spec.scopes or spec.scope_selector:  # scoped quotas bind only some pods
+            continue
+        hard, used = spec.hard or {}, (status.used if status else None) or {}
+        for key in keys:
+            if key in hard:
+                got = Allowance(_quantity(hard[key], scale), _quantity(used.get(key, "0"), scale))
+                if best is None or got.hard - got.used < best.hard - best.used:
+                    best = got
+    return best
+
+
+def department_quota(department: str) -> DepartmentQuota:
+    """The department namespace's quotas (the stack's ResourceQuota `compute`) for GPUs, CPU and memory."""
     quotas = client.CoreV1Api(api()).list_namespaced_resource_quota(department).items
-    limits = [
-        int(float(q.spec.hard[k]))
-        for q in quotas
-        for k in ("requests.nvidia.com/gpu", "limits.nvidia.com/gpu")
-        if q.spec and q.spec.hard and k in q.spec.hard
-    ]
-    return min(limits) if limits else 0
+    return DepartmentQuota(
+        gpu=_allowance(quotas, GPU_KEYS),
+        cpu_millis=_allowance(quotas, CPU_KEYS, 1000),
+        memory=_allowance(quotas, MEMORY_KEYS),
+    )
 
 
-def object_name(department: str, name: str) -> str:
-    full = f"ie-{department}-{name}"
-    if len(full) <= 50:  # leaves room for KServe's -predictor suffixes
-        return full
-    return f"{full[:41]}-{hashlib.sha256(full.encode()).hexdigest()[:8]}"
-
-
-def _missing(e: ApiException) -> bool:
-    return e.status == 404
+def requested(containers: list[dict[str, Any]]) -> Resources:
+    total = Resources()
+    for c in containers:
+        req = (c.get("resources") or {}).get("requests") or {}
+        total += Resources(
+            _quantity(req.get("nvidia.com/gpu", 0)),
+            _quantity(req.get("cpu", 0), 1000),
+            _quantity(req.get("memory", 0)),
+        )
+    return total
 
 
 class KubernetesMode:
@@ -89,7 +118,7 @@ class KubernetesMode:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except ApiException as e:
-            if _missing(e):
+            if e.status == 404:
                 raise
             raise TemporaryBackendError(f"Kubernetes API: {e.status} {e.reason}") from e
         except Exception as e:  # connection errors of urllib3 and friends
@@ -122,202 +151,150 @@ class KubernetesMode:
 
     # -- objects -----------------------------------------------------------------------------------
 
-    def _labels(self, request: Request) -> dict[str, str]:
-        return {
-            **naming.MANAGED_LABELS,
-            labels.DEPARTMENT: request.department,
-            labels.ENDPOINT: request.name,
-            labels.INSTANCE: object_name(request.department, request.name),
+    async def _read(self, kind: str, name: str) -> Any:
+        """The object, or None when it does not exist."""
+        ns = self.settings.namespace
+        reads = {
+            "Deployment": lambda: client.AppsV1Api(api()).read_namespaced_deployment(name, ns),
+            "Service": lambda: client.CoreV1Api(api()).read_namespaced_service(name, ns),
+            "InferenceService": lambda: client.CustomObjectsApi(api()).get_namespaced_custom_object(
+                KSERVE[0], KSERVE[1], ns, KSERVE[2], name
+            ),
         }
-
-    def _resources(self, plan: Plan) -> dict[str, Any]:
-        limits: dict[str, str] = {}
-        requests: dict[str, str] = {"cpu": "250m"}
-        if plan.memory:
-            limits["memory"] = requests["memory"] = str(plan.memory)
-        if plan.gpu:
-            limits["nvidia.com/gpu"] = requests["nvidia.com/gpu"] = str(plan.gpu)
-        return {"requests": requests, "limits": limits}
-
-    def deployment(self, request: Request, plan: Plan, scheduling: dict[str, Any]) -> dict[str, Any]:
-        name = object_name(request.department, request.name)
-        pod_labels = self._labels(request)
-        selector = {labels.INSTANCE: name}
-        uri = f"{naming.MODELS_MOUNT}/{plan.model.relative}"
-        volumes, mounts = [], []
-        if self.settings.models_pvc:
-            volumes = [
-                {
-                    "name": "models",
-                    "persistentVolumeClaim": {"claimName": self.settings.models_pvc, "readOnly": True},
-                }
-            ]
-            mounts = [{"name": "models", "mountPath": naming.MODELS_MOUNT, "readOnly": True}]
-        container = {
-            "name": "mlserver",
-            "image": self.settings.image,
-            "ports": [{"name": "http", "containerPort": PORT}],
-            "env": [
-                {"name": "MLSERVER_HTTP_PORT", "value": str(PORT)},
-                {"name": "MLSERVER_MODEL_NAME", "value": plan.endpoint},
-                {"name": "MLSERVER_MODEL_IMPLEMENTATION", "value": plan.model.runtime},
-                {"name": "MLSERVER_MODEL_URI", "value": uri},
-                {"name": "MLSERVER_MODEL_VERSION", "value": plan.model.version},
-            ],
-            "resources": self._resources(plan),
-            "readinessProbe": {"httpGet": {"path": f"/v2/models/{plan.endpoint}/ready", "port": PORT}},
-            "volumeMounts": mounts,
-        }
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": self.settings.namespace, "labels": pod_labels},
-            "spec": {
-                "replicas": plan.replicas,
-                "selector": {"matchLabels": selector},
-                "template": {
-                    "metadata": {"labels": pod_labels},
-                    "spec": {
-                        "containers": [container],
-                        "volumes": volumes,
-                        "nodeSelector": dict(scheduling.get("nodeSelector") or {}),
-                        "tolerations": list(scheduling.get("tolerations") or []),
-                        "automountServiceAccountToken": False,
-                    },
-                },
-            },
-        }
-
-    def service(self, request: Request) -> dict[str, Any]:
-        name = object_name(request.department, request.name)
-        return {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": self.settings.namespace, "labels": self._labels(request)},
-            "spec": {
-                "selector": {labels.INSTANCE: name},
-                "ports": [{"name": "http", "port": PORT, "targetPort": PORT}],
-            },
-        }
-
-    def inference_service(self, request: Request, plan: Plan, scheduling: dict[str, Any]) -> dict[str, Any]:
-        name = object_name(request.department, request.name)
-        folder = plan.model.relative.rsplit("/", 1)[0]
-        return {
-            "apiVersion": f"{KSERVE[0]}/{KSERVE[1]}",
-            "kind": "InferenceService",
-            "metadata": {"name": name, "namespace": self.settings.namespace, "labels": self._labels(request)},
-            "spec": {
-                "predictor": {
-                    "minReplicas": plan.replicas,
-                    "maxReplicas": plan.replicas,
-                    "nodeSelector": dict(scheduling.get("nodeSelector") or {}),
-                    "tolerations": list(scheduling.get("tolerations") or []),
-                    "model": {
-                        "modelFormat": {"name": "sklearn"},
-                        "protocolVersion": "v2",
-                        "runtime": "kserve-mlserver",
-                        "storageUri": f"{self.settings.storage_uri}/{folder}",
-                        "resources": self._resources(plan),
-                    },
-                }
-            },
-        }
-
-    async def _apply(self, read: Any, create: Any, patch: Any, body: dict[str, Any], *args: Any) -> Any:
-        name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
         try:
-            await self._run(read, *args, name, ns) if args else await self._run(read, name, ns)
+            return await self._run(reads[kind])
         except ApiException:
-            return await (self._run(create, *args, ns, body) if args else self._run(create, ns, body))
-        return await (self._run(patch, *args, ns, name, body) if args else self._run(patch, name, ns, body))
+            return None
+
+    @staticmethod
+    def _meta(obj: Any) -> Any:
+        return obj["metadata"] if isinstance(obj, dict) else obj.metadata
+
+    async def _apply(self, body: dict[str, Any]) -> None:
+        """Create, or patch when it exists and is the request's (NameConflict when it is another's)."""
+        kind, meta = body["kind"], body["metadata"]
+        name, ns, owner = meta["name"], meta["namespace"], meta["annotations"][labels.REQUEST]
+        apps, core, co = client.AppsV1Api(api()), client.CoreV1Api(api()), client.CustomObjectsApi(api())
+        existing = await self._read(kind, name)
+        if existing is None:
+            create = {
+                "Deployment": lambda: apps.create_namespaced_deployment(ns, body),
+                "Service": lambda: core.create_namespaced_service(ns, body),
+                "InferenceService": lambda: co.create_namespaced_custom_object(
+                    *KSERVE[:2], ns, KSERVE[2], body
+                ),
+            }[kind]
+            await self._run(create)
+            return
+        found = self._meta(existing)
+        if owner_of(found) != owner:
+            raise name_conflict(f"{kind} {ns}/{name}", owner_of(found), owner)
+        # The resourceVersion read with the owner: if the object changed since, the patch fails (409) and the
+        # next reconcile reads the owner again.
+        version = found["resourceVersion"] if isinstance(found, dict) else found.resource_version
+        patch_body = {**body, "metadata": {**meta, "resourceVersion": version}}
+        patch = {
+            "Deployment": lambda: apps.patch_namespaced_deployment(name, ns, patch_body),
+            "Service": lambda: core.patch_namespaced_service(name, ns, patch_body),
+            "InferenceService": lambda: co.patch_namespaced_custom_object(
+                *KSERVE[:2], ns, KSERVE[2], name, patch_body
+            ),
+        }[kind]
+        await self._run(patch)
 
     async def serve(self, request: Request, plan: Plan) -> Served:
         """The endpoint's server; TemporaryBackendError until its pods are ready."""
         scheduling = await self.scheduling(plan.pool)
-        name = object_name(request.department, request.name)
-        ns = self.settings.namespace
+        name, ns = plan.object_name, self.settings.namespace
         if await self.has_kserve():
-            co = client.CustomObjectsApi(api())
-            body = self.inference_service(request, plan, scheduling)
-            await self._apply(
-                co.get_namespaced_custom_object,
-                co.create_namespaced_custom_object,
-                co.patch_namespaced_custom_object,
-                body,
-                KSERVE[0],
-                KSERVE[1],
-                KSERVE[2],
-            )
-            got = await self._run(co.get_namespaced_custom_object, *KSERVE[:2], ns, KSERVE[2], name)
+            await self._apply(manifests.inference_service(self.settings, request, plan, scheduling))
+            got = await self._read("InferenceService", name) or {}
+            status = got.get("status") or {}
             ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (got.get("status") or {}).get("conditions") or []
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
             )
             if not ready:
                 raise TemporaryBackendError(f"InferenceService {ns}/{name} is not ready yet")
-            url = ((got.get("status") or {}).get("address") or {}).get("url") or (
-                f"http://{name}-predictor.{ns}.svc.cluster.local"
-            )
+            url = (status.get("address") or {}).get(
+                "url"
+            ) or f"http://{name}-predictor.{ns}.svc.cluster.local"
             return Served(url, name, {"inferenceService": f"{ns}/{name}", "pool": plan.pool})
-        apps, core = client.AppsV1Api(api()), client.CoreV1Api(api())
-        await self._apply(
-            apps.read_namespaced_deployment,
-            apps.create_namespaced_deployment,
-            apps.patch_namespaced_deployment,
-            self.deployment(request, plan, scheduling),
-        )
-        await self._apply(
-            core.read_namespaced_service,
-            core.create_namespaced_service,
-            core.patch_namespaced_service,
-            self.service(request),
-        )
-        dep = await self._run(apps.read_namespaced_deployment, name, ns)
-        available = (dep.status.available_replicas or 0) if dep.status else 0
+        await self._apply(manifests.deployment(self.settings, request, plan, scheduling))
+        await self._apply(manifests.service(self.settings, request))
+        dep = await self._read("Deployment", name)
+        available = (dep.status.available_replicas or 0) if dep is not None and dep.status else 0
         if available < plan.replicas:
             raise TemporaryBackendError(
                 f"Deployment {ns}/{name}: {available} of {plan.replicas} replicas available "
                 f"on pool {plan.pool}"
             )
         return Served(
-            f"http://{name}.{ns}.svc:{PORT}", plan.endpoint, {"deployment": f"{ns}/{name}", "pool": plan.pool}
+            f"http://{name}.{ns}.svc:{PORT}", name, {"deployment": f"{ns}/{name}", "pool": plan.pool}
         )
 
     async def drift(self, request: Request, plan: Plan) -> list[str]:
-        name, ns = object_name(request.department, request.name), self.settings.namespace
-        apps = client.AppsV1Api(api())
-        if await self.has_kserve():
-            co = client.CustomObjectsApi(api())
-            try:
-                await self._run(co.get_namespaced_custom_object, *KSERVE[:2], ns, KSERVE[2], name)
-            except ApiException:
-                return [f"InferenceService {ns}/{name} is missing"]
-            return []
-        try:
-            dep = await self._run(apps.read_namespaced_deployment, name, ns)
-        except ApiException:
-            return [f"Deployment {ns}/{name} is missing"]
-        if dep.spec.replicas != plan.replicas:
-            return [f"Deployment {ns}/{name} has {dep.spec.replicas} replicas, not {plan.replicas}"]
+        name, ns = plan.object_name, self.settings.namespace
+        kind = "InferenceService" if await self.has_kserve() else "Deployment"
+        got = await self._read(kind, name)
+        if got is None:
+            return [f"{kind} {ns}/{name} is missing"]
+        if owner_of(self._meta(got)) != plan.owner:
+            return [f"{kind} {ns}/{name} belongs to {owner_of(self._meta(got)) or 'an unknown owner'}"]
+        if kind == "Deployment" and got.spec.replicas != plan.replicas:
+            return [f"Deployment {ns}/{name} has {got.spec.replicas} replicas, not {plan.replicas}"]
         return []
 
-    async def remove(self, request: Request, endpoint: str) -> None:
-        name, ns = object_name(request.department, request.name), self.settings.namespace
+    async def remove(self, request: Request) -> None:
+        name, ns = naming.object_name(request.namespace, request.name), self.settings.namespace
+        owner = naming.owner(request.namespace, request.name)
         apps, core, co = client.AppsV1Api(api()), client.CoreV1Api(api()), client.CustomObjectsApi(api())
-        calls: list[tuple[Any, tuple[Any, ...]]] = [
-            (apps.delete_namespaced_deployment, (name, ns)),
-            (core.delete_namespaced_service, (name, ns)),
-        ]
-        if await self.has_kserve():
-            calls.append((co.delete_namespaced_custom_object, (*KSERVE[:2], ns, KSERVE[2], name)))
-        for fn, args in calls:
+        kinds = ["Deployment", "Service"] + (["InferenceService"] if await self.has_kserve() else [])
+        for kind in kinds:
+            got = await self._read(kind, name)
+            if got is None or owner_of(self._meta(got)) != owner:
+                continue  # gone, or another request's: never touched
+            meta = self._meta(got)
+            uid = meta["uid"] if isinstance(meta, dict) else meta.uid
+            # The uid precondition: the object deleted is the one whose owner was just read.
+            options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+            delete = {
+                "Deployment": (apps.delete_namespaced_deployment, (name, ns)),
+                "Service": (core.delete_namespaced_service, (name, ns)),
+                "InferenceService": (co.delete_namespaced_custom_object, (*KSERVE[:2], ns, KSERVE[2], name)),
+            }[kind]
             with contextlib.suppress(ApiException):  # already gone
-                await self._run(fn, *args)
+                await self._run(delete[0], *delete[1], body=options)
+
+    async def usage(self, department: str, exclude: str) -> Resources:
+        ns = self.settings.namespace
+        selector = ",".join(
+            f"{k}={v}" for k, v in {**naming.MANAGED_LABELS, labels.DEPARTMENT: department}.items()
+        )
+        total = Resources()
+        if await self.has_kserve():
+            co = client.CustomObjectsApi(api())
+            got = await self._run(
+                co.list_namespaced_custom_object, *KSERVE[:2], ns, KSERVE[2], label_selector=selector
+            )
+            for isvc in got.get("items") or []:
+                if owner_of(isvc["metadata"]) == exclude:
+                    continue
+                predictor = isvc.get("spec", {}).get("predictor", {})
+                each = requested([predictor.get("model") or {}])
+                total += each.times(int(predictor.get("minReplicas") or 1))
+            return total
+        apps = client.AppsV1Api(api())
+        deployments = await self._run(apps.list_namespaced_deployment, ns, label_selector=selector)
+        for dep in deployments.items:
+            if owner_of(dep.metadata) == exclude:
+                continue
+            containers = api().sanitize_for_serialization(dep.spec.template.spec.containers)
+            total += requested(containers).times(int(dep.spec.replicas or 0))
+        return total
 
     # -- routes (the gateway's ConfigMap) ----------------------------------------------------------
 
-    async def get_route(self, endpoint: str) -> Route | None:
+    async def get_route(self, file: str) -> Route | None:
         core = client.CoreV1Api(api())
         try:
             cm = await self._run(
@@ -327,13 +304,13 @@ class KubernetesMode:
             )
         except ApiException:
             return None
-        text = (cm.data or {}).get(f"{endpoint}.json")
+        text = (cm.data or {}).get(file)
         return Route.from_json(text) if text else None
 
     async def put_route(self, route: Route) -> None:
         core = client.CoreV1Api(api())
         name, ns = self.settings.routes_configmap, self.settings.routes_namespace
-        data = {f"{route.endpoint}.json": route.to_json()}
+        data = {route.file: route.to_json()}
         try:
             await self._run(core.patch_namespaced_config_map, name, ns, {"data": data})
         except ApiException:
@@ -342,12 +319,12 @@ class KubernetesMode:
             body = {"metadata": meta, "data": data}
             await self._run(core.create_namespaced_config_map, ns, body)
 
-    async def delete_route(self, endpoint: str) -> None:
+    async def delete_route(self, file: str) -> None:
         core = client.CoreV1Api(api())
         with contextlib.suppress(ApiException):
             await self._run(
                 core.patch_namespaced_config_map,
                 self.settings.routes_configmap,
                 self.settings.routes_namespace,
-                {"data": {f"{endpoint}.json": None}},
+                {"data": {file: None}},
             )

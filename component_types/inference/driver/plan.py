@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from cityhub_operator.driver import Request
+from cityhub_operator.driver import PermanentBackendError, Request
 
 from component_types.inference.driver.models import ModelFile
+from component_types.inference.driver.quota import Resources
 from component_types.inference.routes import Route
 
 
@@ -19,6 +20,10 @@ class Plan:
 
     endpoint: str
     """The public model name <department>.<name>."""
+    object_name: str
+    """naming.object_name(namespace, name): every backend object's name (model, Deployment, route file)."""
+    owner: str
+    """naming.owner(namespace, name): recorded on every backend object and compared before changing one."""
     model: ModelFile
     pool: str
     """labels.GPU_POOL when the plan sets limits.gpu, else labels.CPU_POOL."""
@@ -28,6 +33,12 @@ class Plan:
     """Bytes per replica (0: the server's default)."""
     requests_per_minute: int
     replicas: int
+    each: Resources
+    """What one model server replica reserves (quota.py)."""
+
+    @property
+    def reserved(self) -> Resources:
+        return self.each.times(self.replicas)
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,9 @@ class Served:
 
 
 class Mode(Protocol):
-    """One way of running model servers; every method is idempotent."""
+    """One way of running model servers; every method is idempotent. Before changing or removing an object a
+    mode reads the owner recorded on it: another request's object raises PermanentBackendError
+    `NameConflict` naming that owner (serve) or is left alone (remove)."""
 
     async def serve(self, request: Request, plan: Plan) -> Served:
         """Create or update the endpoint's model server; TemporaryBackendError until it is ready."""
@@ -53,12 +66,26 @@ class Mode(Protocol):
         """One sentence per difference between the model server and the plan."""
         ...
 
-    async def remove(self, request: Request, endpoint: str) -> None:
-        """Stop serving the endpoint's model; succeeds when it is already gone."""
+    async def remove(self, request: Request) -> None:
+        """Stop serving the request's model (naming.object_name of its namespace and name; no plan: a refused
+        request is deleted too); succeeds when it is already gone or is not the request's."""
         ...
 
-    async def get_route(self, endpoint: str) -> Route | None: ...
+    async def usage(self, department: str, exclude: str) -> Resources:
+        """What the department's model servers reserve, except those of owner `exclude`."""
+        ...
+
+    async def get_route(self, file: str) -> Route | None: ...
 
     async def put_route(self, route: Route) -> None: ...
 
-    async def delete_route(self, endpoint: str) -> None: ...
+    async def delete_route(self, file: str) -> None: ...
+
+
+def name_conflict(what: str, owner: str, wanted: str) -> PermanentBackendError:
+    """The refusal when `what` (an object the request's name maps to) belongs to another request."""
+    return PermanentBackendError(
+        "NameConflict",
+        f"{what} belongs to {owner or 'an unknown owner'}, not {wanted}: it is left alone; rename this "
+        "endpoint (metadata.name) or ask the platform team",
+    )

@@ -1,0 +1,1 @@
+"""Attacks on the data paths of the component types, played by one department against another."""
