@@ -109,11 +109,13 @@ def user_jwt(
     sub: dict[str, list[str]],
     *,
     issued_at: int | None = None,
+    expires_at: int | None = None,
     payload: int = NO_LIMIT,
     subs: int = NO_LIMIT,
     bearer_token: bool = False,
 ) -> str:
-    """A user JWT. `payload`: the largest message it may publish (bytes); `subs`: its subscriptions at most;
+    """A user JWT. `expires_at`: Unix seconds after which the server refuses it and disconnects it (None:
+    never); `payload`: the largest message it may publish (bytes); `subs`: its subscriptions at most;
     `bearer_token`: the JWT alone authenticates (no nonce signed with the seed) — what MQTT clients need,
     since they send the JWT as their password."""
     nats: dict[str, Any] = {
@@ -127,22 +129,43 @@ def user_jwt(
     }
     if bearer_token:
         nats["bearer_token"] = True
-    return encode({"sub": user.public, "name": name, "nats": nats}, account, issued_at=issued_at)
+    claims = {"sub": user.public, "name": name, "nats": nats, **_expiry(expires_at)}
+    return encode(claims, account, issued_at=issued_at)
 
 
 def activation_jwt(
-    exporter: Key, importer_public: str, subject: str, name: str, *, issued_at: int | None = None
+    exporter: Key,
+    importer_public: str,
+    subject: str,
+    name: str,
+    *,
+    issued_at: int | None = None,
+    expires_at: int | None = None,
 ) -> str:
-    """Grants the importing account the exporter's private stream export `subject`."""
+    """Grants the importing account the exporter's private stream export `subject` (until `expires_at`)."""
     return encode(
         {
             "sub": importer_public,
             "name": name,
             "nats": {"subject": subject, "kind": "stream", "type": "activation", "version": 2},
+            **_expiry(expires_at),
         },
         exporter,
         issued_at=issued_at,
     )
+
+
+def _expiry(expires_at: int | None) -> dict[str, int]:
+    return {} if expires_at is None else {"exp": expires_at}
+
+
+def expiry(token: str) -> int | None:
+    """A JWT's `exp` (None: it never expires, or it is not a JWT)."""
+    try:
+        exp = decode(token).get("exp")
+    except ValueError:
+        return None
+    return int(exp) if isinstance(exp, int | float) else None
 
 
 def creds(user_token: str, user: Key) -> str:

@@ -3,7 +3,8 @@ account ($SYS.REQ.ACCOUNT.<id>.CLAIMS.LOOKUP, $SYS.REQ.CLAIMS.UPDATE). The `full
 directory: no shared files, no reloads.
 
 Every change is a read-modify-write under the department's lock, pushed only when the canonical claims
-differ, so a retry or a second operator run pushes nothing.
+differ, so a retry or a second operator run pushes nothing. An account keeps its limits until a change sets
+others (`claims["limits"]`); a new one gets the Accounts' default.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def by_name(items: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
 
 
 def normalized(nats_claims: dict[str, Any], limits: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An account's `nats` claims in canonical form: sorted lists, empty ones dropped, the account's limits
-    (default: JetStream on, nothing limited)."""
+    """An account's `nats` claims in canonical form: sorted lists, empty ones dropped, limits present (the
+    claims' own, else `limits`, else JetStream on and nothing limited)."""
     out = {k: v for k, v in nats_claims.items() if k not in ("type", "version")}
-    out["limits"] = dict(limits) if limits is not None else jwt.unlimited_account_limits(jetstream=True)
+    default = limits if limits is not None else jwt.unlimited_account_limits(jetstream=True)
+    out["limits"] = dict(out.get("limits") or default)
     for key in ("exports", "imports"):
         items = sorted(out.get(key) or [], key=lambda i: i.get("name", ""))
         if items:
@@ -65,7 +67,7 @@ class Accounts:
     def __init__(
         self, connections: Connections, keys: Keys, timeout: float, limits: dict[str, Any] | None = None
     ) -> None:
-        """`limits`: every account's limits (default: JetStream on, nothing limited)."""
+        """`limits`: a new account's limits (default: JetStream on, nothing limited)."""
         self.connections = connections
         self.keys = keys
         self.timeout = timeout
@@ -110,8 +112,12 @@ class Accounts:
                 raise TemporaryBackendError(text)
             raise PermanentBackendError("BackendRefused", text)
 
-    async def modify(self, department: str, change: Change, *, create: bool = True) -> bool:
-        """Read-modify-write one department's account JWT under its lock; push only if it changes.
+    async def modify(
+        self, department: str, change: Change, *, create: bool = True, force: bool = False
+    ) -> bool:
+        """Read-modify-write one department's account JWT under its lock; push only if it changes (or when
+        `force`: the server applies the claims again, e.g. limits it could not apply before). `change` may
+        raise (a refusal): nothing is pushed.
 
         Returns whether the account exists afterwards.
         """
@@ -123,6 +129,6 @@ class Accounts:
             after = json.loads(json.dumps(before))
             change(after)
             after = normalized(after, self.limits)
-            if current is None or after != before:
+            if current is None or force or after != before:
                 await self.push(department, after)
             return True

@@ -8,10 +8,14 @@
     cityhub-messaging-backend Secret: `secret`, the master secret (args.key("nats")), which the operator
                               mounts at args.mount and derives the same keys from
 
-Settings (cityhub:backends.messaging): image, storageSize, maxFileStore (schema.json, backendSettings).
+Settings (cityhub:backends.messaging): image, storageSize, maxFileStore, credentialsLifetime and
+departmentLimits (schema.json, backendSettings); the last two reach the operator as CITYHUB_NATS_* settings.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -27,6 +31,18 @@ SECRET_KEY = "secret"
 IMAGE = "docker.io/library/nats:2.11.9-alpine"
 STORAGE_SIZE = "20Gi"
 MAX_FILE_STORE = "18G"
+DEPARTMENT_LIMITS = {
+    "fileStore": "CITYHUB_NATS_ACCOUNT_FILE_STORE",
+    "memoryStore": "CITYHUB_NATS_ACCOUNT_MEMORY_STORE",
+    "streams": "CITYHUB_NATS_ACCOUNT_STREAMS",
+    "consumers": "CITYHUB_NATS_ACCOUNT_CONSUMERS",
+    "connections": "CITYHUB_NATS_ACCOUNT_CONNECTIONS",
+    "subscriptions": "CITYHUB_NATS_ACCOUNT_SUBSCRIPTIONS",
+    "payload": "CITYHUB_NATS_ACCOUNT_PAYLOAD",
+    "shares": "CITYHUB_NATS_ACCOUNT_IMPORTS",
+    "sharesPerSource": "CITYHUB_NATS_ACCOUNT_IMPORTS_PER_SOURCE",
+}
+"""cityhub:backends.messaging.departmentLimits → the driver's settings (driver/settings.py)."""
 
 
 class Backend(pulumi.ComponentResource):
@@ -121,5 +137,15 @@ class Backend(pulumi.ComponentResource):
                 lambda namespace: f"nats://{door.host(namespace)}:{door.port}"
             ),
             "CITYHUB_NATS_SECRET_FILE": f"{args.mount}/{SECRET_KEY}",
+            **driver_settings(args.settings),
         }
         self.register_outputs({"operator_env": self.operator_env})
+
+
+def driver_settings(settings: Mapping[str, Any]) -> dict[str, str]:
+    """The driver's settings from cityhub:backends.messaging (credentialsLifetime, departmentLimits)."""
+    limits = settings.get("departmentLimits") or {}
+    env = {DEPARTMENT_LIMITS[key]: str(value) for key, value in limits.items()}
+    if "credentialsLifetime" in settings:
+        env["CITYHUB_NATS_CREDENTIALS_LIFETIME"] = str(settings["credentialsLifetime"])
+    return env

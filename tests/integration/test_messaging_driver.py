@@ -21,8 +21,10 @@ from cityhub import supervisor
 from cityhub.local_backends import LocalContext
 from cityhub.supervisor import Supervisor
 from cityhub_api.settings import cache_dir
+from cityhub_nats import jwt
 from component_types.messaging import local
 from component_types.messaging.driver import MessagingDriver, NatsSettings, create_driver
+from component_types.messaging.driver.settings import DepartmentLimits
 from component_types.messaging.local import NatsServer
 
 pytestmark = pytest.mark.integration
@@ -126,6 +128,13 @@ def test_credentials_publish_and_consume_only_on_the_departments_subjects(server
             64 * 2**20,
             3600,
         )
+        # The credentials expire (renewed by the operator); the account's JetStream limits are what its
+        # streams reserve (and room for one message each), with the department's other limits.
+        token = jwt.decode(result.credentials["user.creds"].split("\n")[1])
+        assert token["exp"] - token["iat"] == 30 * 86400 and token["exp"] > time.time() + 20 * 86400
+        limits = (await driver.accounts.nats_claims("jiaotong"))["limits"]
+        assert limits["disk_storage"] == 64 * 2**20 + 2**20 + 4 * 2**10 and limits["mem_storage"] == 0
+        assert (limits["conn"], limits["leaf"], limits["streams"]) == (100, 0, 100)
         # Another department's subjects: refused both ways.
         await app.conn.publish("city.yingji.alerts.x", b"spoof")
         await app.conn.subscribe("city.yingji.>")
@@ -244,6 +253,19 @@ def test_drift_is_observed_and_repaired(server: NatsServer) -> None:
         assert any("lacks import shuiwu/levels" in d for d in observed.drift), observed.drift
         await driver.ensure(req)
         assert (await driver.observe(req)).in_sync
+        # New department limits in the settings reach the account at the next repair.
+        changed = dataclasses.replace(driver.settings, limits=DepartmentLimits(connections=50))
+        other = MessagingDriver(changed)
+        try:
+            seen = await other.observe(req)
+            assert seen.drift == (
+                "the limits of department shuiwu's NATS account differ from its settings and streams",
+            )
+            await other.ensure(req)
+            assert (await other.observe(req)).in_sync
+            assert (await other.accounts.nats_claims("shuiwu"))["limits"]["conn"] == 50
+        finally:
+            await other.close()
 
     run(server, body)
 
@@ -255,10 +277,21 @@ def test_backend_refusal_is_permanent_and_leaves_nothing(server: NatsServer) -> 
         with pytest.raises(PermanentBackendError) as refused:
             await driver.ensure(req)
         assert refused.value.reason == "BackendRefused"
-        assert "spec.limits.maxBytes" in str(refused.value)
+        message = str(refused.value)
+        assert "NATS has no room for spec.limits.maxBytes=5Gi" in message and "unreserved" in message, message
         admin = await driver.connections.admin("ziranziyuan")
         with pytest.raises(nats.js.errors.NotFoundError):
             await admin.jetstream().stream_info("imagery")
+        # The account's limits went back to what its streams hold: a channel that fits is made.
+        assert (await driver.accounts.nats_claims("ziranziyuan"))["limits"]["disk_storage"] == 1
+        await driver.ensure(request("ziranziyuan", "small"))
+        over = request("ziranziyuan", "over", maxBytes=9 * 2**30)  # the department's quota is 8Gi
+        with pytest.raises(PermanentBackendError, match="CITYHUB_NATS_ACCOUNT_FILE_STORE") as quota:
+            await driver.ensure(over)
+        assert quota.value.reason == "OverDepartmentLimits"
+        unbounded = dataclasses.replace(request("ziranziyuan", "unbounded"), limits={"maxAge": 60})
+        with pytest.raises(PermanentBackendError, match=r"spec\.limits\.maxBytes is required"):
+            await driver.ensure(unbounded)
         bad = request("ziranziyuan", "self", share=("ziranziyuan",))
         with pytest.raises(
             PermanentBackendError, match=r"spec\.shareWith lists the channel's own department"

@@ -14,19 +14,26 @@ the request (component_types/messaging/naming.py), so retries and restarts find 
                mapped to shared.<d>.<name>.>; a reader that is no longer granted loses its import and its
                activation is revoked on the export
     deletion   the user key is revoked in the account JWT (the server disconnects it and refuses it from
-               then on), the export and the readers' imports are removed, the stream is deleted
+               then on), the export and the readers' imports are removed, the stream is deleted; Orphan
+               (`orphan`) does the same but keeps the stream
+    limits     the account's JetStream stores are what its streams reserve, within the department's quota;
+               connections, subscriptions, payload, streams and consumers are capped; no leaf nodes
+    expiry     credentials and activations expire and are renewed every third of their lifetime, so
+               revocations older than a lifetime are pruned and account JWTs stay small
 
 Modules:
 
-    settings     NatsSettings, from CITYHUB_NATS_*
-    connections  the operator's NATS connections (system account, one per department account)
-    accounts     account JWTs: read, change, push through the system account ($SYS.REQ.CLAIMS.UPDATE)
-    streams      a channel's JetStream stream: wanted config, drift, create/update, delete
-    channels     MessagingDriver (ensure, observe, delete, probe)
-    probe        the round trip with a department's own credentials
-    errors       which NATS errors are temporary, which refusals are permanent
+    settings      NatsSettings and DepartmentLimits, from CITYHUB_NATS_*
+    channels      MessagingDriver (ensure, observe, delete, orphan, probe)
+    streams       a channel's JetStream stream: wanted config, drift, create/update, delete
+    reservations  the account's JetStream limits following its streams (and the department's quota)
+    shares        exports, imports and the bound on what one department receives (TooManyShares)
+    revocations   revoking users, pruning revocations, dropping expired imports
+    probe         the round trip with a department's own credentials, on the operator's own server
+    errors        which NATS errors are temporary, which refusals are permanent
 
-The keys, JWTs and the server configuration trusting them come from cityhub_nats (one master secret).
+The keys, JWTs, connections, account read-modify-push and the server configuration trusting them come from
+cityhub_nats (one master secret); cityhub_nats.renewal says when credentials are issued and expire.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -9,13 +10,15 @@ from typing import Any
 from cityhub_operator.driver import Observation, PermanentBackendError, Request, Result
 
 from cityhub_nats import jwt
-from cityhub_nats.client.accounts import Accounts, by_name, with_import, without_import
+from cityhub_nats.client.accounts import Accounts, Change, by_name, without_import
 from cityhub_nats.client.connections import Connections
 from cityhub_nats.jwt import Key
 from cityhub_nats.keys import Keys
 from component_types.messaging import naming
-from component_types.messaging.driver import streams
+from component_types.messaging.driver import reservations, shares, streams
 from component_types.messaging.driver.probe import round_trip
+from component_types.messaging.driver.reservations import FLOOR, Reserved
+from component_types.messaging.driver.revocations import chain, revoke, tidy, without_export
 from component_types.messaging.driver.settings import NatsSettings
 
 
@@ -24,13 +27,20 @@ class MessagingDriver:
 
     def __init__(self, settings: NatsSettings) -> None:
         self.settings = settings
+        self.limits = settings.limits
+        self.lifetime = settings.lifetime
         self.keys = Keys(settings.secret)
         self.connections = Connections(settings.servers, self.keys, settings.timeout)
-        self.accounts = Accounts(self.connections, self.keys, settings.timeout)
+        self.accounts = Accounts(self.connections, self.keys, settings.timeout, self.limits.account(FLOOR, 0))
+        self._reserving: dict[str, asyncio.Lock] = {}
 
     def user(self, request: Request) -> Key:
         """The request's user key (its credentials)."""
         return self.keys.user(naming.user_label(request.namespace, request.name, request.uid))
+
+    def window(self, request: Request, now: int) -> tuple[int, int]:
+        """(issued_at, expires_at) of the request's credentials and activations in force at `now`."""
+        return self.lifetime.window(request.created_at or 1, now)
 
     async def close(self) -> None:
         await self.connections.close()
@@ -38,74 +48,61 @@ class MessagingDriver:
     async def ensure(self, request: Request) -> Result:
         dept, name = request.department, request.name
         readers = self._readers(request)
+        streams.check(request)
+        now = int(time.time())
+        issued, expires = window = self.window(request, now)
         own_claims = await self.accounts.nats_claims(dept) or {}
         previous = naming.readers_of(by_name(own_claims.get("exports")).get(naming.export_name(name)))
-        user = self.user(request)
-        now = int(time.time())
-        subject = naming.channel_wildcard(dept, name)
-
+        entries = {r: shares.import_entry(self.keys, dept, name, r, window) for r in readers}
+        # 0. Every reader has room for the share, or nothing changes (TooManyShares names the reader).
+        for reader in sorted(readers):
+            held = (await self.accounts.nats_claims(reader) or {}).get("imports")
+            refused = shares.refusal(self.limits, reader, held, entries[reader], dept, now)
+            if refused is not None:
+                raise refused
         # 1. Readers no longer granted lose their import first, so a crash cannot leave one behind unrecorded.
         for gone in sorted(previous - readers):
-            await self.accounts.modify(gone, without_import(naming.import_name(dept, name)), create=False)
-        # 2. The department's account: JetStream on, this channel's export (if shared), its user not revoked.
-        account_key = self.keys.account(dept)
+            change = chain(without_import(naming.import_name(dept, name)), self._tidy(now))
+            await self.accounts.modify(gone, change, create=False)
+        # 2. The department's account: its limits, this channel's export (if shared), its user not revoked.
+        user = self.user(request)
 
-        def own_account(claims: dict[str, Any]) -> None:
-            exports = by_name(claims.get("exports"))
-            old = exports.pop(naming.export_name(name), None)
-            if readers:
-                revoked = dict((old or {}).get("revocations") or {})
-                for gone in previous - readers:
-                    revoked[self.keys.account(gone).public] = now
-                for reader in readers:
-                    revoked.pop(self.keys.account(reader).public, None)
-                export = {
-                    "name": naming.export_name(name),
-                    "subject": subject,
-                    "type": "stream",
-                    "token_req": True,
-                    "description": naming.readers_description(readers),
-                }
-                if revoked:
-                    export["revocations"] = revoked
-                exports[naming.export_name(name)] = export
-            claims["exports"] = list(exports.values())
+        def not_revoked(claims: dict[str, Any]) -> None:
+            claims["revocations"] = {
+                k: t for k, t in (claims.get("revocations") or {}).items() if k != user.public
+            }
 
-        await self.accounts.modify(dept, own_account)
-        # 3. The stream.
-        admin = await self.connections.admin(dept)
-        await streams.ensure(admin, request, self.settings.replicas, self.settings.timeout)
+        export = shares.export_change(self.keys, dept, name, readers, previous, now)
+        await self.accounts.modify(dept, chain(export, not_revoked, self._tidy(now)))
+        # 3. The stream (recording when the credentials below were issued), within the department's quota.
+        await self._stream(request, issued)
         # 4. Each reader's account imports the channel with an activation signed by the department's account.
         for reader in sorted(readers):
-            activation = jwt.activation_jwt(
-                account_key,
-                self.keys.account(reader).public,
-                subject,
-                naming.import_name(dept, name),
-                issued_at=request.created_at or 1,
-            )
-            entry = {
-                "name": naming.import_name(dept, name),
-                "subject": subject,
-                "account": account_key.public,
-                "token": activation,
-                "local_subject": naming.shared_subject(dept, name),
-                "type": "stream",
-            }
-            await self.accounts.modify(reader, with_import(entry))
-        # 5. The credentials: deterministic (issued at the request's creation), so the Secret stays identical.
+            grant = shares.granting(self.limits, reader, entries[reader], dept)
+            await self.accounts.modify(reader, chain(grant, self._tidy(now)))
+        # 5. The credentials: the same within a renewal period (byte-identical Secret), expiring after it.
         pub, sub = naming.user_permissions(dept)
-        token = jwt.user_jwt(user, account_key, request.key, pub, sub, issued_at=request.created_at or 1)
+        token = jwt.user_jwt(
+            user,
+            self.keys.account(dept),
+            request.key,
+            pub,
+            sub,
+            issued_at=issued,
+            expires_at=expires,
+            payload=self.limits.payload,
+            subs=self.limits.subscriptions,
+        )
         return Result(
             endpoints={
                 "url": self.settings.public_url,
                 "stream": name,
-                "subjects": subject,
+                "subjects": naming.channel_wildcard(dept, name),
                 "subjectPrefix": naming.own_prefix(dept),
                 "sharedPrefix": naming.SHARED_PREFIX,
             },
             credentials={"user.creds": jwt.creds(token, user)},
-            backend={"account": account_key.public, "stream": name, "user": user.public},
+            backend={"account": self.keys.account(dept).public, "stream": name, "user": user.public},
         )
 
     async def observe(self, request: Request) -> Observation:
@@ -114,6 +111,14 @@ class MessagingDriver:
         if nats_claims is None:
             return Observation(in_sync=False, drift=(f"NATS account of department {dept} is missing",))
         drift: list[str] = []
+        now = int(time.time())
+        window = self.window(request, now)
+        admin = await self.connections.admin(dept)
+        reserved, _ = await reservations.streams_reserved(admin, self.settings.timeout)
+        if nats_claims.get("limits") != reserved.limits(self.limits):
+            drift.append(
+                f"the limits of department {dept}'s NATS account differ from its settings and streams"
+            )
         readers = self._readers(request)
         export = by_name(nats_claims.get("exports")).get(naming.export_name(name))
         granted = naming.readers_of(export)
@@ -125,39 +130,100 @@ class MessagingDriver:
             drift.append("the channel's user is revoked")
         for reader in sorted(readers):
             imports = by_name((await self.accounts.nats_claims(reader) or {}).get("imports"))
-            if naming.import_name(dept, name) not in imports:
-                drift.append(f"department {reader} lacks import {naming.import_name(dept, name)}")
-        admin = await self.connections.admin(dept)
-        stream_drift = await streams.drift(admin, request, self.settings.replicas, self.settings.timeout)
-        if stream_drift:
-            drift.append(stream_drift)
+            imported = naming.import_name(dept, name)
+            held = imports.get(imported)
+            if held is None:
+                drift.append(f"department {reader} lacks import {imported}")
+            elif held != shares.import_entry(self.keys, dept, name, reader, window):
+                drift.append(f"department {reader}'s import {imported} is due for renewal")
+        drift += await streams.drift(admin, request, self.settings.replicas, self.settings.timeout, window[0])
         return Observation(in_sync=not drift, drift=tuple(drift))
 
     async def delete(self, request: Request) -> None:
+        """Withdraw the shares, revoke the user and delete the stream with its messages."""
+        if not await self._withdraw(request):
+            return
+        dept, timeout = request.department, self.settings.timeout
+        async with self._reserving.setdefault(dept, asyncio.Lock()):
+            admin = await self.connections.admin(dept)
+            await streams.delete(admin, request, timeout)
+            others, _ = await reservations.streams_reserved(admin, timeout, exclude=request.name)
+            system = await self.connections.system()
+            await reservations.reserve(self.accounts, admin, system, dept, self.limits, others, timeout)
+
+    async def orphan(self, request: Request) -> None:
+        """deletionPolicy Orphan: the stream and its messages stay (the department's other credentials still
+        read them), but nothing the request granted outlives it: its user is revoked and its shares are
+        withdrawn. (Called by the operator core for Orphan deletions.)"""
+        await self._withdraw(request)
+
+    async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
+        """A publish/consume round trip with the Secret's credentials, on the operator's own server
+        (probe.round_trip): the Secret's url is never dialled."""
+        user = self.user(request).public
+        await round_trip(request, secret, self.settings.servers, user, self.settings.timeout)
+
+    async def _withdraw(self, request: Request) -> bool:
+        """Remove the readers' imports and the export, and revoke the user; False when the department has no
+        account (nothing of the request can exist)."""
         dept, name = request.department, request.name
         nats_claims = await self.accounts.nats_claims(dept)
         if nats_claims is None:
-            return  # the department's account never existed: nothing of this request can exist
+            return False
+        now = int(time.time())
         exported = by_name(nats_claims.get("exports")).get(naming.export_name(name))
         readers = naming.readers_of(exported) | self._readers(request, strict=False)
         for reader in sorted(readers):
-            await self.accounts.modify(reader, without_import(naming.import_name(dept, name)), create=False)
-        user = self.user(request).public
-        now = int(time.time())
+            change = chain(without_import(naming.import_name(dept, name)), self._tidy(now))
+            await self.accounts.modify(reader, change, create=False)
+        # Revoked in the account JWT: the server disconnects the user and refuses it from then on.
+        own = chain(
+            without_export(naming.export_name(name)),
+            revoke(self.user(request).public, request.created_at, now, self.lifetime),
+            self._tidy(now),
+        )
+        await self.accounts.modify(dept, own, create=False)
+        return True
 
-        def own_account(claims: dict[str, Any]) -> None:
-            claims["exports"] = [
-                e for e in claims.get("exports") or [] if e.get("name") != naming.export_name(name)
-            ]
-            # Revoked in the account JWT: the server disconnects the user and refuses it from then on.
-            claims["revocations"] = {**(claims.get("revocations") or {}), user: now}
+    async def _stream(self, request: Request, issued: int) -> None:
+        """Create or update the stream, the account's JetStream limits following (reservations.py): under
+        the department's lock, so two of its channels never reserve the same room."""
+        dept, timeout = request.department, self.settings.timeout
+        async with self._reserving.setdefault(dept, asyncio.Lock()):
+            admin = await self.connections.admin(dept)
+            system = await self.connections.system()
+            others, current = await reservations.streams_reserved(admin, timeout, exclude=request.name)
+            reservations.check_quota(request, self.limits, others, current)
+            after = others.plus(streams.storage_of(request), int(request.limits["maxBytes"]))
+            existing = others.and_(current)
+            during = after.most(existing)  # while the stream changes: room for it as it is and as it will be
 
-        await self.accounts.modify(dept, own_account, create=False)
-        await streams.delete(await self.connections.admin(dept), request, self.settings.timeout)
+            async def reserve(wanted: Reserved, for_request: Request | None = None) -> None:
+                await reservations.reserve(
+                    self.accounts, admin, system, dept, self.limits, wanted, timeout, request=for_request
+                )
 
-    async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
-        """A publish/consume round trip with the department's own credentials (probe.round_trip)."""
-        await round_trip(request, secret, self.settings.timeout)
+            try:
+                await reserve(during, request)
+                await streams.ensure(
+                    admin, system, request, self.settings.replicas, timeout, issued, self.limits
+                )
+            except PermanentBackendError:
+                await reserve(existing)  # back to what the department's streams hold
+                raise
+            if after != during:
+                await reserve(after)
+
+    def _tidy(self, now: int) -> Change:
+        """Every change to an account: the limits from the settings, revocations pruned, expired imports
+        dropped."""
+        static = reservations.static(self.limits)
+
+        def change(claims: dict[str, Any]) -> None:
+            static(claims)
+            tidy(claims, now, self.lifetime)
+
+        return change
 
     def _readers(self, request: Request, *, strict: bool = True) -> set[str]:
         readers = {s["department"] for s in request.spec.get("shareWith") or []}

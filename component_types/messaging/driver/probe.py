@@ -1,4 +1,8 @@
-"""The black-box probe: a publish/consume round trip with a department's own credentials (its Secret)."""
+"""The black-box probe: a publish/consume round trip with a department's own credentials (its Secret).
+
+Only the credentials come from the Secret: the server is the operator's own (CITYHUB_NATS_URL). Whoever can
+write the Secret can change its `url`, and the operator must not connect wherever that says (SSRF); and
+credentials that are not the channel's own are refused before any connection is made."""
 
 from __future__ import annotations
 
@@ -12,19 +16,27 @@ import nats.js.errors
 from cityhub_operator.driver import PermanentBackendError, Request, TemporaryBackendError
 from nats.aio.client import RawCredentials
 
+from cityhub_nats import jwt
 from component_types.messaging.driver.errors import TEMPORARY, error_text
 from component_types.messaging.naming import probe_subject
 
 log = logging.getLogger("component_types.messaging.driver")
 
 
-async def round_trip(request: Request, secret: Mapping[str, str], timeout: float) -> None:
-    """Connect with the Secret's user.creds, publish on a probe subject of the department's own
-    (city.<d>._cityhub.probe.<name>: no stream stores it, so the department's data is untouched) and receive
-    it back; then read the channel's stream info."""
-    creds, url = secret.get("user.creds"), secret.get("url")
-    if not creds or not url:
-        raise PermanentBackendError("SecretIncomplete", "the Secret lacks url or user.creds")
+async def round_trip(
+    request: Request, secret: Mapping[str, str], servers: list[str], user: str, timeout: float
+) -> None:
+    """Connect to `servers` with the Secret's user.creds (which must be those of `user`, the channel's user
+    key), publish on a probe subject of the department's own (city.<d>._cityhub.probe.<name>: no stream
+    stores it, so the department's data is untouched) and receive it back; then read the stream's info."""
+    creds = secret.get("user.creds")
+    if not creds:
+        raise PermanentBackendError("SecretIncomplete", "the Secret lacks user.creds")
+    if _subject(creds) != user:
+        raise PermanentBackendError(
+            "SecretTampered", "the Secret's user.creds are not this channel's (changed outside the operator)"
+        )
+    url = ",".join(servers)
     name = request.name
 
     async def quiet(e: Exception) -> None:
@@ -32,7 +44,7 @@ async def round_trip(request: Request, secret: Mapping[str, str], timeout: float
 
     try:
         conn = await nats.connect(
-            servers=[u.strip() for u in url.split(",")],
+            servers=servers,
             user_credentials=RawCredentials(creds),
             name="cityhub-probe",
             connect_timeout=timeout,
@@ -59,3 +71,15 @@ async def round_trip(request: Request, secret: Mapping[str, str], timeout: float
     finally:
         with contextlib.suppress(Exception):
             await conn.close()
+
+
+def _subject(creds: str) -> str | None:
+    """The user public key a .creds file's JWT is for (None when it holds no JWT)."""
+    lines = creds.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("-----BEGIN NATS USER JWT"):
+            try:
+                return str(jwt.decode(lines[i + 1].strip()).get("sub"))
+            except ValueError:
+                return None
+    return None

@@ -3,18 +3,108 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from cityhub_api.settings import Env
+from cityhub_api import units
+from cityhub_api.settings import Env, SettingError
+from cityhub_nats import jwt
+from cityhub_nats.renewal import Lifetime
 
 NEW_SECRET_HINT = "random text (python -m component_types.messaging.local new-secret)"
+DAY = 86400
+LIFETIME = "CITYHUB_NATS_CREDENTIALS_LIFETIME"
+
+
+def _limit(read: Env, name: str, kind: str, default: int, needs: str) -> int:
+    """A quantity (bytes) or duration (seconds) setting, in the units the plans use (cityhub_api.units)."""
+    raw = read.raw(name)
+    if raw is None:
+        return default
+    try:
+        return units.parse(kind, raw)
+    except ValueError:
+        raise SettingError(f"Invalid {name}={raw}: needs to be {needs}") from None
+
+
+@dataclass(frozen=True)
+class DepartmentLimits:
+    """What one department's NATS account may use in all (every channel of the department together). The
+    account JWT carries them, so nats-server enforces them; defaults suit the catalog's plans (the file store
+    holds one channel at the `large` plan's maxBytes, or eight at `standard`'s)."""
+
+    file_store: int = 8 * 2**30
+    """CITYHUB_NATS_ACCOUNT_FILE_STORE: bytes of JetStream file store the department's streams may reserve
+    in all (each reserves its maxBytes), e.g. 8Gi; the server's store is shared by every department, each
+    reserving what its channels hold, so this is one department's most, not its guarantee."""
+    memory_store: int = 256 * 2**20
+    """CITYHUB_NATS_ACCOUNT_MEMORY_STORE: bytes of JetStream memory its `storage: memory` streams may
+    reserve in all, e.g. 256Mi."""
+    streams: int = 100
+    """CITYHUB_NATS_ACCOUNT_STREAMS: streams (channels) at most."""
+    consumers: int = 1000
+    """CITYHUB_NATS_ACCOUNT_CONSUMERS: JetStream consumers its applications may create, at most."""
+    connections: int = 100
+    """CITYHUB_NATS_ACCOUNT_CONNECTIONS: connections at once (the operator's own counts as one)."""
+    subscriptions: int = 1000
+    """CITYHUB_NATS_ACCOUNT_SUBSCRIPTIONS: subscriptions of one connection at most (nats-server applies the
+    account's `subs` per connection; in all at most connections times subscriptions)."""
+    payload: int = 2**20
+    """CITYHUB_NATS_ACCOUNT_PAYLOAD: the largest message its credentials may publish, in bytes (1Mi)."""
+    shares: int = 100
+    """CITYHUB_NATS_ACCOUNT_IMPORTS: channels other departments may share with it at most (imports in its
+    account JWT): past it a share is refused (TooManyShares), so others' shares can never make its account
+    JWT too large to update."""
+    shares_per_source: int = 25
+    """CITYHUB_NATS_ACCOUNT_IMPORTS_PER_SOURCE: of those, at most this many from one department, so no
+    single department can take every place."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DepartmentLimits:
+        read, d = Env(env), cls()
+        quantity = "a quantity such as 512Mi or 8Gi"
+        return cls(
+            file_store=_limit(read, "CITYHUB_NATS_ACCOUNT_FILE_STORE", "quantity", d.file_store, quantity),
+            memory_store=_limit(
+                read, "CITYHUB_NATS_ACCOUNT_MEMORY_STORE", "quantity", d.memory_store, quantity
+            ),
+            streams=read.integer("CITYHUB_NATS_ACCOUNT_STREAMS", d.streams, minimum=1),
+            consumers=read.integer("CITYHUB_NATS_ACCOUNT_CONSUMERS", d.consumers, minimum=1),
+            connections=read.integer("CITYHUB_NATS_ACCOUNT_CONNECTIONS", d.connections, minimum=2),
+            subscriptions=read.integer("CITYHUB_NATS_ACCOUNT_SUBSCRIPTIONS", d.subscriptions, minimum=10),
+            payload=_limit(read, "CITYHUB_NATS_ACCOUNT_PAYLOAD", "quantity", d.payload, quantity),
+            shares=read.integer("CITYHUB_NATS_ACCOUNT_IMPORTS", d.shares, minimum=0, maximum=1000),
+            shares_per_source=read.integer(
+                "CITYHUB_NATS_ACCOUNT_IMPORTS_PER_SOURCE", d.shares_per_source, minimum=0, maximum=1000
+            ),
+        )
+
+    def account(self, file: int, memory: int) -> dict[str, Any]:
+        """The `limits` of the department's account JWT (nats-server's names), its JetStream stores being
+        `file` and `memory` bytes: what its streams reserve (driver/reservations.py), not the quotas above."""
+        limits = jwt.unlimited_account_limits(jetstream=True)
+        limits.update(
+            {
+                "conn": self.connections,
+                "subs": self.subscriptions,
+                "payload": self.payload,
+                "leaf": 0,  # no leaf node may join the department's account
+                "disk_storage": file,
+                "mem_storage": memory,
+                "streams": self.streams,
+                "consumer": self.consumers,
+                "max_bytes_required": True,  # every stream reserves a bounded size (memory ones above all)
+                "disallow_bearer": True,  # credentials must prove the seed: a leaked JWT alone is useless
+            }
+        )
+        return limits
 
 
 @dataclass(frozen=True)
 class NatsSettings:
     url: str
     """CITYHUB_NATS_URL: where the operator reaches nats-server, e.g. nats://127.0.0.1:4222 (comma-separated
-    for a cluster). Required."""
+    for a cluster). Required. The operator's probes connect here too, never to a URL from a Secret."""
     secret: bytes
     """CITYHUB_NATS_SECRET_FILE (or CITYHUB_NATS_SECRET): the master secret every nkey is derived from, at
     least 32 characters; the server's configuration must be rendered from the same secret
@@ -25,20 +115,35 @@ class NatsSettings:
     """CITYHUB_NATS_TIMEOUT: seconds to wait for one NATS request."""
     replicas: int = 1
     """CITYHUB_NATS_REPLICAS: JetStream replicas of each stream (1, or up to the cluster size, at most 5)."""
+    credentials_lifetime: int = 30 * DAY
+    """CITYHUB_NATS_CREDENTIALS_LIFETIME: how long a channel's credentials (and a share's activation) stay
+    valid, e.g. 30d; the operator renews them every third of it, so revocations older than it are pruned."""
+    limits: DepartmentLimits = field(default_factory=DepartmentLimits)
+    """CITYHUB_NATS_ACCOUNT_*: what each department's account may use (DepartmentLimits)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NatsSettings:
         read = Env(env)
         schemes = ("nats", "tls")
         url = read.url("CITYHUB_NATS_URL", schemes=schemes, required=True, many=True)
+        needs = "a duration of at least 3s, such as 30d or 12h"
+        lifetime = _limit(read, LIFETIME, "duration", 30 * DAY, needs)
+        if lifetime < 3:  # renewed every third of it
+            raise SettingError(f"Invalid {LIFETIME}={read.raw(LIFETIME)}: needs to be {needs}")
         return cls(
             url=url,
             secret=read.secret("CITYHUB_NATS_SECRET", min_length=32, needs=NEW_SECRET_HINT).encode(),
             public_url=read.url("CITYHUB_NATS_PUBLIC_URL", url, schemes=schemes, many=True),
             timeout=read.number("CITYHUB_NATS_TIMEOUT", 5.0, minimum=0.0, exclusive=True),
             replicas=read.integer("CITYHUB_NATS_REPLICAS", 1, minimum=1, maximum=5),
+            credentials_lifetime=lifetime,
+            limits=DepartmentLimits.from_env(env),
         )
 
     @property
     def servers(self) -> list[str]:
         return [u.strip() for u in self.url.split(",")]
+
+    @property
+    def lifetime(self) -> Lifetime:
+        return Lifetime(self.credentials_lifetime)
