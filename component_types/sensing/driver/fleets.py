@@ -40,7 +40,7 @@ INGEST_MAX_AGE = 3600
 """Seconds a device message waits for the relay at most (the relay is down for longer only in an outage)."""
 REFUSALS = {
     10047: "the gateway has no room for limits.maxBytes: lower spec.limits.maxBytes",
-    10027: "the department has reached its number of streams on the gateway: delete a fleet it no longer uses",
+    10027: "the department has reached its number of streams on the gateway: delete a fleet it does not use",
     10028: "the department's JetStream quota is exhausted: lower spec.limits.maxBytes",
 }
 
