@@ -216,6 +216,7 @@ def _operator(raw: dict[str, Any]) -> OperatorConfig:
         catalog=tuple(raw.get("catalog", ())),
         log_level=raw.get("logLevel", base.log_level),
         drift_interval=raw.get("driftInterval", base.drift_interval),
+        replicas=raw.get("replicas", base.replicas),
         worker_limit=raw.get("workerLimit", base.worker_limit),
         cpu=str(resources.get("cpu", base.cpu)),
         memory=str(resources.get("memory", base.memory)),
@@ -384,7 +385,7 @@ def _quota_fields(raw: dict[str, Any]) -> dict[str, str | int]:
     for key in ("cpu", "memory", "storage"):
         if key in raw:
             fields[key] = str(raw[key])
-    for key in ("pods", "gpu"):
+    for key in ("pods", "gpu", "components"):
         if key in raw:
             fields[key] = int(raw[key])
     return fields

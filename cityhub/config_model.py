@@ -29,6 +29,9 @@ class Quota:
     """GPUs (nvidia.com/gpu) that may be requested."""
     storage: str = "0"
     """Total persistent volume capacity that may be claimed."""
+    components: int = 10
+    """Component requests the department may hold of each component type (a Kubernetes object-count quota:
+    the API server refuses one more)."""
 
     def overlay(self, changes: dict[str, str | int]) -> Quota:
         """This quota with the keys in `changes` replaced (used for emergencyQuota)."""
@@ -166,6 +169,8 @@ class OperatorConfig:
     """Offerings published (by name, from the types' catalog.yaml); empty: all."""
     log_level: str = "INFO"
     drift_interval: int = 60
+    replicas: int = 2
+    """Operator pods; one leads (kopf peering), the others take over within the peering lifetime."""
     worker_limit: int = 0
     cpu: str = "100m"
     memory: str = "256Mi"

@@ -1,18 +1,25 @@
-"""Helpers for integration tests, benchmarks and demos: kubectl, CRDs, requests, the operator as a process.
+"""Helpers for integration tests, benchmarks and demos: kubectl, CRDs, requests, the operator as a process,
+and a TCP relay that can go silent (chaos between the operator and the API server).
 
 proc = OperatorProcess(kubeconfig, env={...}, log=path).start()
 ... proc.kill()   # SIGKILL, like a crash
 proc.start()      # a new process picks up where the old one left off
 proc.stop()       # SIGTERM to its group, by PID (checked against its start time)
+proc.health()     # (HTTP status, body) of its /healthz, when CITYHUB_HEALTH_PORT is set
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -162,6 +169,17 @@ class OperatorProcess:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def health(self, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+        """GET /healthz: (status, JSON body); (0, {}) when nothing answers (needs CITYHUB_HEALTH_PORT)."""
+        url = f"http://{supervisor.HOST}:{self.env['CITYHUB_HEALTH_PORT']}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return int(resp.status), json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return int(e.code), {}
+        except (urllib.error.URLError, OSError, ValueError):
+            return 0, {}
+
     def log_lines(self) -> list[dict[str, Any]]:
         """The operator's JSON log lines (CITYHUB_LOG_FORMAT=json)."""
         out = []
@@ -171,3 +189,73 @@ class OperatorProcess:
             except ValueError:
                 continue
         return out
+
+
+class TcpProxy:
+    """A TCP relay from a free local port to `host:port` that can go silent.
+
+    `blackhole()`: connections stay open and new ones are accepted, but nothing is forwarded either way — a
+    network that drops packets, so clients see neither data nor an error. `restore()`: the connections that
+    lived through it are reset (their streams lost bytes) and relaying resumes for new ones.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = supervisor.free_port()
+        self._silent = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._server = socket.create_server((supervisor.HOST, self.port))
+        threading.Thread(target=self._accept, name=f"proxy :{self.port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self._sockets.add(client)
+            if self._silent.is_set():
+                continue  # held, never answered, reset on restore()
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                self._close(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets.add(upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self._silent.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        self._close(src)
+        self._close(dst)
+
+    def _close(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
+        sock.close()
+
+    def blackhole(self) -> None:
+        self._silent.set()
+
+    def restore(self) -> None:
+        with self._lock:
+            lived_through = list(self._sockets)
+        for sock in lived_through:
+            self._close(sock)
+        self._silent.clear()
+
+    def close(self) -> None:
+        self._close(self._server)
+        self.restore()

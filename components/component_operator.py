@@ -1,6 +1,11 @@
 """The component operator as the stack installs it: CRDs generated from the schemas, the catalog from each
 type's catalog.yaml, least-privilege RBAC, and (with `deploy`) the operator's Deployment and metrics Service.
 
+Availability: `replicas` pods elect a leader through kopf peering (the ClusterKopfPeering PEERING_NAME; kopf
+ships no CRD, so the stack installs kopf's own definition): the live pod of highest priority reconciles, the
+others stand by, paused, and the next takes over once the leader's keep-alive lapses
+(CITYHUB_PEERING_LIFETIME) or at once when it stops cleanly. So pods may be replaced one at a time.
+
 The module is not called `operator` so it can never shadow the standard library's `operator`.
 """
 
@@ -26,6 +31,43 @@ NAME = OPERATOR_ACCOUNT
 METRICS_PORT = 9464
 HEALTH_PORT = 8080
 APP_LABELS = OPERATOR_LABELS
+PEERING_NAME = NAME
+"""The ClusterKopfPeering the operator's replicas elect their leader in (CITYHUB_PEERING)."""
+PEERING_GROUP = "kopf.dev"
+
+
+def peering_crd() -> dict[str, Any]:
+    """kopf's ClusterKopfPeering CRD, as kopf defines it (peering.yaml in kopf's repository): each replica
+    keeps itself alive in the object's status (identity → priority, lifetime, lastseen)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"clusterkopfpeerings.{PEERING_GROUP}"},
+        "spec": {
+            "scope": "Cluster",
+            "group": PEERING_GROUP,
+            "names": {
+                "kind": "ClusterKopfPeering",
+                "plural": "clusterkopfpeerings",
+                "singular": "clusterkopfpeering",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -66,6 +108,15 @@ def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"],
+        },
+        # Leader election (kopf peering): see every replica's keep-alive, write its own into the operator's
+        # peering object only (list and watch cannot be narrowed by name).
+        {"apiGroups": [PEERING_GROUP], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch"]},
+        {
+            "apiGroups": [PEERING_GROUP],
+            "resources": ["clusterkopfpeerings"],
+            "resourceNames": [PEERING_NAME],
+            "verbs": ["get", "patch"],
         },
     ]
 
@@ -168,11 +219,37 @@ class ComponentOperator(pulumi.ComponentResource):
                 opts=child,
             )
         if settings.deploy:
-            self._deploy(name, args, sorted(served), account)
+            self._deploy(name, args, sorted(served), account, self._peering(name))
         self.register_outputs({"crds": self.crd_names, "offerings": [o.name for o in args.offerings]})
 
+    def _peering(self, name: str) -> pulumi.Resource:
+        """The peering CRD (kept on destroy, like ours: another kopf operator may use it) and the object."""
+        crd = peering_crd()
+        definition = k8s.apiextensions.v1.CustomResourceDefinition(
+            f"{name}-crd-{crd['metadata']['name']}",
+            metadata={
+                "name": crd["metadata"]["name"],
+                "labels": labels.common(),
+                "annotations": {labels.PATCH_FORCE: "true"},
+            },
+            spec=crd["spec"],
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+        return k8s.apiextensions.CustomResource(
+            f"{name}-peering",
+            api_version=f"{PEERING_GROUP}/v1",
+            kind="ClusterKopfPeering",
+            metadata={"name": PEERING_NAME, "labels": labels.common()},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[definition]),
+        )
+
     def _deploy(
-        self, name: str, args: ComponentOperatorArgs, served: list[str], account: k8s.core.v1.ServiceAccount
+        self,
+        name: str,
+        args: ComponentOperatorArgs,
+        served: list[str],
+        account: k8s.core.v1.ServiceAccount,
+        peering: pulumi.Resource,
     ) -> None:
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
@@ -184,6 +261,7 @@ class ComponentOperator(pulumi.ComponentResource):
             "CITYHUB_WORKER_LIMIT": str(settings.worker_limit),
             "CITYHUB_METRICS_PORT": str(METRICS_PORT),
             "CITYHUB_HEALTH_PORT": str(HEALTH_PORT),
+            "CITYHUB_PEERING": PEERING_NAME,
         }
 
         def env_list(backends: list[Mapping[str, str]]) -> list[dict[str, str]]:
@@ -217,9 +295,10 @@ class ComponentOperator(pulumi.ComponentResource):
             f"{name}-operator",
             metadata={"name": NAME, "namespace": account.metadata.namespace, "labels": pod_labels},
             spec={
-                "replicas": 1,
-                # One operator at a time: kopf runs standalone (no peering), so never two during a rollout.
-                "strategy": {"type": "Recreate"},
+                "replicas": settings.replicas,
+                # Peering keeps a new pod paused until it leads, so pods are replaced one at a time and the
+                # old leader hands over as it stops (kopf leaves the peering on SIGTERM).
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                 "selector": {"matchLabels": APP_LABELS},
                 "template": {
                     "metadata": {
@@ -229,6 +308,20 @@ class ComponentOperator(pulumi.ComponentResource):
                     "spec": {
                         "serviceAccountName": account.metadata.name,
                         "priorityClassName": "system-cluster-critical",
+                        # A standby on another node survives the leader's node.
+                        "affinity": {
+                            "podAntiAffinity": {
+                                "preferredDuringSchedulingIgnoredDuringExecution": [
+                                    {
+                                        "weight": 100,
+                                        "podAffinityTerm": {
+                                            "labelSelector": {"matchLabels": APP_LABELS},
+                                            "topologyKey": "kubernetes.io/hostname",
+                                        },
+                                    }
+                                ]
+                            }
+                        },
                         "securityContext": {
                             "runAsNonRoot": True,
                             "runAsUser": 65532,
@@ -265,8 +358,16 @@ class ComponentOperator(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, peering]),
         )
+        if settings.replicas > 1:
+            # Node drains take one replica at a time, so a standby is always there to take over.
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-operator",
+                metadata={"name": NAME, "namespace": account.metadata.namespace, "labels": pod_labels},
+                spec={"maxUnavailable": 1, "selector": {"matchLabels": APP_LABELS}},
+                opts=child,
+            )
         k8s.core.v1.Service(
             f"{name}-operator-metrics",
             metadata={

@@ -1,4 +1,5 @@
-"""Compute: priority classes, each department's quota and container defaults, and 平急切换.
+"""Compute: priority classes, each department's quota (compute, and the count of component requests) and
+container defaults, and 平急切换.
 
 Normal/emergency mode (平急切换) changes exactly two things per department, both here:
 - its ResourceQuotas (`quota` in normal mode, `emergencyQuota` in emergency mode), and
@@ -16,6 +17,8 @@ import pulumi_kubernetes as k8s
 
 from cityhub.config_model import ContainerLimits, Department, Mode, Quota
 from cityhub_api import labels
+from cityhub_api.api import GROUP
+from cityhub_api.registry import component_types
 
 EMERGENCY_PRIORITY = "cityhub-emergency"
 NORMAL_PRIORITY = "cityhub-normal"
@@ -25,6 +28,9 @@ PRIORITY_DESCRIPTIONS = {
     EMERGENCY_PRIORITY: "cityhub: emergency response (急时), preempts normal work",
     NORMAL_PRIORITY: "cityhub: normal work (平时)",
 }
+
+COMPONENT_REQUESTS_QUOTA = "component-requests"
+"""The ResourceQuota counting a department's component requests; its name is in the API server's refusal."""
 
 UNLIMITED_PODS = 10_000
 """Stands for "no pod limit" in the emergency-priority quota: cpu and memory quotas bind long before."""
@@ -49,6 +55,16 @@ def quota_hard(quota: Quota) -> dict[str, str]:
     return hard
 
 
+def component_requests_hard(quota: Quota) -> dict[str, str]:
+    """The ResourceQuota `hard` map counting the department's component requests: `quota.components` of each
+    type (object-count quota, `count/<plural>.<group>`), for every type the registry knows, so a new type is
+    limited from the start. The API server refuses the next one with "exceeded quota: component-requests"."""
+    return {
+        f"count/{t.plural}.{GROUP}": str(quota.components)
+        for t in sorted(component_types().values(), key=lambda t: t.plural)
+    }
+
+
 def emergency_priority_hard(dept: Department, mode: Mode) -> dict[str, str]:
     """The pods a department may run at the emergency priority in this mode."""
     if priority_class_for(dept, mode) != EMERGENCY_PRIORITY:
@@ -68,8 +84,9 @@ class ComputeArgs:
 
 class Compute(pulumi.ComponentResource):
     """PriorityClasses for normal and emergency work, and per department a compute ResourceQuota
-    (cpu, memory, pods, nvidia.com/gpu), a quota gating the emergency priority, and a LimitRange giving
-    containers default requests and limits (so every pod counts against the quota)."""
+    (cpu, memory, pods, nvidia.com/gpu), a quota on its component requests (so no department can flood the
+    operator and the backends), a quota gating the emergency priority, and a LimitRange giving containers
+    default requests and limits (so every pod counts against the quota)."""
 
     quotas: dict[str, dict[str, str]]
     """Department slug -> the compute quota in force."""
@@ -96,6 +113,16 @@ class Compute(pulumi.ComponentResource):
                 f"{name}-{dept.slug}-compute",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name="compute", namespace=ns, labels=labels.common()),
                 spec=k8s.core.v1.ResourceQuotaSpecArgs(hard=hard),
+                opts=child,
+            )
+            k8s.core.v1.ResourceQuota(
+                f"{name}-{dept.slug}-component-requests",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=COMPONENT_REQUESTS_QUOTA, namespace=ns, labels=labels.common()
+                ),
+                spec=k8s.core.v1.ResourceQuotaSpecArgs(
+                    hard=component_requests_hard(dept.quota_for(args.mode))
+                ),
                 opts=child,
             )
             k8s.core.v1.ResourceQuota(

@@ -1,6 +1,8 @@
 """Run the operator: `python -m cityhub_operator` (settings from CITYHUB_* environment variables).
 
-Locally it uses $KUBECONFIG (e.g. the embedded cluster's); in a pod, its service account.
+Locally it uses $KUBECONFIG (e.g. the embedded cluster's); in a pod, its service account. With
+CITYHUB_PEERING, replicas elect a leader through that ClusterKopfPeering (kopf peering): the others stay
+paused until it stops keeping itself alive.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from cityhub_api import registry
 from cityhub_api.registry import SchemaError
 from cityhub_operator import drivers_loader, handlers
 from cityhub_operator.settings import OperatorSettings
+from cityhub_operator.watchdog import Peering
 
 
 def main() -> int:
@@ -39,11 +42,19 @@ def main() -> int:
     )
     logging.getLogger().setLevel(settings.log_level)
     logging.getLogger("cityhub_operator").setLevel(settings.log_level)
+    # /healthz is asked every few seconds: log its failures (kopf logs them as errors), not each answer.
+    for chatty in ("aiohttp.access", "kopf.activities.probe"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     ops = kopf.OperatorRegistry()
-    handlers.register(ops, settings, drivers, types)
+    peering = Peering.of(settings)
+    handlers.register(ops, settings, drivers, types, peering=peering)
     kopf.run(
         registry=ops,
-        standalone=True,  # one replica (Deployment strategy Recreate); no peering CRD needed
+        # Standalone never joins a peering it was not told of (another kopf operator's `default` one).
+        standalone=not peering.name,
+        peering_name=peering.name or None,
+        priority=peering.priority,
+        identity=peering.identity or None,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,

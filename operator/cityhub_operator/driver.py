@@ -116,5 +116,26 @@ class Prober(Protocol):
         """Use the component as the department would, with `secret` (the request's Secret data, decoded).
 
         Returns when it works; raises BackendError (Temporary… when it is unreachable) saying what failed.
+
+        Take only credentials from `secret` (a password, a token, NATS user creds), never where to connect:
+        every URL, host and port comes from the driver's own settings (CITYHUB_<BACKEND>_…) and the request.
+        The Secret lives in the department's namespace and whoever may write it there (the department's
+        admins, any of its workloads so permitted) could otherwise point the operator's probes at any address
+        the operator reaches: the cluster's internal services, the cloud metadata endpoint (SSRF). Endpoints
+        the driver wrote to the Secret are for the department's applications, not for the operator.
         """
+        ...
+
+
+@runtime_checkable
+class Orphaner(Protocol):
+    """Optional: what deletionPolicy Orphan means for this backend beyond keeping its objects.
+
+    Without it, Orphan leaves everything as it is, credentials included; with it, the core calls `orphan`
+    instead of `delete`, so nothing the request granted outlives it while its data stays.
+    """
+
+    async def orphan(self, request: Request) -> None:
+        """Keep the request's data (streams, tables, models) but revoke its credentials and withdraw what it
+        granted to others. Idempotent; succeeds when they are already gone."""
         ...

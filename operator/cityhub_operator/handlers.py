@@ -2,7 +2,7 @@
 
 `register()` adds, for every served component type, create/update/resume and delete handlers (with a
 finalizer) and a drift timer; plus an in-memory index of the catalog (ComponentOffering), so a reconcile
-needs no API call to find its offering.
+needs no API call to find its offering; and the watch timeouts, login and /healthz probe of watchdog.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import prometheus_client
 
 from cityhub_api.api import FINALIZER, GROUP, OFFERING_PLURAL, VERSION
 from cityhub_api.registry import ComponentType
-from cityhub_operator import conditions, outcomes, probes
+from cityhub_operator import conditions, outcomes, probes, watchdog
 from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import Driver
 from cityhub_operator.reconcile import Emit, OfferingLookup, Reconciler, RetryLater, SecretStore
@@ -53,13 +53,19 @@ def register(
     drivers: Mapping[str, Driver],
     types: list[ComponentType],
     secrets: SecretStore | None = None,
+    peering: watchdog.Peering | None = None,
 ) -> dict[str, Reconciler]:
-    """Register every handler for `types` (each with its driver) on `registry`; returns the reconcilers."""
+    """Register every handler for `types` (each with its driver) on `registry`; returns the reconcilers.
+
+    `peering`: this replica in its leader election (kopf.run must be given the same name, identity and
+    priority); None: standalone."""
     reconcilers: dict[str, Reconciler] = {}
+    peering = peering or watchdog.Peering.standalone()
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        """Persist kopf's state under hub.cityhub.io; post only warnings as events; start /metrics."""
+        """Persist kopf's state under hub.cityhub.io; post only warnings as events; watch timeouts and
+        peering; start /metrics."""
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -67,11 +73,12 @@ def register(
         )
         settings.posting.level = logging.WARNING
         settings.batching.worker_limit = operator_settings.worker_limit or None
+        watchdog.configure(settings, operator_settings, peering)
         store = secrets
         if store is None:
             from cityhub_operator.kube import Secrets
 
-            store = Secrets()
+            store = Secrets(timeout=(operator_settings.api_connect_timeout, operator_settings.api_timeout))
         for ctype in types:
             reconcilers[ctype.kind] = Reconciler(ctype, drivers[ctype.name], store, operator_settings)
         if operator_settings.metrics_port:
@@ -80,10 +87,7 @@ def register(
 
     operator_settings = settings
 
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """In a pod: the service account; elsewhere: $KUBECONFIG (via the kubernetes client)."""
-        return kopf.login_via_client(**kwargs)
+    watchdog.register(registry, settings, peering)
 
     @kopf.on.cleanup(registry=registry)
     async def close(**_: Any) -> None:

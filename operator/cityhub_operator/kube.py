@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cityhub-operator"}
+log = logging.getLogger("cityhub_operator")
 
 
 class SecretConflict(Exception):
@@ -34,8 +36,13 @@ def _encode(data: Mapping[str, str]) -> dict[str, str]:
 
 
 class Secrets:
-    def __init__(self, api: client.ApiClient | None = None) -> None:
+    def __init__(
+        self, api: client.ApiClient | None = None, timeout: tuple[float, float] = (10.0, 60.0)
+    ) -> None:
         self.core = client.CoreV1Api(api or api_client())
+        self.timeout = timeout
+        """(connect, read) seconds per call: a call on a dead connection fails (and the reconcile is retried)
+        instead of holding its worker thread, and the request's reconcile, for ever."""
 
     async def apply(
         self,
@@ -49,7 +56,8 @@ class Secrets:
         return await asyncio.to_thread(self._apply, namespace, name, _encode(data), owner, dict(labels))
 
     async def delete(self, namespace: str, name: str, owner_uid: str) -> None:
-        """Delete the Secret if it is the owner's; a missing one is fine."""
+        """Delete the Secret if it is the owner's; a missing one, or one the operator may no longer touch
+        (its namespace is being deleted), is fine: the garbage collector follows the owner reference."""
         await asyncio.to_thread(self._delete, namespace, name, owner_uid)
 
     def _apply(
@@ -79,12 +87,12 @@ class Secrets:
         )
         for _ in range(3):
             try:
-                existing = self.core.read_namespaced_secret(name, namespace)
+                existing = self.core.read_namespaced_secret(name, namespace, _request_timeout=self.timeout)
             except ApiException as e:
                 if e.status != 404:
                     raise
                 try:
-                    self.core.create_namespaced_secret(namespace, body)
+                    self.core.create_namespaced_secret(namespace, body, _request_timeout=self.timeout)
                     return True
                 except ApiException as e2:
                     if e2.status == 409:
@@ -101,7 +109,7 @@ class Secrets:
                 return False
             body.metadata.resource_version = existing.metadata.resource_version
             try:
-                self.core.replace_namespaced_secret(name, namespace, body)
+                self.core.replace_namespaced_secret(name, namespace, body, _request_timeout=self.timeout)
                 return True
             except ApiException as e:
                 if e.status != 409:
@@ -109,16 +117,22 @@ class Secrets:
         raise RuntimeError(f"Secret {namespace}/{name}: kept conflicting with concurrent writers")
 
     def _delete(self, namespace: str, name: str, owner_uid: str) -> None:
+        # 403 counts as done: the operator's Secret RoleBinding goes first when a department namespace is
+        # deleted, and a delete handler that kept failing would hold the request's finalizer, and with it the
+        # namespace, in Terminating for ever. Nothing is left behind: the Secret is owned by the request
+        # (`_apply` sets the owner reference), so the garbage collector deletes it with the request.
         try:
-            existing = self.core.read_namespaced_secret(name, namespace)
+            existing = self.core.read_namespaced_secret(name, namespace, _request_timeout=self.timeout)
+            if not any(o.uid == owner_uid for o in existing.metadata.owner_references or []):
+                return  # not ours: leave it
+            self.core.delete_namespaced_secret(name, namespace, _request_timeout=self.timeout)
         except ApiException as e:
-            if e.status == 404:
-                return
-            raise
-        if not any(o.uid == owner_uid for o in existing.metadata.owner_references or []):
-            return  # not ours: leave it
-        try:
-            self.core.delete_namespaced_secret(name, namespace)
-        except ApiException as e:
-            if e.status != 404:
+            if e.status == 403:
+                log.info(
+                    "Secret %s/%s: no longer permitted (namespace being deleted?); its owner reference "
+                    "lets the garbage collector delete it",
+                    namespace,
+                    name,
+                )
+            elif e.status != 404:
                 raise

@@ -1,5 +1,6 @@
 """Black-box probes: every Ready request of a driver that implements `Prober` is used, on a timer, the way
-its department uses it — with the credentials in the request's own Secret.
+its department uses it — with the credentials in the request's own Secret. The Secret is the department's to
+write, so a driver takes only credentials from it, never an endpoint (driver.Prober.probe: no SSRF).
 
 Each probe yields success or failure (cityhub_probe_total), its duration (cityhub_probe_duration_seconds),
 an Apdex zone against the offering's thresholds (catalog spec.apdex), and moves the component between
@@ -76,7 +77,8 @@ def read_secret(namespace: str, name: str) -> Mapping[str, str] | None:
     if _core is None:
         _core = client.CoreV1Api(api_client())
     try:
-        secret = _core.read_namespaced_secret(name, namespace)
+        # Bounded: the probe's own timeout covers only the driver's part.
+        secret = _core.read_namespaced_secret(name, namespace, _request_timeout=(10, 10))
     except ApiException as e:
         if e.status == 404:
             return None

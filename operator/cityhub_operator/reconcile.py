@@ -28,6 +28,7 @@ from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import (
     BackendError,
     Driver,
+    Orphaner,
     PermanentBackendError,
     Request,
     Result,
@@ -269,34 +270,55 @@ class Reconciler:
     async def delete(
         self, body: Mapping[str, Any], status: MutableMapping[str, Any], emit: Emit, *, retry: int = 0
     ) -> None:
+        """deletionPolicy Delete: the driver deletes the backend objects. Orphan: they are kept, and a driver
+        that implements Orphaner revokes the request's credentials (nothing it granted outlives it)."""
         meta, spec = body["metadata"], body.get("spec") or {}
         request = self.request(body)
         policy = spec.get("deletionPolicy", "Delete")
-        if policy == "Orphan":
-            kept = dict((body.get("status") or {}).get("backend") or {})
-            emit("Normal", "Orphaned", f"deletionPolicy Orphan: backend objects {kept} are kept")
-        else:
-            try:
-                await self._timed("delete", self.driver.delete(request))
-            except BackendError as e:
-                delay = self.backoff(retry)
-                message = f"cannot delete the backend objects yet: {e}; retrying in {delay:.0f}s"
-                status["conditions"] = conditions.with_condition(
-                    (body.get("status") or {}).get("conditions"),
-                    READY,
-                    False,
-                    "DeleteFailed",
-                    message,
-                    int(meta.get("generation") or 0),
-                )
-                if retry == 0:
-                    emit("Warning", "DeleteFailed", message)
-                metrics.RETRIES.labels(self.controller).inc()
-                raise RetryLater(message, delay) from e
+        kept = dict((body.get("status") or {}).get("backend") or {})
+        if policy != "Orphan":
+            await self._release("delete", self.driver.delete(request), body, status, emit, retry)
             emit("Normal", "Deleted", "backend objects deleted and credentials revoked")
+        elif isinstance(self.driver, Orphaner):
+            await self._release("orphan", self.driver.orphan(request), body, status, emit, retry)
+            emit(
+                "Normal",
+                "Orphaned",
+                f"deletionPolicy Orphan: backend objects {kept} are kept, credentials revoked",
+            )
+        else:
+            emit("Normal", "Orphaned", f"deletionPolicy Orphan: backend objects {kept} are kept")
         await self.secrets.delete(request.namespace, secret_name(body), meta["uid"])
         outcomes.OUTCOMES.forget(self.ctype.name, body)
         self.log.info("deleted %s %s (deletionPolicy %s)", self.ctype.kind, request.key, policy)
+
+    async def _release(
+        self,
+        operation: str,
+        call: Any,
+        body: Mapping[str, Any],
+        status: MutableMapping[str, Any],
+        emit: Emit,
+        retry: int,
+    ) -> None:
+        """Await the driver's delete (or orphan); on a backend error the finalizer stays, retried later."""
+        try:
+            await self._timed(operation, call)
+        except BackendError as e:
+            delay = self.backoff(retry)
+            message = f"cannot delete the backend objects yet: {e}; retrying in {delay:.0f}s"
+            status["conditions"] = conditions.with_condition(
+                (body.get("status") or {}).get("conditions"),
+                READY,
+                False,
+                "DeleteFailed",
+                message,
+                int(body["metadata"].get("generation") or 0),
+            )
+            if retry == 0:
+                emit("Warning", "DeleteFailed", message)
+            metrics.RETRIES.labels(self.controller).inc()
+            raise RetryLater(message, delay) from e
 
     # -- drift -------------------------------------------------------------------------------------
 

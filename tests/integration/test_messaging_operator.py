@@ -406,12 +406,6 @@ def test_drift_is_repaired_and_orphan_keeps_the_backend(
     assert "air" in [s.config.name for s in streams(nats_server, "huanbao")]  # Orphan: the stream stays
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator core does not call MessagingDriver.orphan on deletionPolicy Orphan yet "
-    "(operator/cityhub_operator/reconcile.py, Reconciler.delete); until it does, orphaned credentials "
-    "stop working only when they expire (CITYHUB_NATS_CREDENTIALS_LIFETIME)",
-)
 def test_orphan_revokes_the_channels_credentials(
     operator: OperatorProcess, k8s: client.ApiClient, cluster: Path, nats_server: NatsServer
 ) -> None:

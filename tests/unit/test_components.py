@@ -338,6 +338,15 @@ def test_department_quota_and_defaults(dev: list[Created]) -> None:
     assert limits["defaultRequest"] == {"cpu": "100m", "memory": "128Mi"}
 
 
+def test_component_requests_count_against_a_quota_of_every_type(dev: list[Created]) -> None:
+    """The API server counts each type's requests (object-count quota) and refuses one over the quota."""
+    every_type = {f"count/{t.plural}.hub.cityhub.io" for t in registry.component_types().values()}
+    default = find(dev, "ResourceQuota", "component-requests", "dept-dashuju").inputs["spec"]["hard"]
+    assert default == dict.fromkeys(every_type, "10")
+    street = find(dev, "ResourceQuota", "component-requests", "dept-xihu-hubin").inputs["spec"]["hard"]
+    assert street["count/messagingchannels.hub.cityhub.io"] == "5" and set(street) == every_type
+
+
 def test_priority_classes(dev: list[Created]) -> None:
     emergency = find(dev, "PriorityClass", "cityhub-emergency").inputs
     normal = find(dev, "PriorityClass", "cityhub-normal").inputs
@@ -366,6 +375,7 @@ def test_emergency_mode_changes_only_quotas_and_priority(dev: list[Created]) -> 
         {f"hub-{s}-compute" for s in reshaped}
         | {f"hub-{s}-emergency-priority" for s in responders}
         | {f"hub-{s}" for s in responders}  # the namespace's priority-class label
+        | {"hub-yingji-component-requests"}  # 应急管理局 may hold 30 requests of a type in an emergency
     )
     assert set(diff) == expected
     for name, (old, new) in diff.items():
@@ -377,6 +387,8 @@ def test_emergency_mode_changes_only_quotas_and_priority(dev: list[Created]) -> 
     yingji = diff["hub-yingji-compute"][1].inputs["spec"]["hard"]
     assert (yingji["requests.cpu"], yingji["pods"], yingji["requests.nvidia.com/gpu"]) == ("32", "200", "2")
     assert diff["hub-yingji-emergency-priority"][1].inputs["spec"]["hard"] == {"pods": "200"}
+    requests = diff["hub-yingji-component-requests"][1].inputs["spec"]["hard"]
+    assert set(requests.values()) == {"30"}
     shrunk = diff["hub-chengguan-compute"][1].inputs["spec"]["hard"]
     assert shrunk["requests.cpu"] == "4"
     # And back: normal mode declares exactly what it declared before.
@@ -542,7 +554,30 @@ def test_operator_deployment_follows_the_operator_settings() -> None:
     assert (
         env["CITYHUB_NATS_URL"] == "nats://nats.cityhub-system:4222" and env["CITYHUB_LOG_FORMAT"] == "json"
     )
-    assert deployment.inputs["spec"]["strategy"] == {"type": "Recreate"}, "never two operators at once"
+    # Two replicas elect a leader (kopf peering), so a rollout may replace them one at a time, and a drain
+    # never takes both.
+    assert deployment.inputs["spec"]["replicas"] == 2
+    assert env["CITYHUB_PEERING"] == "cityhub-operator"
+    assert deployment.inputs["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    budget = find(created, "PodDisruptionBudget", "cityhub-operator", "cityhub-system").inputs["spec"]
+    assert budget["maxUnavailable"] == 1
+    crds = {c.k8s_name for c in of_kind(created, "CustomResourceDefinition")}
+    assert "clusterkopfpeerings.kopf.dev" in crds
+    assert find(created, "ClusterKopfPeering", "cityhub-operator").inputs["apiVersion"] == "kopf.dev/v1"
+    role = find(created, "ClusterRole", "cityhub-operator").inputs["rules"]
+    peering_rules = [r for r in role if r["apiGroups"] == ["kopf.dev"]]
+    assert peering_rules == [
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings"],
+            "resourceNames": ["cityhub-operator"],
+            "verbs": ["get", "patch"],
+        },
+    ], "each replica writes its keep-alive into the operator's peering object only"
     assert container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
     assert pod["volumes"] == [{"name": "backend-extra", "secret": {"secretName": "cityhub-backends"}}]
     assert container["volumeMounts"][0]["mountPath"] == "/var/run/cityhub/backends/extra"

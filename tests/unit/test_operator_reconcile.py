@@ -218,6 +218,34 @@ def test_delete_policies(parts: tuple[Reconciler, FakeDriver, FakeSecrets]) -> N
     assert driver.calls[-1][0] == "delete" and events[-1][1] == "Deleted"
 
 
+class OrphaningDriver(FakeDriver):
+    async def orphan(self, request: Request) -> None:
+        self.calls.append(("orphan", request))
+        if self.fail:
+            raise self.fail
+
+
+def test_orphan_revokes_credentials_when_the_driver_can(
+    parts: tuple[Reconciler, FakeDriver, FakeSecrets],
+) -> None:
+    """deletionPolicy Orphan keeps the backend objects; a driver that implements Orphaner revokes what the
+    request granted, and its failure holds the finalizer like a failed delete."""
+    rec, _, secrets = parts
+    driver = OrphaningDriver()
+    rec.driver = driver
+    ensure(rec, body())
+    events: list[tuple] = []
+    driver.fail = TemporaryBackendError("nats: connection refused")
+    with pytest.raises(RetryLater):
+        asyncio.run(rec.delete(body(deletionPolicy="Orphan"), {}, lambda *e: events.append(e)))
+    assert secrets.data, "the Secret stays until the credentials are revoked"
+    driver.fail = None
+    asyncio.run(rec.delete(body(deletionPolicy="Orphan"), {}, lambda *e: events.append(e), retry=1))
+    assert [c[0] for c in driver.calls] == ["ensure", "orphan", "orphan"]
+    assert [e[1] for e in events] == ["DeleteFailed", "Orphaned"] and "credentials revoked" in events[-1][2]
+    assert secrets.data == {}
+
+
 def test_drift_is_repaired_only_for_settled_requests(
     parts: tuple[Reconciler, FakeDriver, FakeSecrets],
 ) -> None:

@@ -32,6 +32,25 @@ def test_defaults_and_values() -> None:
     assert s.metrics_port == 0 and s.components == ("messaging",)
 
 
+def test_watch_timeouts_and_peering() -> None:
+    s = OperatorSettings()
+    assert (s.watch_server_timeout, s.watch_client_timeout) == (120, 150)
+    assert (s.api_connect_timeout, s.api_timeout) == (10, 60)
+    assert s.watch_stale_after == 180, "/healthz fails 3 minutes after a watch stopped restarting"
+    assert (s.peering, s.peering_priority, s.peering_lifetime) == ("", 0, 20), "standalone unless told"
+    s = OperatorSettings.from_env(
+        {
+            "CITYHUB_WATCH_SERVER_TIMEOUT": "30",
+            "CITYHUB_WATCH_GRACE": "5",
+            "CITYHUB_PEERING": "cityhub-operator",
+            "CITYHUB_PEERING_PRIORITY": "200",
+            "CITYHUB_PEERING_LIFETIME": "10",
+        }
+    )
+    assert (s.watch_server_timeout, s.watch_client_timeout, s.watch_stale_after) == (30, 60, 65)
+    assert (s.peering, s.peering_priority, s.peering_lifetime) == ("cityhub-operator", 200, 10)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -52,6 +71,26 @@ def test_defaults_and_values() -> None:
         (
             {"CITYHUB_NAMESPACES": "Jiao_Tong"},
             "Invalid CITYHUB_NAMESPACES=Jiao_Tong: needs to be a comma-separated",
+        ),
+        (
+            {"CITYHUB_WATCH_SERVER_TIMEOUT": "1.5"},
+            "Invalid CITYHUB_WATCH_SERVER_TIMEOUT=1.5: needs to be an integer of at least 1",
+        ),
+        (
+            {"CITYHUB_WATCH_SERVER_TIMEOUT": "300", "CITYHUB_WATCH_CLIENT_TIMEOUT": "60"},
+            "Invalid CITYHUB_WATCH_CLIENT_TIMEOUT=60: needs to be a number of seconds, at least 300",
+        ),
+        (
+            {"CITYHUB_API_CONNECT_TIMEOUT": "0"},
+            "Invalid CITYHUB_API_CONNECT_TIMEOUT=0: needs to be a number of seconds, above 0",
+        ),
+        (
+            {"CITYHUB_PEERING_LIFETIME": "3"},
+            "Invalid CITYHUB_PEERING_LIFETIME=3: needs to be an integer of at least 10",
+        ),
+        (
+            {"CITYHUB_PEERING": "a,b"},
+            "Invalid CITYHUB_PEERING=a,b: needs to be one object name",
         ),
     ],
 )
