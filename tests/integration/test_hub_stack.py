@@ -304,6 +304,7 @@ def test_emergency_mode_moves_quota_and_priority_and_back(deployed: Project) -> 
         {f"hub-{s}-compute": "update" for s in reshaped}
         | {f"hub-{s}-emergency-priority": "update" for s in responders}
         | {f"hub-{s}": "update" for s in responders}
+        | {"hub-yingji-component-requests": "update"}  # its emergencyQuota raises quota.components
     )
 
     def emergency_pod(name: str) -> dict[str, Any]:
