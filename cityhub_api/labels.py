@@ -49,6 +49,8 @@ POD_SECURITY_AUDIT = "pod-security.kubernetes.io/audit"
 """Pod Security Admission's namespace labels (departments' namespaces enforce `restricted`)."""
 
 SKIP_AWAIT = "pulumi.com/skipAwait"
+WAIT_FOR = "pulumi.com/waitFor"
+"""pulumi-kubernetes waits until these hold (a JSON list of `jsonpath=` / `condition=` expressions)."""
 PATCH_FORCE = "pulumi.com/patchForce"
 """Server-side apply with force: the stack owns these fields even when the object already exists (a CRD
 kept by an earlier `pulumi destroy`, or applied by hand with kubectl)."""

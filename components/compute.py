@@ -10,6 +10,7 @@ Normal/emergency mode (平急切换) changes exactly two things per department, 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pulumi
@@ -65,6 +66,16 @@ def component_requests_hard(quota: Quota) -> dict[str, str]:
     }
 
 
+def counted_by_quota_controller(hard: dict[str, str]) -> str:
+    """The `pulumi.com/waitFor` value that holds `pulumi up` until the quota controller counts every resource.
+
+    The API server refuses a create with "status unknown for quota" while a quota's `status.used` lacks the
+    resource, and the quota controller learns a new CRD's resource only at its next discovery sync (up to
+    30 s). Without this wait, a department applying its first request right after `pulumi up` is refused."""
+    # RFC 9535 bracket notation (pulumi-kubernetes parses waitFor paths with it): the keys hold '/' and '.'.
+    return json.dumps([f"jsonpath={{.status.used['{key}']}}" for key in sorted(hard)])
+
+
 def emergency_priority_hard(dept: Department, mode: Mode) -> dict[str, str]:
     """The pods a department may run at the emergency priority in this mode."""
     if priority_class_for(dept, mode) != EMERGENCY_PRIORITY:
@@ -115,14 +126,16 @@ class Compute(pulumi.ComponentResource):
                 spec=k8s.core.v1.ResourceQuotaSpecArgs(hard=hard),
                 opts=child,
             )
+            requests_hard = component_requests_hard(dept.quota_for(args.mode))
             k8s.core.v1.ResourceQuota(
                 f"{name}-{dept.slug}-component-requests",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=COMPONENT_REQUESTS_QUOTA, namespace=ns, labels=labels.common()
+                    name=COMPONENT_REQUESTS_QUOTA,
+                    namespace=ns,
+                    labels=labels.common(),
+                    annotations={labels.WAIT_FOR: counted_by_quota_controller(requests_hard)},
                 ),
-                spec=k8s.core.v1.ResourceQuotaSpecArgs(
-                    hard=component_requests_hard(dept.quota_for(args.mode))
-                ),
+                spec=k8s.core.v1.ResourceQuotaSpecArgs(hard=requests_hard),
                 opts=child,
             )
             k8s.core.v1.ResourceQuota(
