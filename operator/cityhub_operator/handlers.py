@@ -16,7 +16,7 @@ import prometheus_client
 
 from cityhub_api.api import FINALIZER, GROUP, OFFERING_PLURAL, VERSION
 from cityhub_api.registry import ComponentType
-from cityhub_operator import conditions, outcomes, probes, watchdog
+from cityhub_operator import conditions, outcomes, persistence, probes, watchdog
 from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import Driver
 from cityhub_operator.reconcile import Emit, OfferingLookup, Reconciler, RetryLater, SecretStore
@@ -67,10 +67,8 @@ def register(
         """Persist kopf's state under hub.cityhub.io; post only warnings as events; watch timeouts and
         peering; start /metrics."""
         settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
-        )
+        settings.persistence.progress_storage = persistence.ProgressStorage()
+        settings.persistence.diffbase_storage = persistence.DiffBaseStorage()
         settings.posting.level = logging.WARNING
         settings.batching.worker_limit = operator_settings.worker_limit or None
         watchdog.configure(settings, operator_settings, peering)

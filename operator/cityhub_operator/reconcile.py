@@ -183,6 +183,22 @@ class Reconciler:
                 await self._rollback(request, retry)
             self._unmet(old, status, emit, generation, provisioned, e.reason, str(e))
             return "unmet"
+        except Exception as e:  # a driver bug: the department sees it on its request, ops in the log
+            delay = self.backoff(retry)
+            message = (
+                f"the operator failed on this request ({type(e).__name__}); retrying in {delay:.0f}s. "
+                "Nothing to change on your side: the platform team sees the error in the operator's log"
+            )
+            conds = conditions.with_condition(
+                old.get("conditions"), SYNCED, False, "InternalError", message, generation
+            )
+            if not provisioned:
+                conds = conditions.with_condition(conds, READY, False, "InternalError", message, generation)
+            status["conditions"] = conds
+            if retry == 0:
+                emit("Warning", "InternalError", message)
+            self.log.exception("driver failed on %s", request.key)
+            raise RetryLater(message, delay) from e
         name = secret_name(body)
         secret_labels = {labels.COMPONENT_TYPE: self.ctype.name, labels.REQUEST: meta["name"]}
         started = time.perf_counter()

@@ -207,6 +207,24 @@ def test_backend_errors_retry_with_capped_exponential_backoff(
     assert all(d <= 36 for d in delays) and delays[-1] >= 24
 
 
+def test_a_driver_bug_is_reported_on_the_request_and_retried(
+    parts: tuple[Reconciler, FakeDriver, FakeSecrets],
+) -> None:
+    """An exception the driver did not expect (here a NUL byte reaching the file system) leaves the request
+    with conditions saying what happens, not silently without status, and nothing of its text."""
+    rec, driver, secrets = parts
+    driver.fail = ValueError("embedded null byte in /var/lib/models/secret-path")
+    status: dict[str, Any] = {}
+    events: list[tuple[str, str, str]] = []
+    with pytest.raises(RetryLater) as e:
+        asyncio.run(rec.ensure(body(), lookup, status, lambda *ev: events.append(ev), retry=0))
+    ready = conditions.get(status["conditions"], "Ready")
+    assert ready and ready["status"] == "False" and ready["reason"] == "InternalError"
+    assert "ValueError" in ready["message"] and "/var/lib/models" not in ready["message"]
+    assert events == [("Warning", "InternalError", ready["message"])] and e.value.delay > 0
+    assert not secrets.data
+
+
 def test_delete_policies(parts: tuple[Reconciler, FakeDriver, FakeSecrets]) -> None:
     rec, driver, secrets = parts
     ensure(rec, body())
@@ -281,3 +299,20 @@ def test_a_repair_interrupted_by_an_unavailable_backend_is_retried_by_the_timer(
     assert conditions.is_true(after["conditions"], "Synced", 1) and conditions.is_true(
         after["conditions"], "Ready", 1
     )
+
+
+def test_kopf_state_written_by_a_department_neither_stops_nor_bloats_the_operator() -> None:
+    """kopf's annotations on a request are the department's to write: garbage reads as absent, and the
+    request's own annotations stay out of the diff base (150 KB of them would push the object past the API
+    server's 256 KiB annotation limit once kopf stored its copy)."""
+    import kopf
+    from cityhub_operator.persistence import DiffBaseStorage, ProgressStorage
+
+    forged = {"hub.cityhub.io/last-handled-configuration": "{not json", "hub.cityhub.io/ensure": "{"}
+    obj = body()
+    obj["metadata"]["annotations"] = {**forged, "note": "x" * 150_000}
+    view = kopf.Body(obj)
+    assert DiffBaseStorage().fetch(body=view) is None
+    assert ProgressStorage().fetch(key=kopf.HandlerId("ensure"), body=view) is None
+    essence = DiffBaseStorage().build(body=view)
+    assert "annotations" not in essence.get("metadata", {}) and essence["spec"] == obj["spec"]

@@ -46,6 +46,12 @@ def catalog(store: Path) -> dict[str, dict[str, Any]]:
 
 def check_uri(uri: str, runtime: str) -> str:
     """The store-relative path of spec.modelUri, or PermanentBackendError naming the field and the fix."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
+        raise PermanentBackendError(
+            "InvalidModelUri",
+            f"spec.modelUri {uri!r} holds control characters: give a plain path such as "
+            "traffic-flow/1/model.joblib",
+        )
     if "://" in uri or uri.startswith(("/", "~", "\\")) or ":" in uri.split("/")[0]:
         raise PermanentBackendError(
             "InvalidModelUri",
