@@ -9,6 +9,7 @@ cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline en
 cityhub login USER                 sign in with the city's identity: a kubeconfig with short-lived tokens
 cityhub token USER                 the exec credential kubectl runs (refreshes the token)
 cityhub people add USER …          a person of the embedded default's identity, in a department's role
+cityhub report --period YYYY-MM    运营评价: the period's evaluation per department, JSON + HTML (Prometheus)
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from cityhub import local_operator
 
         return local_operator.main(argv[1:])
+    if argv[:1] == ["report"]:
+        from cityhub.report import command
+
+        return command.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="cityhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("login", help="cityhub login USER: sign in with the city's identity")
     sub.add_parser("token", help="cityhub token USER: the exec credential kubectl runs")
     sub.add_parser("people", help="cityhub people add USER --department D --role R")
+    sub.add_parser("report", help="cityhub report --period YYYY-MM: 运营评价 per department (JSON, HTML)")
     ns = parser.parse_args(argv)
     return int(ns.func(ns))
 

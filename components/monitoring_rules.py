@@ -33,6 +33,10 @@ from cityhub_api.api import PROVISIONING_BUCKETS
 REPO = Path(__file__).resolve().parents[1]
 RULES_FILE = REPO / "monitoring" / "rules" / "cityhub.rules.yaml"
 DASHBOARD_FILE = REPO / "monitoring" / "dashboards" / "hub-overview.json"
+RUNBOOKS_DIR = REPO / "docs" / "runbooks" / "cityhub"
+"""One page per alert, named after it in lowercase: the runbooks' `cityhub` group (kube-prometheus style)."""
+DEFAULT_RUNBOOK_BASE = "https://cityhub.io/docs/runbooks/cityhub"
+"""Where the docs site publishes RUNBOOKS_DIR; a city hosting its own sets cityhub:monitoring.runbookBase."""
 BY = "department, component_type, offering"
 WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 # (severity, long window, short window, burn factor, for): the SRE workbook's table.
@@ -57,7 +61,10 @@ class RuleParams:
     """The scrape job of the operator's /metrics (the ServiceMonitor's jobLabel value)."""
     platform_department: str = "platform"
     """Department label of hub-wide alerts (the platform team's route)."""
-    runbook_base: str = "https://cityhub.io/docs/monitoring#"
+    runbook_base: str = DEFAULT_RUNBOOK_BASE
+    """The URL of the folder holding one runbook page per alert (`<runbook_base>/<alertname, lowercase>`, as
+    kube-prometheus links runbooks.prometheus-operator.dev/runbooks/<group>/<alertname>). The stack sets it
+    with cityhub:monitoring.runbookBase (a trailing / is fine); the default is docs/runbooks/cityhub/."""
     interval: str = "30s"
     component_down_for: str = "5m"
     operator_down_for: str = "5m"
@@ -80,8 +87,18 @@ class RuleParams:
         return self
 
 
+def runbook_url(base: str, alert: str) -> str:
+    """`<base>/<alertname in lowercase>`: one separator whether or not the configured base ends with /."""
+    return f"{base.rstrip('/')}/{alert.lower()}"
+
+
+def runbook_file(alert: str) -> Path:
+    """The page in this repository that runbook_url(DEFAULT_RUNBOOK_BASE, alert) publishes."""
+    return RUNBOOKS_DIR / f"{alert.lower()}.md"
+
+
 def _runbook(params: RuleParams, alert: str) -> str:
-    return params.runbook_base + alert.lower()
+    return runbook_url(params.runbook_base, alert)
 
 
 def _ratio(num: str, den: str) -> str:

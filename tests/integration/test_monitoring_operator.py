@@ -141,7 +141,7 @@ def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
         wait_for(lambda: firing_for("jiaotong"), 30, "CityhubComponentDown to fire for jiaotong too")
         assert alert["labels"]["severity"] == "page" and alert["labels"]["component_type"] == "messaging"
         assert alert["annotations"]["summary"] == "1 messaging component(s) of yingji are down"
-        assert alert["annotations"]["runbook_url"].endswith("#cityhubcomponentdown")
+        assert alert["annotations"]["runbook_url"].endswith("/runbooks/cityhub/cityhubcomponentdown")
         assert prom.value('cityhub_incidents_opened_total{department="yingji"}') == 1
     finally:
         nats_server.start()

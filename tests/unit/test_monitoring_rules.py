@@ -61,7 +61,7 @@ def test_every_alert_routes_to_a_department_and_explains_itself() -> None:
         labels, notes = alert["labels"], alert["annotations"]
         assert labels["severity"] in ("page", "ticket"), alert["alert"]
         assert {"summary", "description", "runbook_url"} <= set(notes), alert["alert"]
-        assert notes["runbook_url"].endswith("#" + alert["alert"].lower())
+        assert notes["runbook_url"] == f"{monitoring_rules.DEFAULT_RUNBOOK_BASE}/{alert['alert'].lower()}"
         used = [records[n] for n in re.findall(r"cityhub:[a-z0-9_:]+", alert["expr"])]
         grouped = re.findall(r"(?:by|on) \(([^)]*)\)", "\n".join([alert["expr"], *used]))
         assert "department" in labels or (grouped and all("department" in g for g in grouped)), alert["alert"]
@@ -150,3 +150,30 @@ def test_dashboard_queries_only_recorded_or_operator_metrics() -> None:
     for expr in exprs:
         for name in re.findall(r"(cityhub:[a-z0-9_:]+)", expr):
             assert name in recorded, name
+
+
+def test_every_alerts_runbook_url_resolves_to_its_page_in_docs() -> None:
+    """Each alert's default runbook_url is where the docs site publishes docs/runbooks/cityhub/<name>.md;
+    each page is bilingual (中文 first): what the alert means, how to confirm it, how to fix it."""
+    base = monitoring_rules.DEFAULT_RUNBOOK_BASE + "/"
+    for alert in alerts():
+        url = alert["annotations"]["runbook_url"]
+        assert url.startswith(base), url
+        page = monitoring_rules.RUNBOOKS_DIR / (url.removeprefix(base) + ".md")
+        assert page.is_file(), f"{alert['alert']}: {url} has no page {page.relative_to(REPO)}"
+        text = page.read_text(encoding="utf-8")
+        assert text.startswith(f"# {alert['alert']}"), page
+        for heading in ("## 含义", "## 对部门的影响", "## 确认", "## 处置", "## 找谁"):
+            assert heading in text, f"{page.relative_to(REPO)} lacks {heading}"
+        assert text.index("## 含义") < text.index("Meaning"), f"{page.relative_to(REPO)}: 中文 comes first"
+    pages = {p.stem for p in monitoring_rules.RUNBOOKS_DIR.glob("*.md")}
+    assert pages == {a["alert"].lower() for a in alerts()}, "a runbook page without an alert, or the reverse"
+
+
+@pytest.mark.parametrize(
+    "base", ["https://ops.jianghai.gov.cn/runbooks/cityhub", "https://ops.jianghai.gov.cn/runbooks/cityhub/"]
+)
+def test_the_stacks_runbook_base_is_joined_with_one_separator(base: str) -> None:
+    params = monitoring_rules.with_overrides(RuleParams(), {"runbookBase": base})
+    urls = {a["alert"]: a["annotations"]["runbook_url"] for a in monitoring_rules.alert_rules(params)}
+    assert urls["CityhubOperatorDown"] == "https://ops.jianghai.gov.cn/runbooks/cityhub/cityhuboperatordown"

@@ -1,0 +1,141 @@
+"""`cityhub report --period YYYY-MM`: the period's evaluation per department, as JSON and HTML files.
+
+    cityhub report --period 2026-11 [--prometheus URL] [--stack dev] [--out DIR] [--format json,html]
+
+Figures come from the Prometheus that scrapes the operator (--prometheus, else CITYHUB_PROMETHEUS_URL);
+department names, the city and the SLO objectives from the stack config (stacks/Pulumi.<stack>.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cityhub import stack_config
+from cityhub.report import build, render_html, render_json
+from cityhub.report.model import Objectives
+from cityhub.report.query import Prometheus, PrometheusError, fetch
+from cityhub_api.settings import Env, SettingError
+
+FORMATS = ("json", "html")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    prometheus_url: str
+    """CITYHUB_PROMETHEUS_URL: the Prometheus that scrapes the operator, e.g. http://prometheus:9090."""
+    timeout: float
+    """CITYHUB_PROMETHEUS_TIMEOUT: seconds one query may take (default 30)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReportSettings:
+        e = Env(env)
+        return cls(
+            prometheus_url=e.url("CITYHUB_PROMETHEUS_URL"),
+            timeout=e.number("CITYHUB_PROMETHEUS_TIMEOUT", 30.0, minimum=1.0),
+        )
+
+
+@dataclass(frozen=True)
+class StackFacts:
+    """What the report takes from the stack config."""
+
+    city: str | None
+    names: dict[str, str]
+    """Department slug → name (e.g. yingji → 应急管理局), in the config's order."""
+    objectives: Objectives
+
+
+def _share(settings: Mapping[str, Any], key: str, default: float) -> float:
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value < 1:
+        raise ValueError(
+            f"Invalid cityhub:monitoring.{key}={value!r}: needs to be a share from 0.5 to 0.9999"
+        )
+    return float(value)
+
+
+def stack_facts(stack: str) -> StackFacts:
+    """The city, departments and objectives of `stack` (its tracked file, else this checkout's copy)."""
+    path = next((p for p in (stack_config.tracked(stack), stack_config.working(stack)) if p.exists()), None)
+    if path is None:
+        raise ValueError(f"Invalid --stack {stack}: no stacks/Pulumi.{stack}.yaml (names the departments)")
+    config = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("config") or {}
+    names = {
+        str(d["slug"]): str(d.get("name") or d["slug"])
+        for d in config.get("cityhub:departments") or []
+        if isinstance(d, dict) and d.get("slug")
+    }
+    monitoring = config.get("cityhub:monitoring") or {}
+    defaults = Objectives()
+    threshold = monitoring.get("provisioningThresholdSeconds", defaults.provisioning_threshold_seconds)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0:
+        raise ValueError(
+            f"Invalid cityhub:monitoring.provisioningThresholdSeconds={threshold!r}: needs to be seconds"
+        )
+    objectives = Objectives(
+        probe_objective=_share(monitoring, "probeObjective", defaults.probe_objective),
+        provisioning_objective=_share(monitoring, "provisioningObjective", defaults.provisioning_objective),
+        provisioning_threshold_seconds=float(threshold),
+    )
+    city = config.get("cityhub:city")
+    return StackFacts(city=str(city) if city else None, names=names, objectives=objectives)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cityhub report",
+        description="运营评价 / the operations evaluation of a period, per department and component type",
+    )
+    p.add_argument("--period", required=True, help="a month, YYYY-MM (China Standard Time), e.g. 2026-11")
+    p.add_argument("--prometheus", help="Prometheus URL (default: CITYHUB_PROMETHEUS_URL)")
+    p.add_argument(
+        "--stack", default="dev", help="stack whose departments and objectives to use (default dev)"
+    )
+    p.add_argument("--out", type=Path, default=Path("."), help="directory for the files (default: here)")
+    p.add_argument("--format", default="json,html", help="comma-separated: json, html (default both)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    ns = parser().parse_args(argv)
+    try:
+        formats = tuple(f.strip() for f in ns.format.split(",") if f.strip())
+        if not formats or set(formats) - set(FORMATS):
+            raise ValueError(f"Invalid --format {ns.format}: needs to be json, html or json,html")
+        settings = ReportSettings.from_env()
+        url = (ns.prometheus or settings.prometheus_url).rstrip("/")
+        if not url:
+            raise ValueError("no Prometheus: pass --prometheus URL or set CITYHUB_PROMETHEUS_URL")
+        now = datetime.now(UTC)
+        period = build.period_of(ns.period, now)
+        facts = stack_facts(ns.stack)
+        results = fetch(Prometheus(url, settings.timeout), period)
+        report = build.assemble(
+            results, period, facts.objectives, facts.names, city=facts.city, source=url, now=now
+        )
+    except (ValueError, SettingError, PrometheusError) as e:
+        print(f"cityhub report: {e}", file=sys.stderr)
+        return 1
+    ns.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = ns.out / f"cityhub-report-{period.label}.{fmt}"
+        text = render_json.dumps(report) if fmt == "json" else render_html.render(report)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    with_data = sum(1 for d in report.departments if d.figures.has_data)
+    print(
+        f"{report.city or 'cityhub'} {period.label}: {with_data}/{len(report.departments)} departments with "
+        f"data, {len(report.findings)} item(s) need attention"
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0

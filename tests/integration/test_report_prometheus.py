@@ -1,0 +1,206 @@
+"""`cityhub report` end to end: a real Prometheus scrapes the real operator (embedded cluster, real
+nats-server) while two departments of the dev stack use a channel, rate it, and live through a backend
+outage; then the report of the running month is generated from that Prometheus and read as a reader would.
+
+应急管理局 (dept-yingji) and 交通运输局 (dept-jiaotong) each get a channel, a rating and one incident;
+城市管理局 and the other departments of the dev stack never use anything: their figures read 无数据 / no data.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cityhub import testkit as testing
+from cityhub.local_prometheus import Prometheus
+from cityhub.report.build import CHINA_TIME
+from cityhub.supervisor import free_port
+from cityhub.testkit import OperatorProcess, channel, wait_for
+from component_types.messaging.local import NatsServer
+from components import monitoring_rules
+from components.monitoring_rules import RuleParams
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+SECRET = b"report-integration-secret-0123456789-abcdefghijklmno"
+DEPARTMENTS = {"dept-yingji": 4, "dept-jiaotong": 2}
+"""Namespace (the dev stack's dept-<slug>) → the rating it gives its channel."""
+OFFERING = {
+    "apiVersion": "hub.cityhub.io/v1alpha1",
+    "kind": "ComponentOffering",
+    "metadata": {"name": "messaging"},
+    "spec": {
+        "componentType": "messaging",
+        "defaultPlan": "standard",
+        "apdex": {"thresholdSeconds": 0.25},
+        "plans": [
+            {
+                "name": "standard",
+                "limits": {"maxAge": "7d", "maxBytes": "1Gi", "maxMessages": 1000000},
+                "defaults": {"maxAge": "1d", "maxBytes": "16Mi"},
+            }
+        ],
+    },
+}
+PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3s")
+
+
+@pytest.fixture(scope="module")
+def nats_secret() -> bytes:
+    """The messaging fixtures' nats_server trusts this module's secret."""
+    return SECRET
+
+
+@pytest.fixture(scope="module")
+def cluster(kubeconfig: Path) -> Path:
+    testing.install_crds(kubeconfig)
+    testing.apply(kubeconfig, [OFFERING])
+    testing.ensure_namespaces(kubeconfig, DEPARTMENTS)
+    return kubeconfig
+
+
+@pytest.fixture(scope="module")
+def stack(
+    cluster: Path, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[OperatorProcess, Prometheus]]:
+    tmp = tmp_path_factory.mktemp("report")
+    (tmp / "secret").write_text(SECRET.decode())
+    metrics_port = free_port()
+    env = {
+        "CITYHUB_COMPONENTS": "messaging",
+        "CITYHUB_NATS_URL": nats_server.url,
+        "CITYHUB_NATS_SECRET_FILE": str(tmp / "secret"),
+        "CITYHUB_NATS_TIMEOUT": "2",
+        "CITYHUB_METRICS_PORT": str(metrics_port),
+        "CITYHUB_DRIFT_INTERVAL": "3",
+        "CITYHUB_RETRY_BASE_DELAY": "0.5",
+        "CITYHUB_RETRY_MAX_DELAY": "2",
+        "CITYHUB_PROBE_INTERVAL": "1",
+        "CITYHUB_PROBE_TIMEOUT": "2",
+    }
+    operator = OperatorProcess(cluster, env, tmp / "operator.log").start()
+    prometheus = Prometheus(
+        tmp, monitoring_rules.rules_yaml(PARAMS), {PARAMS.operator_job: [f"127.0.0.1:{metrics_port}"]}
+    )
+    try:
+        prometheus.start()
+        yield operator, prometheus
+    finally:
+        prometheus.stop()
+        try:
+            testing.delete_requests(cluster, "messagingchannels")
+            testing.kubectl(cluster, "delete", "componentfeedback", "--all", "--all-namespaces")
+        finally:
+            operator.stop()
+
+
+def feedback(namespace: str, rating: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "hub.cityhub.io/v1alpha1",
+        "kind": "ComponentFeedback",
+        "metadata": {"name": "2026-q4", "namespace": namespace},
+        "spec": {"componentType": "messaging", "component": "events", "rating": rating},
+    }
+
+
+def live_a_month_in_minutes(
+    cluster: Path, operator: OperatorProcess, prom: Prometheus, nats: NatsServer
+) -> None:
+    """Requests, ratings, an outage of the shared backend and its recovery."""
+    testing.apply(cluster, [channel(ns, "events") for ns in DEPARTMENTS])
+    testing.apply(cluster, [feedback(ns, rating) for ns, rating in DEPARTMENTS.items()])
+    wait_for(lambda: operator.alive() and prom.value('up{job="cityhub-operator"}') == 1, 30, "the scrape")
+    for ns in DEPARTMENTS:
+        wait_for(
+            lambda ns=ns: (
+                (prom.value(f'sum(cityhub_probe_total{{department="{ns}", result="success"}})') or 0) >= 3
+            ),
+            90,
+            f"successful probes of {ns}'s channel",
+        )
+    wait_for(lambda: prom.value("sum(cityhub_feedback_ratings)") == 2, 30, "both ratings in Prometheus")
+    nats.stop()
+    try:
+        for ns in DEPARTMENTS:
+            wait_for(
+                lambda ns=ns: prom.value(f'sum(cityhub_incidents_opened_total{{department="{ns}"}})') == 1,
+                60,
+                f"an incident of {ns}",
+            )
+    finally:
+        nats.start()
+    for ns in DEPARTMENTS:
+        wait_for(
+            lambda ns=ns: (
+                prom.value(f'sum(cityhub_incident_resolution_seconds_count{{department="{ns}"}})') == 1
+            ),
+            60,
+            f"{ns}'s incident to be resolved",
+        )
+    time.sleep(2)  # a few more scrapes: the last samples are well inside the report's range
+
+
+def test_the_months_report_shows_each_departments_figures_in_chinese(
+    stack: tuple[OperatorProcess, Prometheus], cluster: Path, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    operator, prom = stack
+    live_a_month_in_minutes(cluster, operator, prom, nats_server)
+    mttr = {
+        ns: prom.value(f'sum(cityhub_incident_resolution_seconds_sum{{department="{ns}"}})')
+        for ns in DEPARTMENTS
+    }
+    month = datetime.now(CHINA_TIME).strftime("%Y-%m")
+    run = subprocess.run(
+        [sys.executable, "-m", "cityhub.cli", "report", "--period", month, "--prometheus", prom.url,
+         "--stack", "dev", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"wrote {tmp_path / f'cityhub-report-{month}.html'}" in run.stdout
+    doc = json.loads((tmp_path / f"cityhub-report-{month}.json").read_text(encoding="utf-8"))
+    page = (tmp_path / f"cityhub-report-{month}.html").read_text(encoding="utf-8")
+
+    assert doc["city"] == "示例市" and doc["period"]["label"] == month and doc["period"]["complete"] is False
+    depts = {d["label"]: d for d in doc["departments"]}
+    assert depts["dept-yingji"]["name"] == "应急管理局" and depts["dept-jiaotong"]["name"] == "交通运输局"
+    for ns, rating in DEPARTMENTS.items():
+        (row,) = depts[ns]["componentTypes"]
+        assert row["componentType"] == "messaging"
+        assert row["components"] == {"ready": 1, "down": 0, "pending": 0}
+        assert row["responsiveness"]["provisioningRequests"] == 1
+        assert row["responsiveness"]["provisionedWithinThreshold"] == 1.0
+        assert row["resolution"]["incidentsOpened"] == 1 and row["resolution"]["incidentsResolved"] == 1
+        # the time to resolve Prometheus holds for the one incident, as the report's MTTR
+        assert row["resolution"]["mttrSeconds"] == pytest.approx(mttr[ns], rel=0.02)
+        availability = row["availability"]
+        assert availability["probes"] >= 5 and availability["probeFailures"] >= 1
+        assert 0 < availability["availability"] < 1
+        assert availability["objectiveMet"] is False  # an outage in a few minutes of probes
+        assert row["satisfaction"]["feedbackCount"] == 1 and row["satisfaction"]["feedbackMean"] == rating
+        assert 0 < row["satisfaction"]["apdexByOffering"]["messaging"] < 1
+    # zero traffic: the stack's other departments are listed, with no figures
+    quiet = [d for d in doc["departments"] if d["label"] not in DEPARTMENTS]
+    assert {d["name"] for d in quiet} >= {"城市管理局", "数据资源管理局"}
+    assert all(not d["hasData"] and d["summary"]["availability"]["availability"] is None for d in quiet)
+    assert doc["summary"]["departmentsWithData"] == 2
+    assert doc["summary"]["resolution"]["incidentsOpened"] == 2
+    attention = {(a["departmentName"], a["code"]) for a in doc["attention"]}
+    assert ("应急管理局", "availability-objective-missed") in attention
+    assert ("交通运输局", "feedback-low") in attention  # rated 2 of 5
+    assert ("应急管理局", "feedback-low") not in attention
+
+    assert page.index("城市概览") < page.index("City summary")
+    for name in ("应急管理局", "交通运输局", "城市管理局"):
+        assert name in page
+    chengguan = page[page.index('id="dept-chengguan"') :]
+    assert "无数据 / no data" in chengguan[: chengguan.index("</p>")]
+    yingji = page[page.index('id="dept-yingji"') : page.index("</table>", page.index('id="dept-yingji"'))]
+    assert "1 / 0 / 0" in yingji and "1 / 1" in yingji and "4.0 / 5" in yingji
