@@ -177,6 +177,14 @@ for script in "$ROOT"/hack/prometheus.sh "$ROOT"/component_types/*/install.sh; d
   log "backend $name"
   CITYHUB_CACHE=$CACHE CITYHUB_BIN=$BIN CITYHUB_VENV=$VENV timed bash "$script" || fail "backend $name: $script"
 done
+# The embedded cluster's real worker node (`cityhub cluster up --real-node`): only when asked for, so the
+# default toolchain (README command 1, CI) is not slowed by containerd, runc, the kubelet and its images.
+REAL_NODE=${CITYHUB_REAL_NODE:-}
+case "${REAL_NODE,,}" in 1|true|yes|on) REAL_NODE=1 ;; *) REAL_NODE=0 ;; esac
+if [ $REAL_NODE = 1 ]; then
+  log "real node (CITYHUB_REAL_NODE=$CITYHUB_REAL_NODE)"
+  CITYHUB_CACHE=$CACHE CITYHUB_VENV=$VENV timed bash "$ROOT/hack/real-node.sh" || fail "real node: hack/real-node.sh"
+fi
 log "done in $((SECONDS - t0))s; binaries in $BIN"
 print_versions
 if [ ${#FAILED[@]} -gt 0 ]; then

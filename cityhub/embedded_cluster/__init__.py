@@ -3,6 +3,8 @@
     python -m cityhub.embedded_cluster up       start everything; a no-op when it is already up, and when
                                                 some process died (crash, reboot) restart just those,
                                                 keeping the data
+    python -m cityhub.embedded_cluster up --real-node   also one real worker node (containerd, runc,
+                                                kubelet, CNI; see real_node.py), like CITYHUB_REAL_NODE=1
     python -m cityhub.embedded_cluster status   each process, its pid, port and state; exit 1 unless all run
     python -m cityhub.embedded_cluster down     stop everything it started, free its ports, delete its data
 
@@ -12,12 +14,14 @@ admin kubeconfig at <state>/cluster/kubeconfig. Nothing else may depend on it be
 cluster is used by pointing KUBECONFIG at it instead.
 
 State lives under <state>/cluster (CITYHUB_STATE overrides <repo>/.state): pki/, conf/ (component
-kubeconfigs, kwok config), etcd-data/, logs/<process>.log and state.json (pid, command line, ports).
+kubeconfigs, kwok config), etcd-data/, logs/<process>.log and state.json (pid, command line, ports); the real
+node's files are in real-node/ (its node.json records what it changed on the host).
 Ports are picked free on 127.0.0.1; CITYHUB_<PROCESS>_PORT (e.g. CITYHUB_APISERVER_PORT) pins one.
 CITYHUB_CLUSTER_TIMEOUT (seconds, default 180) bounds each wait. Linux only: liveness comes from /proc.
 
 Modules: layout (directories), network (addresses, names), ports, pki, kubeconfigs, commands (command lines,
-kwok's config), health, nodes (kwok nodes), state (state.json and its lock), lifecycle (up, down, status).
+kwok's config), health, nodes (kwok nodes), state (state.json and its lock), lifecycle (up, down, status),
+real_node (the real worker node), real_node_config (its configs), real_node_host (the host state it changes).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable
 
 from cityhub.embedded_cluster.errors import ClusterError
 from cityhub.embedded_cluster.lifecycle import down, status, up
+from cityhub_api.settings import SettingError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +40,23 @@ def main(argv: list[str] | None = None) -> int:
         prog="cityhub cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        default=None,
+        help="up: add one real worker node (build it first: bash hack/real-node.sh); CITYHUB_REAL_NODE=1 too",
+    )
     ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    actions: dict[str, Callable[[], int]] = {"up": up, "down": down, "status": status}
+    actions: dict[str, Callable[[], int]] = {
+        "up": lambda: up(with_real_node=ns.real_node),
+        "down": down,
+        "status": status,
+    }
     try:
         return actions[ns.action]()
     except ClusterError as e:
         print(f'cityhub cluster {ns.action}: step "{e.step}" failed: {e}', file=sys.stderr)
         return 1
+    except SettingError as e:
+        print(f"cityhub cluster {ns.action}: {e}", file=sys.stderr)
+        return 2

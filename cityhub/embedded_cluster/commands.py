@@ -80,6 +80,9 @@ def apiserver_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> li
         f"--kubelet-certificate-authority={pki.ca}",
         f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
         f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+        # A real kubelet (the real node, real_node.py) reports its node name as Hostname address too, which
+        # resolves nowhere here; kwok nodes report only InternalIP, so for them nothing changes.
+        "--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
         f"--requestheader-client-ca-file={pki.crt('front-proxy-ca')}",
         f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
         "--requestheader-username-headers=X-Remote-User",

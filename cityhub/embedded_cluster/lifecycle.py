@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from cityhub import paths, supervisor
-from cityhub.embedded_cluster import sign_in
+from cityhub.embedded_cluster import real_node, sign_in
 from cityhub.embedded_cluster.commands import child_env, command, write_kwok_config
 from cityhub.embedded_cluster.errors import ClusterError, step
 from cityhub.embedded_cluster.health import health_check, wait_healthy
@@ -74,7 +74,7 @@ def status() -> int:
     """Print each process's state and the apiserver's health; 0 only when everything runs and is ready."""
     lay = layout()
     state = load_state(lay)
-    rows = process_rows(state)
+    rows = process_rows(state) + real_node.status_rows(lay)
     say(f"cityhub cluster status ({lay.root})")
     print_table(rows)
     if state is None:
@@ -126,9 +126,13 @@ def down() -> int:
         say(f"cityhub cluster down ({lay.root})")
         if state is None:
             say("  no cluster state: nothing to stop")
-        problems = stop_all(state) if state else []
+        # The real node first (its pods need containerd, its kubelet the apiserver no more); its leftovers
+        # (a mount, a process) keep the whole directory, so a later down can still find and remove them.
+        node_problems = real_node.down(lay)
+        problems = node_problems + (stop_all(state) if state else [])
         # Keep the state while one of our processes survives, so a later down can still find it.
-        if state is None or not any(supervisor.is_running(r) for r in state.processes):
+        survivors = state is not None and any(supervisor.is_running(r) for r in state.processes)
+        if not node_problems and not survivors:
             remove_cluster_dir(lay)
     for problem in problems:
         print(f'cityhub cluster down: step "stop processes" failed: {problem}', file=sys.stderr)
@@ -269,7 +273,12 @@ def create_nodes(lay: Layout, timeout: float) -> None:
         wait_default_service_account(lay.kubeconfig, timeout)
 
 
-def up() -> int:
+def up(with_real_node: bool | None = None) -> int:
+    """Start (or reuse, or repair) the cluster; with the real node when asked (`--real-node`) or
+    CITYHUB_REAL_NODE=1, added to an already running cluster too."""
+    want_real_node = with_real_node
+    if want_real_node is None:
+        want_real_node = real_node.RealNodeSettings.from_env().wanted
     lay = layout()
     t0 = time.monotonic()
     say(f"cityhub cluster up ({lay.root})")
@@ -292,8 +301,22 @@ def up() -> int:
         else:
             state = start_fresh(lay)
             say(f"cluster up in {time.monotonic() - t0:.1f}s")
+        if want_real_node and not real_node.is_up(lay):
+            add_real_node(lay, state)
+            say(f"cluster up with the real node in {time.monotonic() - t0:.1f}s")
     print_usage_hint(state)
     return 0
+
+
+def add_real_node(lay: Layout, state: ClusterState) -> None:
+    try:
+        real_node.up(lay, state.apiserver, step_timeout())
+    except BaseException:
+        # The control plane stays; the node's half-made parts do not (also on Ctrl-C).
+        say("  removing the real node's parts:")
+        for problem in real_node.down(lay):
+            say(f"    {problem}")
+        raise
 
 
 def start_fresh(lay: Layout) -> ClusterState:
@@ -305,5 +328,6 @@ def start_fresh(lay: Layout) -> ClusterState:
         if partial is not None:
             say("  stopping what was started:")
             stop_all(partial)
-        remove_cluster_dir(lay)
+        if not real_node.down(lay):
+            remove_cluster_dir(lay)
         raise

@@ -91,7 +91,7 @@ def apply_nodes(kubeconfig: Path, specs: tuple[NodeSpec, ...] = NODES) -> None:
                 core.patch_node_status(spec.name, {"status": body["status"]})
 
 
-def _node_ready(node: Any) -> bool:
+def node_ready(node: Any) -> bool:
     ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
     # The not-ready taint is added at creation and lifted by the node lifecycle controller; until then
     # nothing schedules, so "Ready" alone is not yet usable.
@@ -108,7 +108,7 @@ def wait_nodes_ready(kubeconfig: Path, timeout: float, specs: tuple[NodeSpec, ..
         core = client.CoreV1Api(api)
         while time.monotonic() - t0 < timeout:
             nodes = {n.metadata.name: n for n in core.list_node(label_selector="type=kwok").items}
-            pending = [s.name for s in specs if s.name not in nodes or not _node_ready(nodes[s.name])]
+            pending = [s.name for s in specs if s.name not in nodes or not node_ready(nodes[s.name])]
             if not pending:
                 return time.monotonic() - t0
             time.sleep(0.5)
