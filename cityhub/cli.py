@@ -9,7 +9,10 @@ cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline en
 cityhub login USER                 sign in with the city's identity: a kubeconfig with short-lived tokens
 cityhub token USER                 the exec credential kubectl runs (refreshes the token)
 cityhub people add USER …          a person of the embedded default's identity, in a department's role
-cityhub report --period YYYY-MM    运营评价: the period's evaluation per department, JSON + HTML (Prometheus)
+cityhub report --period YYYY-MM    运营评价: the period's evaluation per department, JSON + HTML (+ PDF)
+cityhub dashboard                  中枢能力仪表盘: the live hub dashboard (Prometheus + API server)
+cityhub drill [--stack dev]        平急演练: emergency mode and back, timed and recorded
+cityhub maturity [--prometheus URL] 成熟度: the self-assessment from live state (docs/maturity.md)
 """
 
 from __future__ import annotations
@@ -91,6 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         from cityhub.report import command
 
         return command.main(argv[1:])
+    if argv[:1] == ["dashboard"]:
+        from cityhub.dashboard import serve
+
+        return serve.main(argv[1:])
+    if argv[:1] == ["drill"]:
+        from cityhub.drill import command as drill
+
+        return drill.main(argv[1:])
+    if argv[:1] == ["maturity"]:
+        from cityhub.maturity import command as maturity
+
+        return maturity.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="cityhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -106,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("login", help="cityhub login USER: sign in with the city's identity")
     sub.add_parser("token", help="cityhub token USER: the exec credential kubectl runs")
     sub.add_parser("people", help="cityhub people add USER --department D --role R")
-    sub.add_parser("report", help="cityhub report --period YYYY-MM: 运营评价 per department (JSON, HTML)")
+    sub.add_parser("report", help="cityhub report --period YYYY-MM: 运营评价 (JSON, HTML, PDF)")
+    sub.add_parser("dashboard", help="cityhub dashboard: 中枢能力仪表盘, the live hub dashboard")
+    sub.add_parser("drill", help="cityhub drill: 平急演练, emergency mode and back, timed and recorded")
+    sub.add_parser("maturity", help="cityhub maturity: 成熟度 self-assessment from live state")
     ns = parser.parse_args(argv)
     return int(ns.func(ns))
 

@@ -1,5 +1,6 @@
 """A real Prometheus on a free loopback port (built by hack/prometheus.sh), started and stopped through the
-supervisor: the monitoring tests evaluate cityhub's rules with it, and reports read from it."""
+supervisor: the monitoring tests evaluate cityhub's rules with it, reports read from it, and `cityhub
+dashboard` starts one for the embedded default (recorded, so `cityhub operator status|stop` see it)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,17 @@ from cityhub import paths, supervisor
 
 class Prometheus:
     def __init__(
-        self, directory: Path, rules: str, scrape: dict[str, list[str]], interval: str = "1s"
+        self,
+        directory: Path,
+        rules: str,
+        scrape: dict[str, list[str]],
+        interval: str = "1s",
+        *,
+        records: supervisor.Supervisor | None = None,
+        serves: str = "",
     ) -> None:
-        """`rules`: a rule file's text; `scrape`: job name → targets (host:port)."""
+        """`rules`: a rule file's text; `scrape`: job name → targets (host:port); `records`: where to record
+        the process (else it is private to its caller); `serves`: what `cityhub operator status` says."""
         self.directory, self.port = directory, supervisor.free_port()
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "cityhub.rules.yaml").write_text(rules)
@@ -30,7 +39,12 @@ class Prometheus:
             ],
         }
         (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.record: supervisor.Record | None = None
+        self.process = supervisor.Managed("prometheus", records)
+        self.serves = serves
+
+    @property
+    def record(self) -> supervisor.Record | None:
+        return self.process.record
 
     @property
     def url(self) -> str:
@@ -38,23 +52,24 @@ class Prometheus:
 
     def start(self, timeout: float = 30.0) -> Prometheus:
         binary = paths.tool("prometheus")
-        self.record = supervisor.spawn(
-            "prometheus",
+        self.process.launch(
             [
                 str(binary),
                 f"--config.file={self.directory / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
+            ready=lambda: supervisor.http_ok(f"{self.url}/-/ready"),
+            timeout=timeout,
             log=self.directory / "prometheus.log",
             ports={"http": self.port},
+            serves=self.serves,
+            url=self.url,
         )
-        supervisor.wait_ready(self.record, lambda: supervisor.http_ok(f"{self.url}/-/ready"), timeout)
         return self
 
     def stop(self) -> None:
-        if self.record is not None:
-            supervisor.stop(self.record)
+        self.process.stop()
 
     def _get(self, path: str, **params: str) -> Any:
         with urllib.request.urlopen(f"{self.url}{path}?{urllib.parse.urlencode(params)}", timeout=5) as r:

@@ -1,8 +1,10 @@
 """The hub's monitoring: the SLI recording rules and alerts of components/monitoring_rules.py, delivered to
 whichever Prometheus the city runs, chosen by the stack's `cityhub:monitoring.prometheus`:
 
-    operator     a PrometheusRule and a ServiceMonitor (the cluster has the prometheus-operator CRDs), and
-                 the plain rule file in a ConfigMap
+    operator     a PrometheusRule and a ServiceMonitor (the cluster has the prometheus-operator CRDs), the
+                 plain rule file in a ConfigMap, and the Grafana dashboard (monitoring_dashboard.py) in
+                 ConfigMap cityhub-grafana-dashboard labelled grafana_dashboard: "1", the label Grafana's
+                 dashboard sidecar (kube-prometheus-stack's default) loads dashboards from
     standalone   the plain rule file in ConfigMap cityhub-prometheus-rules (mount it into Prometheus and
                  list it under rule_files; scrape the operator's Service cityhub-operator-metrics:9464
                  with job name cityhub-operator)
@@ -14,6 +16,7 @@ provisioningObjective, provisioningThresholdSeconds, runbookBase, platformDepart
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pulumi
@@ -21,10 +24,16 @@ import pulumi_kubernetes as k8s
 
 from cityhub_api import labels
 from cityhub_api.labels import SYSTEM_NAMESPACE
-from components import monitoring_rules
+from components import monitoring_dashboard, monitoring_rules
 
 MODES = ("operator", "standalone", "none")
 RULES_CONFIGMAP = "cityhub-prometheus-rules"
+GRAFANA_CONFIGMAP = "cityhub-grafana-dashboard"
+GRAFANA_SIDECAR_LABEL = ("grafana_dashboard", "1")
+"""The label Grafana's k8s-sidecar watches for dashboards (kube-prometheus-stack: sidecar.dashboards.label and
+labelValue); its searchNamespace must include the monitoring namespace (or be ALL)."""
+GRAFANA_FOLDER_ANNOTATION = ("grafana_folder", "cityhub")
+"""The folder the dashboard goes to, when the sidecar's folderAnnotation is grafana_folder."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,31 @@ def mode_of(settings: dict[str, object]) -> str:
             f"Invalid cityhub:monitoring.prometheus={mode!r}: needs to be one of {', '.join(MODES)}"
         )
     return mode
+
+
+def grafana_dashboard(
+    name: str,
+    params: monitoring_rules.RuleParams,
+    namespace: pulumi.Input[str],
+    common: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> k8s.core.v1.ConfigMap:
+    """The hub overview as a ConfigMap Grafana's sidecar picks up: same panels as
+    monitoring/dashboards/hub-overview.json, with this stack's objectives."""
+    key, value = GRAFANA_SIDECAR_LABEL
+    folder_key, folder = GRAFANA_FOLDER_ANNOTATION
+    board = monitoring_dashboard.dashboard(params)
+    return k8s.core.v1.ConfigMap(
+        f"{name}-grafana-dashboard",
+        metadata={
+            "name": GRAFANA_CONFIGMAP,
+            "namespace": namespace,
+            "labels": {**common, key: value},
+            "annotations": {folder_key: folder},
+        },
+        data={f"{board['uid']}.json": json.dumps(board, ensure_ascii=False, indent=2) + "\n"},
+        opts=opts,
+    )
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -72,6 +106,7 @@ class Monitoring(pulumi.ComponentResource):
                 spec=rule["spec"],
                 opts=child,
             )
+            grafana_dashboard(name, params, args.namespace, common, child)
             monitor = monitoring_rules.service_monitor(params, "", common)
             monitor["spec"]["namespaceSelector"] = {"matchNames": [args.namespace]}
             k8s.apiextensions.CustomResource(

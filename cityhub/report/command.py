@@ -1,14 +1,17 @@
 """`cityhub report --period YYYY-MM`: the period's evaluation per department, as JSON and HTML files.
 
-    cityhub report --period 2026-11 [--prometheus URL] [--stack dev] [--out DIR] [--format json,html]
+    cityhub report --period 2026-11 [--prometheus URL] [--stack dev] [--out DIR] [--format json,html,pdf]
 
 Figures come from the Prometheus that scrapes the operator (--prometheus, else CITYHUB_PROMETHEUS_URL);
 department names, the city and the SLO objectives from the stack config (stacks/Pulumi.<stack>.yaml).
+The PDF is the HTML page printed by headless Chromium (install it and CJK fonts with hack/browser.sh).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,13 +21,15 @@ from typing import Any
 
 import yaml
 
-from cityhub import stack_config
-from cityhub.report import build, render_html, render_json
+from cityhub import browser, stack_config
+from cityhub.drill.command import DrillError
+from cityhub.maturity import assess
+from cityhub.report import build, render_html, render_json, render_pdf
 from cityhub.report.model import Objectives
 from cityhub.report.query import Prometheus, PrometheusError, fetch
 from cityhub_api.settings import Env, SettingError
 
-FORMATS = ("json", "html")
+FORMATS = ("json", "html", "pdf")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class StackFacts:
     names: dict[str, str]
     """Department slug → name (e.g. yingji → 应急管理局), in the config's order."""
     objectives: Objectives
+    mode: str = "normal"
+    """cityhub:mode: normal (平时) or emergency (急时), as configured (the dashboard shows it)."""
 
 
 def _share(settings: Mapping[str, Any], key: str, default: float) -> float:
@@ -86,7 +93,8 @@ def stack_facts(stack: str) -> StackFacts:
         provisioning_threshold_seconds=float(threshold),
     )
     city = config.get("cityhub:city")
-    return StackFacts(city=str(city) if city else None, names=names, objectives=objectives)
+    mode = str(config.get("cityhub:mode") or "normal")
+    return StackFacts(city=str(city) if city else None, names=names, objectives=objectives, mode=mode)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,7 +108,9 @@ def parser() -> argparse.ArgumentParser:
         "--stack", default="dev", help="stack whose departments and objectives to use (default dev)"
     )
     p.add_argument("--out", type=Path, default=Path("."), help="directory for the files (default: here)")
-    p.add_argument("--format", default="json,html", help="comma-separated: json, html (default both)")
+    p.add_argument(
+        "--format", default="json,html", help="comma-separated: json, html, pdf (default json,html)"
+    )
     return p
 
 
@@ -109,7 +119,11 @@ def main(argv: list[str]) -> int:
     try:
         formats = tuple(f.strip() for f in ns.format.split(",") if f.strip())
         if not formats or set(formats) - set(FORMATS):
-            raise ValueError(f"Invalid --format {ns.format}: needs to be json, html or json,html")
+            raise ValueError(
+                f"Invalid --format {ns.format}: needs to be json, html and/or pdf, e.g. json,pdf"
+            )
+        if "pdf" in formats:
+            browser.require()  # before querying Prometheus: say what to install first
         settings = ReportSettings.from_env()
         url = (ns.prometheus or settings.prometheus_url).rstrip("/")
         if not url:
@@ -121,15 +135,22 @@ def main(argv: list[str]) -> int:
         report = build.assemble(
             results, period, facts.objectives, facts.names, city=facts.city, source=url, now=now
         )
-    except (ValueError, SettingError, PrometheusError) as e:
+    except (ValueError, SettingError, PrometheusError, browser.BrowserMissing) as e:
         print(f"cityhub report: {e}", file=sys.stderr)
         return 1
+    try:  # 成熟度 needs the cluster too; a report from Prometheus alone leaves the section out
+        report = dataclasses.replace(report, maturity=assess(ns.stack, figures=report.figures, now=now))
+    except (DrillError, RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        print(f"cityhub report: no maturity section, the cluster could not be read: {e}", file=sys.stderr)
     ns.out.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         path = ns.out / f"cityhub-report-{period.label}.{fmt}"
-        text = render_json.dumps(report) if fmt == "json" else render_html.render(report)
-        path.write_text(text, encoding="utf-8")
+        if fmt == "pdf":
+            render_pdf.write(report, path)
+        else:
+            text = render_json.dumps(report) if fmt == "json" else render_html.render(report)
+            path.write_text(text, encoding="utf-8")
         written.append(path)
     with_data = sum(1 for d in report.departments if d.figures.has_data)
     print(

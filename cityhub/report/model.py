@@ -12,6 +12,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # cityhub.maturity reads the report's figures: a runtime import would be circular
+    from cityhub.maturity.model import Assessment
 
 Buckets = Mapping[float, float]
 """A cumulative histogram over the period: upper bound (le, math.inf last) → observations at or below it."""
@@ -281,6 +285,8 @@ class Report:
     source: str
     """The Prometheus the figures come from."""
     generated_at: datetime
+    maturity: Assessment | None = None
+    """成熟度 from the live hub, with the period's figures (None when the cluster could not be read)."""
 
     @property
     def figures(self) -> Figures:

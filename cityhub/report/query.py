@@ -87,9 +87,8 @@ class Prometheus:
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         self.url, self.timeout = url.rstrip("/"), timeout
 
-    def query(self, expr: str, at: datetime) -> list[Sample]:
-        body = urllib.parse.urlencode({"query": expr, "time": f"{at.timestamp():.3f}"}).encode()
-        request = urllib.request.Request(f"{self.url}/api/v1/query", data=body, method="POST")
+    def _data(self, request: urllib.request.Request) -> Any:
+        """The `data` of a successful answer; PrometheusError naming the URL otherwise."""
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 answer: dict[str, Any] = json.load(response)
@@ -102,7 +101,16 @@ class Prometheus:
             ) from e
         if answer.get("status") != "success":
             raise PrometheusError(f"Prometheus at {self.url}: {answer.get('error') or answer}")
-        data = answer["data"]
+        return answer["data"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts its rules hold now, pending and firing (GET /api/v1/alerts), as Prometheus answers."""
+        data = self._data(urllib.request.Request(f"{self.url}/api/v1/alerts"))
+        return list(data.get("alerts") or [])
+
+    def query(self, expr: str, at: datetime) -> list[Sample]:
+        body = urllib.parse.urlencode({"query": expr, "time": f"{at.timestamp():.3f}"}).encode()
+        data = self._data(urllib.request.Request(f"{self.url}/api/v1/query", data=body, method="POST"))
         if data.get("resultType") != "vector":
             raise PrometheusError(f"Prometheus at {self.url}: expected a vector for {expr}, got {data}")
         return [Sample(dict(r["metric"]), number(r["value"][1])) for r in data["result"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from html import escape
 
+from cityhub.maturity.render import html as maturity_html
 from cityhub.report.model import Department, Figures, Objectives, Report, apdex_band
 
 NO_DATA = "无数据 / no data"
@@ -177,6 +178,15 @@ def _attention(report: Report) -> str:
     return "<ol>" + "".join(items) + "</ol>"
 
 
+def _maturity(report: Report) -> str:
+    if report.maturity is None:
+        return (
+            f'<p class="nodata">{NO_DATA}：生成报告时无法读取集群 / the cluster could not be read when the '
+            "report was made</p>"
+        )
+    return maturity_html(report.maturity)
+
+
 def render(report: Report) -> str:
     p, o = report.period, report.objectives
     city = escape(report.city or "")
@@ -204,6 +214,8 @@ of requests Ready within {o.provisioning_threshold_seconds:g} s<br>
 <span class="en">Responsiveness: provisioning and probe latency; problem resolution: incidents, MTTR,
 error budget; satisfaction: Apdex and departments' ratings.</span></p>
 {"".join(_department(d, o) for d in report.departments)}
+<h2>成熟度自评 <span class="en">Maturity self-assessment</span></h2>
+{_maturity(report)}
 <h2>说明 <span class="en">Notes</span></h2>
 <p class="meta">可用性 = 成功的黑盒探测 / 全部探测；Apdex =（满意 + 容忍/2）/ 全部探测，
 阈值 T 为各服务目录项的 apdex.thresholdSeconds；评分为期末存在的 ComponentFeedback（1–5 分）。

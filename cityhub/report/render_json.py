@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cityhub.maturity.render import to_dict as maturity_dict
 from cityhub.report.model import Department, Figures, Objectives, Report, apdex_band
 
 SCHEMA = "cityhub.io/report/v1"
@@ -118,6 +119,7 @@ def to_dict(report: Report) -> dict[str, Any]:
             }
             for i, f in enumerate(report.findings, 1)
         ],
+        "maturity": None if report.maturity is None else maturity_dict(report.maturity),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import threading
 from urllib.parse import urlsplit
@@ -16,6 +17,8 @@ from nats.aio.client import RawCredentials
 
 from cityhub_nats.client.errors import TEMPORARY, error_text
 from component_types.sensing import naming
+
+log = logging.getLogger(__name__)
 
 
 def publish(
@@ -61,6 +64,12 @@ async def round_trip(
 ) -> None:
     """The probe device publishes a nonce over MQTT; the reader credentials must receive it from the relay."""
     nonce = secrets.token_hex(8).encode()
+
+    async def quiet(e: Exception) -> None:
+        # Without a callback nats-py logs every failed attempt with a traceback: a backend outage would
+        # fill the operator's log with them, while the raise below already says what happened.
+        log.debug("sensing probe connection: %s", type(e).__name__)
+
     try:
         conn = await nats.connect(
             nats_url,
@@ -68,6 +77,7 @@ async def round_trip(
             name="cityhub-probe-sensing",
             connect_timeout=timeout,
             allow_reconnect=False,
+            error_cb=quiet,
         )
     except (*TEMPORARY, nats.errors.Error) as e:
         raise TemporaryBackendError(f"cannot read the telemetry at {nats_url}: {error_text(e)}") from e
