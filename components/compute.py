@@ -18,11 +18,9 @@ import pulumi_kubernetes as k8s
 
 from cityhub.config_model import ContainerLimits, Department, Mode, Quota
 from cityhub_api import labels
-from cityhub_api.api import GROUP
+from cityhub_api.api import EMERGENCY_PRIORITY, GROUP, NORMAL_PRIORITY
 from cityhub_api.registry import component_types
 
-EMERGENCY_PRIORITY = "cityhub-emergency"
-NORMAL_PRIORITY = "cityhub-normal"
 PRIORITY_VALUES = {EMERGENCY_PRIORITY: 1_000_000, NORMAL_PRIORITY: 100_000}
 """Well below system-cluster-critical (2e9), so the cluster's own pods always win."""
 PRIORITY_DESCRIPTIONS = {

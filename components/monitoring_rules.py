@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from prometheus_client.utils import floatToGoString
 
+from cityhub_api import api
 from cityhub_api.api import PROVISIONING_BUCKETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,11 +50,11 @@ BURNS = (
 
 @dataclass(frozen=True)
 class RuleParams:
-    probe_objective: float = 0.995
+    probe_objective: float = api.PROBE_OBJECTIVE
     """Share of probes that must succeed over the SLO period."""
-    provisioning_objective: float = 0.95
+    provisioning_objective: float = api.PROVISIONING_OBJECTIVE
     """Share of requests that must be Ready within provisioning_threshold_seconds."""
-    provisioning_threshold_seconds: float = 60.0
+    provisioning_threshold_seconds: float = api.PROVISIONING_THRESHOLD_SECONDS
     """Must be a bucket bound of cityhub_provisioning_seconds."""
     slo_period: str = "30d"
     """Error budgets are measured over this period."""

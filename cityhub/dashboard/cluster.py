@@ -9,11 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cityhub_api import labels, registry
-from cityhub_api.api import GROUP, VERSION
-
-EMERGENCY_PRIORITY = "cityhub-emergency"
-"""The PriorityClass emergency responders run at in emergency mode (components/compute.py sets it on their
-namespaces' cityhub.io/priority-class label; the CLI may not import the stack layer)."""
+from cityhub_api.api import EMERGENCY_PRIORITY, GROUP, VERSION
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from cityhub_api import api
+
 if TYPE_CHECKING:  # cityhub.maturity reads the report's figures: a runtime import would be circular
     from cityhub.maturity.model import Assessment
 
 Buckets = Mapping[float, float]
 """A cumulative histogram over the period: upper bound (le, math.inf last) → observations at or below it."""
 
-DEFAULT_PROBE_OBJECTIVE = 0.995
-DEFAULT_PROVISIONING_OBJECTIVE = 0.95
-DEFAULT_PROVISIONING_THRESHOLD_SECONDS = 60.0
-"""The SLO defaults of components/monitoring_rules.RuleParams (the CLI may not import the stack layer; a unit
-test keeps the two equal). A stack's cityhub:monitoring overrides both."""
+DEFAULT_PROBE_OBJECTIVE = api.PROBE_OBJECTIVE
+DEFAULT_PROVISIONING_OBJECTIVE = api.PROVISIONING_OBJECTIVE
+DEFAULT_PROVISIONING_THRESHOLD_SECONDS = api.PROVISIONING_THRESHOLD_SECONDS
+"""The SLO defaults (one place: cityhub_api.api); a stack's cityhub:monitoring overrides them."""
 
 APDEX_BANDS = ((0.94, "优", "excellent"), (0.85, "良", "good"), (0.70, "中", "fair"), (0.50, "差", "poor"))
 """Apdex's standard rating bands; below the last one is 不可接受 / unacceptable."""
