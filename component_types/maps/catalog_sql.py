@@ -88,6 +88,11 @@ DECLARE
     columns text;
     mvt bytea;
 BEGIN
+    IF z < 0 OR z > 30 OR x < 0 OR y < 0 OR x >= (1::bigint << z) OR y >= (1::bigint << z) THEN
+        -- Outside the zoom's grid: no tile. ST_TileEnvelope would raise, and martin answer 500 quoting
+        -- (and logging) the query parameters, token included.
+        RETURN ''::bytea;
+    END IF;
     SELECT t.department INTO reader FROM cityhub_maps.tile_tokens t
      WHERE t.token_hash = sha256(convert_to(coalesce(query_params->>'token', ''), 'UTF8'));
     IF reader IS NULL THEN
@@ -148,6 +153,10 @@ def bootstrap_statements(tiles_password: str) -> list[str]:
         "EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); "
         f"EXECUTE format('GRANT CONNECT ON DATABASE %I TO {group}, {tiles}', current_database()); "
         "END $$",
+        # ... and no other database of the server (PostgreSQL lets PUBLIC connect to every new database).
+        "DO $$ DECLARE d text; BEGIN FOR d IN SELECT datname FROM pg_database "
+        "WHERE datname <> current_database() AND datallowconn LOOP "
+        "EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', d); END LOOP; END $$",
         "REVOKE ALL ON SCHEMA public FROM PUBLIC",
         f"GRANT USAGE ON SCHEMA public TO {group}, {tiles}",
         _CATALOG_TABLES,

@@ -62,8 +62,10 @@ class MapsDriver:
         if login:
             password = self.credentials.department_password(department)
             await conn.execute(
-                sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-                    _ident(role), sql.Literal(password)
+                sql.SQL(
+                    "ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {} PASSWORD {}"
+                ).format(
+                    _ident(role), sql.Literal(self.settings.department_connections), sql.Literal(password)
                 )
             )
 
@@ -224,10 +226,16 @@ class MapsDriver:
                 if ((await cur.fetchone()) or (0,))[0] < 2:
                     drift.append(f"table {schema}.{table} lacks its spatial indexes")
                 await self._observe_grants(conn, spec, role, schema, table, drift)
-            cur = await conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,))
+            cur = await conn.execute(
+                "SELECT rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = %s", (role,)
+            )
             row = await cur.fetchone()
             if not row or not row[0]:
                 drift.append(f"role {role} is missing or cannot log in")
+            elif row[1] != self.settings.department_connections:
+                drift.append(
+                    f"role {role} may hold {row[1]} connections, not {self.settings.department_connections}"
+                )
             cur = await conn.execute(
                 "SELECT visibility, min_zoom, max_zoom, attributes FROM cityhub_maps.layers "
                 "WHERE layer_id = %s",

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from cityhub_operator.driver import PermanentBackendError, TemporaryBackendError
+from psycopg import sql
 
 from component_types.maps.catalog_sql import bootstrap_statements
 from component_types.maps.driver.settings import MapsSettings
@@ -52,6 +53,14 @@ class Postgis:
                 await self._bootstrap(conn)
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                    # A department can hold a lock on its own table (an open transaction): the operator
+                    # gives up after the timeout and retries later, instead of waiting forever under the
+                    # lock every other department's changes wait for.
+                    await conn.execute(
+                        sql.SQL("SET LOCAL lock_timeout = {}").format(
+                            sql.Literal(f"{int(self.settings.timeout * 1000)}ms")
+                        )
+                    )
                     yield conn
         except PermanentBackendError:
             raise

@@ -31,7 +31,11 @@ class MapsSettings:
     probe_url: str
     """CITYHUB_MAPS_PROBE_URL: martin's base URL as the operator reaches it; default CITYHUB_MAPS_TILE_URL."""
     timeout: float = 10.0
-    """CITYHUB_MAPS_TIMEOUT: seconds for a connection or a tile fetch (above 0)."""
+    """CITYHUB_MAPS_TIMEOUT: seconds for a connection, a tile fetch or a lock the operator waits for
+    (above 0)."""
+    department_connections: int = 10
+    """CITYHUB_MAPS_DEPARTMENT_CONNECTIONS: most database connections one department's role may hold at once,
+    so that no department takes the server's connection slots from the others and from martin."""
 
     @property
     def database(self) -> str:
@@ -56,6 +60,7 @@ class MapsSettings:
             public_host=public_host,
             probe_url=env.url("CITYHUB_MAPS_PROBE_URL", tile_url),
             timeout=env.number("CITYHUB_MAPS_TIMEOUT", 10.0, minimum=0.0, exclusive=True),
+            department_connections=env.integer("CITYHUB_MAPS_DEPARTMENT_CONNECTIONS", 10, minimum=1),
         )
 
 

@@ -36,6 +36,8 @@ from component_types.sensing import naming
 from component_types.sensing.driver.probe import round_trip
 from component_types.sensing.driver.settings import SensingSettings
 
+MESSAGE_ROOM = 2**20 + 4 * 2**10
+"""Room for one message in a stream: nats-server's largest payload (1MB) and its subject."""
 INGEST_MAX_AGE = 3600
 """Seconds a device message waits for the relay at most (the relay is down for longer only in an outage)."""
 REFUSALS = {
@@ -187,8 +189,21 @@ class SensingDriver:
             if revoked:
                 claims["revocations"] = revoked
 
-        # 1. Revoke first: a device removed from the list stops working even if a later step fails.
-        await self.accounts.modify(dept, account)
+        storage = await self.account_storage(request)
+
+        def account_and_limits(claims: dict[str, Any]) -> None:
+            account(claims)
+            most = self.settings.account_connections
+            claims["limits"] = {
+                **jwt.unlimited_account_limits(jetstream=True),
+                "disk_storage": storage,
+                "conn": most,
+                "consumer": most,
+            }
+
+        # 1. Revoke first: a device removed from the list stops working even if a later step fails. The
+        # account's store follows its fleets (account_storage); its connections and sessions are bounded.
+        await self.accounts.modify(dept, account_and_limits)
         revocations = ((await self.accounts.nats_claims(dept)) or {}).get("revocations") or {}
         # 2. The streams: what devices sent (for the relay) and the telemetry the relay accepted.
         admin = await self.connections.admin(dept)
@@ -219,6 +234,28 @@ class SensingDriver:
                 "devices": str(len(devices)),
             },
         )
+
+    async def account_storage(self, request: Request) -> int:
+        """The department account's JetStream file store: what its fleets' streams reserve (this one's as
+        asked), room for one message more in each (nats-server checks the account's limit before a full
+        stream discards its oldest), and settings.mqtt_store for the gateway's MQTT sessions and retained
+        messages. Without a limit, a device publishing retained messages (the gateway keeps the last one of
+        every topic, unbounded by the plan) would fill the store every department's streams live in."""
+        mine = {naming.stream_name(request.name), naming.ingest_stream(request.name)}
+        reserved = 2 * (int(request.limits.get("maxBytes", 0)) + MESSAGE_ROOM)
+        if await self.accounts.lookup(request.department) is not None:
+            admin = await self.connections.admin(request.department)
+            try:
+                infos = await admin.jetstream(timeout=self.settings.timeout).streams_info()
+            except (*TEMPORARY, nats.js.errors.APIError) as e:
+                raise TemporaryBackendError(
+                    f"sensing streams of {request.department}: {error_text(e)}"
+                ) from e
+            for info in infos:
+                name = info.config.name or ""
+                if name not in mine and not name.startswith("$MQTT_"):
+                    reserved += max(0, info.config.max_bytes or 0) + MESSAGE_ROOM
+        return reserved + self.settings.mqtt_store
 
     def endpoints(self, request: Request) -> dict[str, str]:
         fleet = request.name

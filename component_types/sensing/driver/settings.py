@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cityhub_api.settings import Env
+from cityhub_api import units
+from cityhub_api.settings import Env, SettingError
 
 NEEDS_SECRET = "random text (the same master secret the gateway's configuration was rendered from)"
 
@@ -25,6 +26,14 @@ class SensingSettings:
     """CITYHUB_SENSING_PUBLIC_URL: the NATS address apps read telemetry from; default CITYHUB_SENSING_URL."""
     timeout: float = 5.0
     """CITYHUB_SENSING_TIMEOUT: seconds to wait for one NATS request or MQTT exchange."""
+    mqtt_store: int = 16 * 2**20
+    """CITYHUB_SENSING_MQTT_STORE: JetStream file store (a quantity, e.g. 16Mi) each department's account has
+    beyond what its fleets' streams reserve: the gateway keeps MQTT sessions and retained messages there, so
+    no department's devices can fill the gateway's store."""
+    account_connections: int = 2000
+    """CITYHUB_SENSING_ACCOUNT_CONNECTIONS: most connections (devices, apps, the relay) one department holds
+    on the gateway at once, and most MQTT sessions it keeps there (each session of a device subscribed with
+    QoS 1 is a JetStream consumer): no department's devices can exhaust the gateway for the others."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SensingSettings:
@@ -36,4 +45,21 @@ class SensingSettings:
             mqtt_url=read.url("CITYHUB_SENSING_MQTT_URL", schemes=("mqtt", "mqtts"), required=True),
             public_url=read.url("CITYHUB_SENSING_PUBLIC_URL", url, schemes=("nats", "tls")),
             timeout=read.number("CITYHUB_SENSING_TIMEOUT", 5.0, minimum=0.0, exclusive=True),
+            mqtt_store=_quantity(read, "CITYHUB_SENSING_MQTT_STORE", cls.mqtt_store),
+            account_connections=read.integer(
+                "CITYHUB_SENSING_ACCOUNT_CONNECTIONS", cls.account_connections, minimum=10
+            ),
         )
+
+
+def _quantity(read: Env, name: str, default: int) -> int:
+    raw = read.raw(name)
+    if raw is None:
+        return default
+    try:
+        value = units.parse("quantity", raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SettingError(f"Invalid {name}={raw}: needs to be a quantity such as 16Mi or 1Gi")
+    return value
