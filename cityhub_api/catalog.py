@@ -63,10 +63,11 @@ def offering_names() -> set[str]:
 
 
 def load_offerings(names: tuple[str, ...] = (), served: tuple[str, ...] = ()) -> list[Offering]:
-    """The offerings to publish (all, or `names`), validated; raises CatalogError listing every problem.
+    """The offerings to publish (`names`, or all the served types'), validated; raises CatalogError listing
+    every problem.
 
     `served` (component types the operator serves; empty: all) guards against publishing an offering no one
-    would ever provision.
+    would ever provision: named offerings of other types are an error, and without names those are left out.
     """
     types = registry.component_types()
     spec_schema = schemas.catalog_document()["properties"]["spec"]
@@ -74,7 +75,7 @@ def load_offerings(names: tuple[str, ...] = (), served: tuple[str, ...] = ()) ->
     offerings: dict[str, Offering] = {}
     for ctype in types.values():
         for where, doc in _documents(ctype, problems):
-            offering = _offering(ctype, where, doc, spec_schema, types, served, problems)
+            offering = _offering(ctype, where, doc, spec_schema, types, problems)
             if offering is None:
                 continue
             if offering.name in offerings:
@@ -87,9 +88,18 @@ def load_offerings(names: tuple[str, ...] = (), served: tuple[str, ...] = ()) ->
             f"cityhub:operator.catalog: no offering named {', '.join(unknown)}; offerings: "
             f"{', '.join(sorted(offerings)) or 'none'}"
         )
+    for n in names:
+        if n in offerings and served and offerings[n].component_type not in served:
+            problems.append(
+                f"{offerings[n].path}: spec.componentType {offerings[n].component_type!r} is not served by "
+                "the operator; add it to cityhub:operator.components or leave this offering out of "
+                "cityhub:operator.catalog"
+            )
     if problems:
         raise CatalogError("invalid catalog:\n" + "\n".join(f"  - {p}" for p in problems))
-    return [offerings[n] for n in (names or tuple(offerings))]
+    if names:
+        return [offerings[n] for n in names]
+    return [o for o in offerings.values() if not served or o.component_type in served]
 
 
 def _offering(
@@ -98,7 +108,6 @@ def _offering(
     doc: Any,
     spec_schema: dict[str, Any],
     types: dict[str, ComponentType],
-    served: tuple[str, ...],
     problems: list[str],
 ) -> Offering | None:
     if not isinstance(doc, dict):
@@ -122,25 +131,18 @@ def _offering(
             f"{ctype.name}: move the entry to component_types/{spec['componentType']}/catalog.yaml"
         )
         return None
-    problems += _semantic_problems(where, spec, types, served)
+    problems += _semantic_problems(where, spec, types)
     if len(problems) > before:
         return None
     return Offering(str(name), ctype.name, spec, ctype.catalog_file)
 
 
-def _semantic_problems(
-    where: str, spec: dict[str, Any], types: dict[str, ComponentType], served: tuple[str, ...]
-) -> list[str]:
+def _semantic_problems(where: str, spec: dict[str, Any], types: dict[str, ComponentType]) -> list[str]:
     ctype = types.get(spec["componentType"])
     if ctype is None:
         return [
             f"{where}: spec.componentType: unknown type {spec['componentType']!r}; declared types "
             f"(component_types/): {', '.join(sorted(types))}"
-        ]
-    if served and ctype.name not in served:
-        return [
-            f"{where}: spec.componentType {ctype.name!r} is not served by the operator; add it to "
-            "cityhub:operator.components or leave this offering out of cityhub:operator.catalog"
         ]
     problems = []
     for i, plan in enumerate(spec["plans"]):

@@ -95,3 +95,13 @@ def test_the_local_operator_starts_its_backend(
     started, failed = local_operator.start_backends(Supervisor(tmp_path / "processes"), only=("parking",))
     assert failed == [] and started["parking"].operator_env == {"CITYHUB_PARKING_URL": "https://parking.example"}
     assert parking.load(registry.LOCAL).STARTED == ["parking"]
+
+
+def test_an_operator_serving_some_types_publishes_only_their_offerings() -> None:
+    """`operator.components: [messaging]` without a catalog list publishes messaging's offerings; naming an
+    offering of a type the operator does not serve is refused, naming the key to change."""
+    served = catalog.load_offerings((), ("messaging",))
+    assert served and {o.component_type for o in served} == {"messaging"}
+    inference = next(o.name for o in catalog.load_offerings() if o.component_type == "inference")
+    with pytest.raises(catalog.CatalogError, match="not served by the operator.*cityhub:operator.components"):
+        catalog.load_offerings((inference,), ("messaging",))
