@@ -27,6 +27,7 @@ from cityhub.config_model import (
     GpuPool,
     HubConfig,
     OperatorConfig,
+    Placement,
     Quota,
     SharedService,
     Storage,
@@ -368,7 +369,19 @@ def build(raw: dict[str, Any]) -> HubConfig:
         operator=_operator(raw.get("operator", {})),
         backends=_backends(raw.get("backends") or {}),
         monitoring=dict(raw.get("monitoring", {})),
+        system_placement=_placement(raw.get("systemPlacement", {})),
     )
+
+
+def _placement(raw: dict[str, Any]) -> Placement:
+    return Placement(
+        node_selector=dict(raw.get("nodeSelector", {})),
+        tolerations=tuple(_toleration(t) for t in raw.get("tolerations", [])),
+    )
+
+
+def _toleration(raw: dict[str, Any]) -> Toleration:
+    return Toleration(raw["key"], raw.get("operator", "Exists"), raw.get("value"), raw.get("effect"))
 
 
 def _backends(raw: dict[str, Any]) -> Backends:
@@ -423,10 +436,7 @@ def _limits(raw: dict[str, Any]) -> ContainerLimits:
 
 def _gpu_pool(raw: dict[str, Any]) -> GpuPool:
     base = GpuPool()
-    tolerations = tuple(
-        Toleration(t["key"], t.get("operator", "Exists"), t.get("value"), t.get("effect"))
-        for t in raw.get("tolerations", [])
-    )
+    tolerations = tuple(_toleration(t) for t in raw.get("tolerations", []))
     return GpuPool(
         gpus=raw.get("gpus", 0),
         node_selector=dict(raw.get("nodeSelector", base.node_selector)),

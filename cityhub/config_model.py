@@ -120,6 +120,25 @@ class Toleration:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """cityhub:systemPlacement: where the operator and the deployed backends run."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+
+    def pod_fields(self) -> dict[str, object]:
+        """The pod spec fields to add (none when unset, so pods stay as they were)."""
+        fields: dict[str, object] = {}
+        if self.node_selector:
+            fields["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            fields["tolerations"] = [
+                {k: v for k, v in vars(t).items() if v is not None} for t in self.tolerations
+            ]
+        return fields
+
+
+@dataclass(frozen=True)
 class GpuPool:
     gpus: int = 0
     node_selector: dict[str, str] = field(default_factory=lambda: {"cityhub.io/pool": "gpu-inference"})
@@ -209,6 +228,7 @@ class HubConfig:
     backends_master_key: str | None = field(default=None, repr=False)
     """cityhub:backendsMasterKey (a Pulumi secret): never printed, wrapped as a secret by the stack."""
     monitoring: dict[str, object] = field(default_factory=dict)
+    system_placement: Placement = field(default_factory=Placement)
 
     def zone(self, slug: str) -> Zone:
         return next(z for z in self.zones if z.slug == slug)

@@ -55,6 +55,9 @@ class BackendArgs:
     """cityhub:backends.<type>, validated against the type's x-cityhub.backendSettings."""
     pools: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Node pool → namespace of that pool, e.g. {"gpu-inference": "cityhub-inference"} (when one exists)."""
+    placement: Mapping[str, Any] = field(default_factory=dict)
+    """cityhub:systemPlacement as pod spec fields (nodeSelector, tolerations): spread into the pod spec of
+    every workload the backend runs in the system namespace (not in a pool's namespace, which has its own)."""
 
     def key(self, purpose: str) -> pulumi.Output[str]:
         """A secret derived from the master key for one purpose."""
@@ -97,6 +100,8 @@ class SharedBackendsArgs:
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Type name → cityhub:backends.<type>."""
     pools: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    placement: Mapping[str, Any] = field(default_factory=dict)
+    """cityhub:systemPlacement as pod spec fields."""
 
 
 class SharedBackends(pulumi.ComponentResource):
@@ -126,6 +131,7 @@ class SharedBackends(pulumi.ComponentResource):
                 storage_class=args.storage_class,
                 settings=dict(args.settings.get(type_name, {})),
                 pools=dict(args.pools),
+                placement=dict(args.placement),
             )
             backend = module.Backend(f"{name}-{type_name}", backend_args, pulumi.ResourceOptions(parent=self))
             self.operator_env.append(backend.operator_env)

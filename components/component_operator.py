@@ -85,6 +85,8 @@ class ComponentOperatorArgs:
     backend_mounts: Mapping[str, str] = field(default_factory=dict)
     """Type name → the Secret (in the operator's namespace) with its driver's credentials, mounted at
     BACKENDS_MOUNT/<type>."""
+    placement: Mapping[str, Any] = field(default_factory=dict)
+    """cityhub:systemPlacement as pod spec fields (nodeSelector, tolerations) for the operator's pods."""
 
 
 def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
@@ -308,6 +310,7 @@ class ComponentOperator(pulumi.ComponentResource):
                     "spec": {
                         "serviceAccountName": account.metadata.name,
                         "priorityClassName": "system-cluster-critical",
+                        **args.placement,
                         # A standby on another node survives the leader's node.
                         "affinity": {
                             "podAntiAffinity": {

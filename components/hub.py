@@ -120,6 +120,7 @@ class ClusterHub(pulumi.ComponentResource):
                 storage_class=config.backends.storage_class,
                 settings=config.backends.settings,
                 pools={GPU_POOL: self.gpu_pool["namespace"]} if self.gpu_pool else {},  # type: ignore[dict-item]
+                placement=config.system_placement.pod_fields(),
             ),
             opts=child,
         )
@@ -132,6 +133,7 @@ class ClusterHub(pulumi.ComponentResource):
                 namespace=foundation.namespace_name,
                 backend_env=backends.operator_env,
                 backend_mounts=backends.mounts,
+                placement=config.system_placement.pod_fields(),
             ),
             opts=child,
         )

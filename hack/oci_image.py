@@ -6,8 +6,10 @@ by root, time 0, gzip without a timestamp, so the same inputs give the same dige
         --user 65535:65535 --out pause.oci.tar
     python hack/oci_image.py --rootfs <busybox-static unpacked> --busybox ...   only bin/busybox, its applets
                                                                                 as symlinks, /etc/passwd, /tmp
+    python hack/oci_image.py --rootfs base/ --rootfs app/ --env PYTHONPATH=/app ...   one layer per --rootfs,
+                                                                                in order (the base first)
 
-Used by hack/real-node.sh; stdlib only.
+Used by hack/real-node.sh and hack/images.sh; stdlib only.
 """
 
 from __future__ import annotations
@@ -90,10 +92,22 @@ def _json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def image_archive(raw_layer: bytes, name: str, entrypoint: list[str], cmd: list[str], user: str) -> bytes:
+def image_archive(
+    raw_layers: list[bytes],
+    name: str,
+    entrypoint: list[str],
+    cmd: list[str],
+    user: str,
+    env: list[str] | None = None,
+    workdir: str = "/",
+) -> bytes:
     blobs: dict[str, bytes] = {}
-    compressed = gzip.compress(raw_layer, mtime=0)
-    layer_desc = _blob(blobs, compressed, "application/vnd.oci.image.layer.v1.tar+gzip")
+    layer_descs = [
+        _blob(
+            blobs, gzip.compress(raw, compresslevel=6, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"
+        )
+        for raw in raw_layers
+    ]
     config = {
         "architecture": "amd64",
         "os": "linux",
@@ -102,10 +116,13 @@ def image_archive(raw_layer: bytes, name: str, entrypoint: list[str], cmd: list[
             "Entrypoint": entrypoint or None,
             "Cmd": cmd or None,
             "User": user,
-            "Env": [PATH_ENV],
-            "WorkingDir": "/",
+            "Env": [PATH_ENV, *(env or [])],
+            "WorkingDir": workdir,
         },
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw_layer).hexdigest()]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest() for raw in raw_layers],
+        },
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "cityhub hack/oci_image.py"}],
     }
     config_desc = _blob(blobs, _json(config), "application/vnd.oci.image.config.v1+json")
@@ -113,7 +130,7 @@ def image_archive(raw_layer: bytes, name: str, entrypoint: list[str], cmd: list[
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": config_desc,
-        "layers": [layer_desc],
+        "layers": layer_descs,
     }
     manifest_desc = _blob(blobs, _json(manifest), "application/vnd.oci.image.manifest.v1+json")
     manifest_desc["annotations"] = {
@@ -142,15 +159,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rootfs", type=Path, required=True)
+    parser.add_argument(
+        "--rootfs",
+        type=Path,
+        action="append",
+        required=True,
+        help="a layer's directory; repeat for more layers",
+    )
     parser.add_argument("--name", required=True, help="image reference, e.g. cityhub.local/pause:3.10.2")
     parser.add_argument("--entrypoint", action="append", default=[])
     parser.add_argument("--cmd", action="append", default=[])
     parser.add_argument("--user", default="65534:65534")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE, besides PATH")
+    parser.add_argument("--workdir", default="/")
     parser.add_argument("--busybox", action="store_true", help="rootfs is Debian's busybox-static unpacked")
     parser.add_argument("--out", type=Path, required=True)
     ns = parser.parse_args()
-    archive = image_archive(layer(ns.rootfs, ns.busybox), ns.name, ns.entrypoint, ns.cmd, ns.user)
+    layers = [layer(rootfs, ns.busybox) for rootfs in ns.rootfs]
+    archive = image_archive(layers, ns.name, ns.entrypoint, ns.cmd, ns.user, ns.env, ns.workdir)
     tmp = ns.out.with_suffix(".tmp")
     tmp.write_bytes(archive)
     tmp.replace(ns.out)

@@ -4,13 +4,15 @@
 # calls this script only when CITYHUB_REAL_NODE=1 (the default toolchain, README command 1 and CI stay as fast
 # as before). Run it alone after hack/toolchain.sh:  bash hack/real-node.sh
 #
-#   <cache>/bin            kubelet (k8s.io/kubernetes, hack/go/kubelet), containerd, containerd-shim-runc-v2,
+#   <cache>/bin            kubelet and kube-proxy (k8s.io/kubernetes, hack/go/kubelet), coredns (hack/go/coredns:
+#                          only the plugins the node's cluster DNS uses), containerd, containerd-shim-runc-v2,
 #                          ctr (containerd v2), runc (cgo + static libseccomp from Debian's libseccomp-dev),
 #                          crictl (cri-tools)
 #   <cache>/cni/bin        bridge, host-local, loopback, portmap (containernetworking/plugins)
 #   <cache>/real-node/images/<name>.oci.tar   OCI image archives built offline: the pod sandbox (pause, from
 #                          kubernetes' build/pause/linux/pause.c, gcc -static) and busybox (Debian's
 #                          busybox-static); imported into the node's containerd by `cluster up`
+#   <cache>/real-node/images/{operator,nats}.oci.tar   the components' images (hack/images.sh)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -79,12 +81,27 @@ k8s_ldflags() {
 }
 
 build_kubelet() {
-  local v=v$KUBERNETES_VERSION
-  stamp_ok "$BIN/kubelet" "$v" && return 0
-  log "kubelet $v: go build (hack/go/kubelet)"
-  (cd "$ROOT/hack/go/kubelet" && timed go build -trimpath -ldflags "$(k8s_ldflags)" -o "$BIN/kubelet" \
-    k8s.io/kubernetes/cmd/kubelet) || { fail "kubelet $v: go build"; return 1; }
-  stamp "$BIN/kubelet" "$v"
+  local v=v$KUBERNETES_VERSION cmd
+  for cmd in kubelet kube-proxy; do
+    stamp_ok "$BIN/$cmd" "$v" && continue
+    log "$cmd $v: go build (hack/go/kubelet)"
+    (cd "$ROOT/hack/go/kubelet" && timed go build -trimpath -ldflags "$(k8s_ldflags)" -o "$BIN/$cmd" \
+      "k8s.io/kubernetes/cmd/$cmd") || { fail "$cmd $v: go build"; return 1; }
+    stamp "$BIN/$cmd" "$v"
+  done
+}
+
+# The node's cluster DNS: CoreDNS with only the plugins it uses (hack/go/coredns/main.go, pinned in its go.mod).
+build_coredns() {
+  local v
+  v=$(cd "$ROOT/hack/go/coredns" && go list -m -f '{{.Version}}' github.com/coredns/coredns) \
+    || { fail "coredns: read version from hack/go/coredns/go.mod"; return 1; }
+  stamp_ok "$BIN/coredns" "$v" && return 0
+  log "coredns $v: go build (hack/go/coredns)"
+  (cd "$ROOT/hack/go/coredns" && timed go build -trimpath \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$v" -o "$BIN/coredns" .) \
+    || { fail "coredns $v: go build"; return 1; }
+  stamp "$BIN/coredns" "$v"
 }
 
 build_containerd() {
@@ -167,23 +184,26 @@ build_images() {
 }
 
 if [ "${1:-}" = "--versions" ]; then
-  for t in kubelet containerd containerd-shim-runc-v2 ctr runc crictl; do
+  for t in kubelet kube-proxy coredns containerd containerd-shim-runc-v2 ctr runc crictl; do
     printf '%-28s %s\n' "$t" "$(cat "$BIN/.$t.version" 2>/dev/null || echo 'not built')"
   done
   printf '%-28s %s\n' "cni plugins" "$(cat "$CNI_BIN/.bridge.version" 2>/dev/null || echo 'not built')"
   printf '%-28s %s\n' "$PAUSE_IMAGE" "$(cat "$IMAGES/.pause.version" 2>/dev/null || echo 'not built')"
   printf '%-28s %s\n' "$BUSYBOX_IMAGE" "$(cat "$IMAGES/.busybox.version" 2>/dev/null || echo 'not built')"
+  bash "$ROOT/hack/images.sh" --versions
   exit 0
 fi
 
 t0=$SECONDS
 host_packages
 build_kubelet
+build_coredns
 build_containerd
 build_runc
 build_crictl
 build_cni_plugins
 build_images
+bash "$ROOT/hack/images.sh" || fail "component images (hack/images.sh)"
 log "done in $((SECONDS - t0))s"
 bash "$0" --versions
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -17,10 +17,15 @@ from cityhub.embedded_cluster.pki import FRONT_PROXY_CLIENT, Pki
 KWOK_STAGES_FILE = "kwok-stages.yaml"
 
 
-def command(name: str, lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> list[str]:
+def command(
+    name: str, lay: Layout, pki: Pki, ports: dict[str, dict[str, int]], pod_reachable_at: str | None = None
+) -> list[str]:
+    """`pod_reachable_at`: the real node's address (real_node_config.NodePaths.node_ip) when the cluster has
+    one; the API server then also serves there, for its pods."""
+    if name == "kube-apiserver":
+        return [str(paths.tool(name)), *apiserver_cmd(lay, pki, ports, pod_reachable_at)]
     builders: dict[str, Callable[[Layout, Pki, dict[str, dict[str, int]]], list[str]]] = {
         "etcd": etcd_cmd,
-        "kube-apiserver": apiserver_cmd,
         "kube-controller-manager": controller_manager_cmd,
         "kube-scheduler": scheduler_cmd,
         "kwok": kwok_cmd,
@@ -57,14 +62,15 @@ def etcd_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> list[st
     ]
 
 
-def apiserver_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> list[str]:
+def apiserver_cmd(
+    lay: Layout, pki: Pki, ports: dict[str, dict[str, int]], pod_reachable_at: str | None = None
+) -> list[str]:
     return [
         f"--etcd-servers=https://{HOST}:{ports['etcd']['client']}",
         f"--etcd-cafile={pki.ca}",
         f"--etcd-certfile={pki.crt('apiserver-etcd-client')}",
         f"--etcd-keyfile={pki.key('apiserver-etcd-client')}",
-        f"--bind-address={HOST}",
-        f"--advertise-address={HOST}",
+        *_apiserver_addresses(pod_reachable_at),
         f"--secure-port={ports['kube-apiserver']['secure']}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--authorization-mode=Node,RBAC",
@@ -91,10 +97,23 @@ def apiserver_cmd(lay: Layout, pki: Pki, ports: dict[str, dict[str, int]]) -> li
         f"--proxy-client-cert-file={pki.crt('front-proxy-client')}",
         f"--proxy-client-key-file={pki.key('front-proxy-client')}",
         "--allow-privileged=true",
-        # The `kubernetes` Service's endpoints would be 127.0.0.1, which Endpoints validation rejects
-        # (loopback); no pod really runs here to use them, so do not reconcile them at all.
-        "--endpoint-reconciler-type=none",
         "--profiling=false",
+    ]
+
+
+def _apiserver_addresses(pod_reachable_at: str | None) -> list[str]:
+    if pod_reachable_at is None:
+        # Only kwok nodes: loopback only. The `kubernetes` Service's endpoints would be 127.0.0.1, which
+        # Endpoints validation rejects (loopback); no pod really runs to use them, so none are reconciled.
+        return [f"--bind-address={HOST}", f"--advertise-address={HOST}", "--endpoint-reconciler-type=none"]
+    # With the real node, pods reach `kubernetes.default.svc` through the node's Service proxy, which
+    # forwards to the endpoints the API server publishes: the node's bridge address, which the API server
+    # must serve on. It has one listen address, so it listens on every address (as kubeadm's does; every
+    # request still needs a client certificate or token) and loopback clients keep using 127.0.0.1.
+    return [
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={pod_reachable_at}",
+        "--endpoint-reconciler-type=lease",
     ]
 
 

@@ -25,6 +25,7 @@ from cityhub.embedded_cluster.network import HOST
 from cityhub.embedded_cluster.nodes import NODES, apply_nodes, wait_default_service_account, wait_nodes_ready
 from cityhub.embedded_cluster.pki import Pki, generate_pki
 from cityhub.embedded_cluster.ports import PROCESSES, pick_ports
+from cityhub.embedded_cluster.real_node_config import NodePaths
 from cityhub.embedded_cluster.state import ClusterState, load_state, save_state, state_lock
 from cityhub_api.settings import Env
 
@@ -219,9 +220,10 @@ def print_usage_hint(state: ClusterState) -> None:
     say(f"    {kubectl} get nodes -L cityhub.io/pool")
 
 
-def start(lay: Layout) -> ClusterState:
+def start(lay: Layout, with_real_node: bool = False) -> ClusterState:
     """Generate the pki and configs, start each process and wait for it, then create the nodes."""
     timeout = step_timeout()
+    pod_reachable_at = NodePaths.of(lay).node_ip if with_real_node else None
     for name in (*PROCESSES, "kubectl"):
         try:
             paths.tool(name)
@@ -246,7 +248,7 @@ def start(lay: Layout) -> ClusterState:
         with step(f"start {name}"):
             rec = supervisor.spawn(
                 name,
-                command(name, lay, pki, ports),
+                command(name, lay, pki, ports, pod_reachable_at),
                 log=lay.log(name),
                 env=child_env(name, lay),
                 ports=ports[name],
@@ -299,7 +301,7 @@ def up(with_real_node: bool | None = None) -> int:
                 raise ClusterError(e.step, f"{e}\n  {hint}") from e
             say(f"cluster up in {time.monotonic() - t0:.1f}s")
         else:
-            state = start_fresh(lay)
+            state = start_fresh(lay, bool(want_real_node))
             say(f"cluster up in {time.monotonic() - t0:.1f}s")
         if want_real_node and not real_node.is_up(lay):
             add_real_node(lay, state)
@@ -308,7 +310,32 @@ def up(with_real_node: bool | None = None) -> int:
     return 0
 
 
+def make_apiserver_reachable(lay: Layout, state: ClusterState) -> None:
+    """A cluster started without the real node has its API server on loopback only: restart it (same port,
+    certificates and etcd data) with the flags that let the node's pods reach it (commands.py)."""
+    rec = state.find("kube-apiserver")
+    assert rec is not None
+    ports = {p.name: dict(p.ports) for p in state.processes}
+    argv = command("kube-apiserver", lay, Pki(lay.pki), ports, NodePaths.of(lay).node_ip)
+    if rec.argv == argv:
+        return
+    say("  kube-apiserver: restarting to serve the real node's pods too")
+    try:
+        supervisor.stop(rec)
+    except supervisor.ProcessFailed as e:
+        raise ClusterError("restart kube-apiserver", str(e)) from e
+    with step("restart kube-apiserver"):
+        new = supervisor.spawn(
+            "kube-apiserver", argv, log=Path(rec.log), env=child_env("kube-apiserver", lay), ports=rec.ports
+        )
+    state.processes[state.processes.index(rec)] = new
+    save_state(lay, state)
+    took = wait_healthy(new, health_check("kube-apiserver", Pki(lay.pki), new.port), step_timeout())
+    say(f"  {'kube-apiserver':<24} pid {new.pid:<8} restarted, healthy in {took:.1f}s")
+
+
 def add_real_node(lay: Layout, state: ClusterState) -> None:
+    make_apiserver_reachable(lay, state)
     try:
         real_node.up(lay, state.apiserver, step_timeout())
     except BaseException:
@@ -319,9 +346,9 @@ def add_real_node(lay: Layout, state: ClusterState) -> None:
         raise
 
 
-def start_fresh(lay: Layout) -> ClusterState:
+def start_fresh(lay: Layout, with_real_node: bool = False) -> ClusterState:
     try:
-        return start(lay)
+        return start(lay, with_real_node)
     except BaseException:
         # Leave nothing half-started behind (also on Ctrl-C); logs stay for the post-mortem.
         partial = load_state(lay)

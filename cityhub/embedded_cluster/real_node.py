@@ -26,11 +26,13 @@ from pathlib import Path
 
 from cityhub import paths, supervisor
 from cityhub.embedded_cluster import real_node_host as host
+from cityhub.embedded_cluster import real_node_services as services
 from cityhub.embedded_cluster.errors import ClusterError, step
 from cityhub.embedded_cluster.layout import Layout
 from cityhub.embedded_cluster.nodes import api_client, node_ready
 from cityhub.embedded_cluster.pki import Pki
 from cityhub.embedded_cluster.real_node_config import (
+    COMPONENT_IMAGES,
     IMAGE_ARCHIVES,
     NODE_NAME,
     NodePaths,
@@ -45,7 +47,7 @@ from cityhub.embedded_cluster.real_node_config import (
 )
 from cityhub_api.settings import Env
 
-PROCESSES = ("containerd", "kubelet")
+PROCESSES = ("containerd", "kubelet", "kube-proxy", "coredns")
 SHIM_SOCKET_DIR = Path("/run/containerd/s")
 """Where containerd's runc shims put their sockets, whatever containerd's state directory is."""
 
@@ -143,6 +145,7 @@ def up(lay: Layout, server: str, timeout: float) -> float:
     pki = Pki(lay.pki)
     with step("real node: host network and cgroups"):
         host.create_bridge(np.bridge, np.node_ip, np.subnet.prefixlen)
+        host.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
         host.create_cgroups(np.cgroup)
         np.run.mkdir(parents=True, exist_ok=True)
         os.chmod(np.run, 0o700)
@@ -154,9 +157,36 @@ def up(lay: Layout, server: str, timeout: float) -> float:
         kubelet_port = supervisor.free_port(host=np.node_ip)
         healthz_port = supervisor.free_port()
         write_kubelet_config(np, pki, kubelet_port, healthz_port)
+        proxy_ports = {"healthz": supervisor.free_port(), "metrics": supervisor.free_port()}
+        services.write_proxy_config(np, pki, server, proxy_ports["healthz"], proxy_ports["metrics"])
+        dns_ports = {"health": supervisor.free_port(), "ready": supervisor.free_port()}
+        services.write_dns_config(np, pki, server, dns_ports["health"], dns_ports["ready"])
+    with step("real node: DNS access"):
+        services.ensure_dns_access(lay.kubeconfig)
     start_containerd(lay, np, state, timeout)
     import_images(np)
     start_kubelet(lay, np, state, kubelet_port, healthz_port, timeout)
+    # kube-proxy answers /healthz once it has programmed the Services; CoreDNS /ready once it has synced.
+    start_service(
+        lay,
+        np,
+        state,
+        "kube-proxy",
+        services.proxy_argv(np),
+        proxy_ports,
+        f"http://127.0.0.1:{proxy_ports['healthz']}/healthz",
+        timeout,
+    )
+    start_service(
+        lay,
+        np,
+        state,
+        "coredns",
+        services.dns_argv(np),
+        dns_ports,
+        f"http://127.0.0.1:{dns_ports['ready']}/ready",
+        timeout,
+    )
     took = wait_node_ready(lay, timeout)
     say(f"  {'real node':<24} {NODE_NAME} Ready in {took:.1f}s (pods on {np.subnet} via {np.bridge})")
     return time.monotonic() - t0
@@ -193,9 +223,10 @@ def start_containerd(lay: Layout, np: NodePaths, state: NodeState, timeout: floa
 def import_images(np: NodePaths) -> None:
     """Load the offline-built images into the node's containerd (the CRI namespace, k8s.io)."""
     t0 = time.monotonic()
-    for name in IMAGE_ARCHIVES:
+    names = [*IMAGE_ARCHIVES, *(n for n in COMPONENT_IMAGES if archive(n).is_file())]
+    for name in names:
         host.run(_ctr(np, "images", "import", str(archive(name))), f"import image {name}")
-    say(f"  {'images':<24} {', '.join(IMAGE_ARCHIVES)} imported in {time.monotonic() - t0:.1f}s")
+    say(f"  {'images':<24} {', '.join(names)} imported in {time.monotonic() - t0:.1f}s")
 
 
 def start_kubelet(
@@ -219,6 +250,27 @@ def start_kubelet(
     except supervisor.ProcessFailed as e:
         raise ClusterError("start kubelet", str(e)) from e
     say(f"  {'kubelet':<24} pid {rec.pid:<8} port {port:<12} healthy in {took:.1f}s")
+
+
+def start_service(
+    lay: Layout,
+    np: NodePaths,
+    state: NodeState,
+    name: str,
+    argv: list[str],
+    ports: dict[str, int],
+    ready_url: str,
+    timeout: float,
+) -> None:
+    with step(f"start {name}"):
+        rec = supervisor.spawn(name, argv, log=lay.log(name), env=_env(), cwd=np.root, ports=ports)
+    state.processes.append(rec)
+    save(np, state)
+    try:
+        took = supervisor.wait_ready(rec, lambda: supervisor.http_ok(ready_url), timeout, interval=0.5)
+    except supervisor.ProcessFailed as e:
+        raise ClusterError(f"start {name}", str(e)) from e
+    say(f"  {name:<24} pid {rec.pid:<8} {ready_url.rsplit(':', 1)[-1]:<12} ready in {took:.1f}s")
 
 
 def wait_node_ready(lay: Layout, timeout: float) -> float:
@@ -264,10 +316,13 @@ def down(lay: Layout) -> list[str]:
     if state is None:
         return []
     problems: list[str] = []
-    kubelet, containerd = state.find("kubelet"), state.find("containerd")
-    # The kubelet first: it would restart the pods removed below.
-    if kubelet is not None:
-        problems += _stop(kubelet)
+    containerd = state.find("containerd")
+    # The kubelet first: it would restart the pods removed below. kube-proxy and CoreDNS next: the proxy
+    # would rewrite the iptables chains removed below.
+    for name in ("kubelet", "kube-proxy", "coredns"):
+        rec = state.find(name)
+        if rec is not None:
+            problems += _stop(rec)
     if containerd is not None and supervisor.is_running(containerd):
         problems += remove_pods(np)
     if containerd is not None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cityhub import paths
 from cityhub.embedded_cluster.kubeconfigs import render_kubeconfig
 from cityhub.embedded_cluster.layout import Layout
-from cityhub.embedded_cluster.network import POD_CIDR
+from cityhub.embedded_cluster.network import POD_CIDR, SERVICE_CIDR
 from cityhub.embedded_cluster.pki import KeyPair, Pki, issue, write_pair, write_private
 
 NODE_NAME = "cityhub-real-0"
@@ -32,11 +32,23 @@ TAINT_KEY = "cityhub.io/real-node"
 NODE_LABELS = {"type": "real", "cityhub.io/node": "real", "topology.kubernetes.io/zone": "zone-a"}
 IMAGE_ARCHIVES = ("pause", "busybox")
 """<cache>/real-node/images/<name>.oci.tar, built by hack/real-node.sh; pause is the pod sandbox."""
+COMPONENT_IMAGES = ("nats", "operator")
+"""The components' images (hack/images.sh), imported too when built: a stack deploys them by the reference
+they carry (cityhub:operator.image, cityhub:backends.messaging.image)."""
 RUN_ROOT = Path("/run/cityhub")
 """Sockets and runtime state: short paths (a unix socket path has at most 107 bytes), on tmpfs."""
 CGROUP_PREFIX = "cityhub-"
 BRIDGE_PREFIX = "chbr-"
-NODE_TOOLS = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "runc", "crictl")
+NODE_TOOLS = (
+    "kubelet",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "runc",
+    "crictl",
+    "kube-proxy",
+    "coredns",
+)
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 
 
@@ -135,7 +147,7 @@ def image_name(name: str) -> str:
     return str(index["manifests"][0]["annotations"]["io.containerd.image.name"])
 
 
-def _load_ca(pki: Pki) -> KeyPair:
+def load_ca(pki: Pki) -> KeyPair:
     cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
     key = serialization.load_pem_private_key(pki.key("ca").read_bytes(), password=None)
     return KeyPair(cert, key)  # type: ignore[arg-type]
@@ -144,7 +156,7 @@ def _load_ca(pki: Pki) -> KeyPair:
 def write_certificates(np: NodePaths, pki: Pki) -> None:
     """The kubelet's client certificate (system:node:<name> in system:nodes, what the Node authorizer
     expects) and its serving certificate for the node's address (the apiserver verifies it with the CA)."""
-    ca = _load_ca(pki)
+    ca = load_ca(pki)
     directory = np.root / "pki"
     client = issue(ca, f"system:node:{NODE_NAME}", orgs=("system:nodes",), client=True)
     write_pair(client, directory, "kubelet-client")
@@ -190,6 +202,8 @@ def write_kubelet_config(np: NodePaths, pki: Pki, port: int, healthz_port: int) 
         },
         "authorization": {"mode": "Webhook"},
         "clusterDomain": "cluster.local",
+        # CoreDNS of the node (real_node_services) answers on the bridge address.
+        "clusterDNS": [np.node_ip],
         "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
         "podLogsDir": str(np.root / "pod-logs"),
         "volumePluginDir": str(np.root / "volume-plugins"),
@@ -315,6 +329,9 @@ def write_cni_config(np: NodePaths) -> Path:
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": str(np.subnet), "gateway": np.node_ip}]],
+                    # Services' ClusterIPs through the node (kube-proxy translates them there); no default
+                    # route, so still no way out of the node.
+                    "routes": [{"dst": SERVICE_CIDR}],
                     "dataDir": str(np.root / "cni" / "ipam"),
                 },
             },

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,9 @@ SYSCTLS = (
     "kernel.keys.root_maxbytes",
     # Set by the CNI bridge plugin for a gateway bridge.
     "net.ipv4.ip_forward",
+    # Set by `up`: bridged pod-to-pod packets pass iptables, so a Service whose endpoint is on the same
+    # bridge as its client is translated both ways (kube-proxy needs it, and only warns without it).
+    "net.bridge.bridge-nf-call-iptables",
 )
 IPTABLES = ("iptables", "ip6tables")
 TABLES = ("filter", "nat", "mangle")
@@ -226,6 +230,13 @@ def read_sysctls() -> dict[str, str]:
     return values
 
 
+def set_sysctl(name: str, value: str) -> None:
+    try:
+        _sysctl_path(name).write_text(value)
+    except OSError as e:
+        raise ClusterError("set kernel settings", f"sysctl {name}={value}: {e.strerror}") from e
+
+
 def restore_sysctls(before: dict[str, str]) -> list[str]:
     problems = []
     for name, value in before.items():
@@ -266,7 +277,8 @@ def remove_added_chains(before: dict[str, list[str]]) -> list[str]:
             continue
         rules = run([cmd, "-w", "-t", table, "-S"], "read iptables", check=False).stdout.splitlines()
         for rule in rules:
-            words = rule.split()
+            # Quoted: kube-proxy's rules carry comments with spaces (-m comment --comment "kubernetes …").
+            words = shlex.split(rule)
             if words[:1] == ["-A"] and any(w in added for w in words[2:]) and words[1] not in added:
                 run([cmd, "-w", "-t", table, "-D", *words[1:]], "remove iptables rule", check=False)
         for chain in added:

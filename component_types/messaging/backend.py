@@ -8,6 +8,9 @@
     cityhub-messaging-backend Secret: `secret`, the master secret (args.key("nats")), which the operator
                               mounts at args.mount and derives the same keys from
 
+Runs where cityhub:systemPlacement says (args.placement), as user RUN_AS, the user of the image
+hack/images.sh builds from the pinned nats-server (registry.cityhub.local/cityhub/nats:<version>).
+
 Settings (cityhub:backends.messaging): image, storageSize, maxFileStore, credentialsLifetime and
 departmentLimits (schema.json, backendSettings); the last two reach the operator as CITYHUB_NATS_* settings.
 """
@@ -29,6 +32,7 @@ STORE = "/data"
 SECRET_KEY = "secret"
 """The master secret's key in the backend Secret (a file under args.mount for the operator)."""
 IMAGE = "docker.io/library/nats:2.11.9-alpine"
+RUN_AS = 65532
 STORAGE_SIZE = "20Gi"
 MAX_FILE_STORE = "18G"
 DEPARTMENT_LIMITS = {
@@ -102,7 +106,15 @@ class Backend(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": args.pod_labels(NAME)},
                     "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+                        **args.placement,
+                        # The user of the image hack/images.sh builds; fsGroup makes the volume its own.
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": RUN_AS,
+                            "runAsGroup": RUN_AS,
+                            "fsGroup": RUN_AS,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
                         "containers": [
                             {
                                 "name": "nats",

@@ -1,0 +1,266 @@
+"""The in-cluster path on the embedded cluster's real node: `pulumi up` of a stack with operator.deploy and
+backends.deploy [messaging], placed on the real node by cityhub:systemPlacement, runs the operator and
+nats-server as pods from the images hack/images.sh built offline; a department's MessagingChannel becomes
+Ready, and a workload pod in the department's namespace (Pod Security `restricted`) publishes and consumes
+through the channel's connection Secret, reaching the backend through its Service name (CoreDNS and
+kube-proxy of the node) as a department's application does.
+
+Needs root, the real-node toolchain and the images (`bash hack/real-node.sh`); skipped with the reason
+otherwise. The stack is a private copy of the project with its own Pulumi backend (tests/integration/
+test_hub_stack.py's Project); its configuration is the dev stack's with the keys below changed in the copy.
+Timings are printed (run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cityhub.embedded_cluster.real_node_config import (
+    COMPONENT_IMAGES,
+    NODE_NAME,
+    TAINT_KEY,
+    archive,
+    image_name,
+)
+from cityhub.testkit import channel, condition, wait_for
+from tests.integration.test_hub_stack import Project, new_project
+from tests.integration.test_real_node import Cluster, cluster, run_pod, skip_unless_buildable
+
+pytestmark = [pytest.mark.integration, pytest.mark.real_node]
+
+__all__ = ["cluster"]  # the real node's module-scoped cluster fixture, shared with test_real_node
+
+SYSTEM = "cityhub-system"
+DEPARTMENT = "dept-yingji"
+STORAGE_CLASSES = ("cityhub-standard", "cityhub-encrypted", "cityhub-core")
+VOLUMES_PER_CLASS = 2
+RUN_AS = 65532
+"""The images' user (hack/images.sh): the hostPath volumes are made its own, as a provisioner would."""
+
+
+def skip_unless_images() -> None:
+    missing = [f"real-node/images/{n}.oci.tar" for n in COMPONENT_IMAGES if not archive(n).is_file()]
+    if missing:
+        pytest.skip(f"component images not built ({', '.join(missing)}): run bash hack/images.sh")
+
+
+def in_cluster_config(project: Project, volumes: Path) -> None:
+    """The dev stack's configuration, changed in the private copy only: the operator and the messaging
+    backend deployed from the offline-built images, on the real node, with small hostPath volumes."""
+    path = project.root / "stacks" / "Pulumi.dev.yaml"
+    stack = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config = stack["config"]
+    config["cityhub:operator"] = {
+        "deploy": True,
+        "replicas": 1,
+        "image": image_name("operator"),
+        # Only messaging has a backend here. operator.components would also have to leave every other type's
+        # offering out, which cityhub_api.catalog refuses before applying operator.catalog: run only the
+        # messaging driver instead (the operator's env overrides the stack's CITYHUB_COMPONENTS).
+        "env": {"CITYHUB_COMPONENTS": "messaging"},
+    }
+    config["cityhub:backends"] = {
+        "deploy": ["messaging"],
+        "messaging": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
+    }
+    config["cityhub:systemPlacement"] = {
+        "nodeSelector": {"cityhub.io/node": "real"},
+        "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    config["cityhub:storage"]["preprovisioned"] = {
+        "volumesPerClass": VOLUMES_PER_CLASS,
+        "size": "1Gi",
+        "hostPathRoot": str(volumes),
+    }
+    path.write_text(yaml.safe_dump(stack, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    for cls in STORAGE_CLASSES:
+        for i in range(VOLUMES_PER_CLASS):
+            directory = volumes / f"{cls}-{i:03d}"
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chown(directory, RUN_AS, RUN_AS)
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    skip_unless_buildable()
+    skip_unless_images()
+    root = tmp_path_factory.mktemp("in-cluster")
+    (root / "project").mkdir()
+    project = new_project(root / "project", cluster.kubeconfig)
+    in_cluster_config(project, root / "volumes")
+    project.pulumi("config", "set", "--secret", "cityhub:backendsMasterKey", os.urandom(24).hex())
+    t0 = time.monotonic()
+    up = project.pulumi("up", "--yes", "--skip-preview", ok=False)
+    print(f"\n[in cluster] pulumi up: {time.monotonic() - t0:.1f}s")
+    if up.returncode != 0:
+        pods = project.kubectl("get", "pods", "-A", "-o", "wide", ok=False).stdout
+        pytest.fail(f"pulumi up failed:\n{up.stdout[-4000:]}\n{up.stderr[-2000:]}\n{pods}")
+    try:
+        yield project
+    finally:
+        # Requests first, while the operator still runs to release their finalizers; then the stack.
+        project.kubectl("delete", "messagingchannels", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
+        project.kubectl("delete", "pods", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
+        project.pulumi("destroy", "--yes", "--skip-preview", ok=False)
+
+
+def ready_pod(project: Project, namespace: str, selector: str, timeout: float = 180) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        for pod in project.get("pods", "-n", namespace, "-l", selector)["items"]:
+            if condition(pod, "Ready").get("status") == "True":
+                return pod
+        return None
+
+    try:
+        return wait_for(ready, timeout, f"a Ready pod {selector} in {namespace}")
+    except AssertionError:
+        described = project.kubectl("-n", namespace, "describe", "pods", "-l", selector, ok=False).stdout
+        raise AssertionError(f"no Ready pod {selector} in {namespace}:\n{described[-4000:]}") from None
+
+
+def started_seconds(pod: dict[str, Any]) -> float:
+    """Seconds from the pod's creation to its Ready condition (the API server's clock both times)."""
+    from datetime import datetime
+
+    def at(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    return at(condition(pod, "Ready")["lastTransitionTime"]) - at(pod["metadata"]["creationTimestamp"])
+
+
+def test_operator_and_nats_run_as_pods_on_the_real_node(stack: Project) -> None:
+    operator = ready_pod(stack, SYSTEM, "app.kubernetes.io/component=operator")
+    nats = ready_pod(stack, SYSTEM, "cityhub.io/service=messaging")
+    for pod in (operator, nats):
+        assert pod["spec"]["nodeName"] == NODE_NAME, pod["spec"].get("nodeName")
+        print(f"\n[in cluster] {pod['metadata']['name']}: created -> Ready {started_seconds(pod):.0f}s")
+    assert operator["spec"]["containers"][0]["image"] == image_name("operator")
+    assert nats["spec"]["containers"][0]["image"] == image_name("nats")
+    # The front door selects the backend's pod: the Service has it as its endpoint.
+    slices = stack.get("endpointslices", "-n", SYSTEM, "-l", "kubernetes.io/service-name=messaging")
+    addresses = [a for s in slices["items"] for e in s.get("endpoints") or [] for a in e["addresses"]]
+    assert nats["status"]["podIP"] in addresses, slices
+
+
+WORKLOAD = r"""
+import asyncio, nats, pathlib, sys
+secret = pathlib.Path("/var/run/connection")
+url = (secret / "url").read_text()
+async def main():
+    nc = await nats.connect(url, user_credentials=str(secret / "user.creds"), connect_timeout=10)
+    sub = await nc.subscribe("city.dept-yingji.alerts.typhoon")
+    await nc.publish("city.dept-yingji.alerts.typhoon", "台风红色预警".encode())
+    msg = await sub.next_msg(timeout=10)
+    print("got", msg.subject, msg.data.decode(), flush=True)
+    await nc.drain()
+asyncio.run(main())
+"""
+
+
+def test_department_channel_is_ready_and_a_workload_pod_uses_it(stack: Project) -> None:
+    ready_pod(stack, SYSTEM, "app.kubernetes.io/component=operator")
+    ready_pod(stack, SYSTEM, "cityhub.io/service=messaging")
+    t0 = time.monotonic()
+    stack.apply(channel(DEPARTMENT, "alerts"))
+
+    def ready() -> bool:
+        got = stack.get("messagingchannels", "alerts", "-n", DEPARTMENT)
+        return condition(got, "Ready").get("status") == "True"
+
+    try:
+        wait_for(ready, 180, "MessagingChannel alerts Ready")
+    except AssertionError:
+        got = stack.get("messagingchannels", "alerts", "-n", DEPARTMENT)
+        logs = stack.kubectl("-n", SYSTEM, "logs", "deploy/cityhub-operator", "--tail=60", ok=False).stdout
+        raise AssertionError(f"not Ready: {json.dumps(got.get('status'))}\n{logs}") from None
+    print(f"\n[in cluster] MessagingChannel created -> Ready: {time.monotonic() - t0:.1f}s")
+
+    # A department's application: the operator image has a NATS client (any image with one would do).
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "alerts-client", "namespace": DEPARTMENT},
+        "spec": {
+            "nodeSelector": {"cityhub.io/node": "real"},
+            "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "client",
+                    "image": image_name("operator"),
+                    "command": ["python", "-c", WORKLOAD],
+                    "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True,
+                    },
+                    "volumeMounts": [{"name": "connection", "mountPath": "/var/run/connection"}],
+                }
+            ],
+            "volumes": [{"name": "connection", "secret": {"secretName": "alerts-connection"}}],
+        },
+    }
+    t0 = time.monotonic()
+    stack.apply(pod)
+
+    def finished() -> str | None:
+        got = stack.get("pod", "alerts-client", "-n", DEPARTMENT)
+        phase = got["status"].get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = wait_for(finished, 120, "the workload pod to finish")
+    logs = stack.kubectl("-n", DEPARTMENT, "logs", "alerts-client", ok=False).stdout
+    print(f"[in cluster] workload pod created -> finished: {time.monotonic() - t0:.1f}s")
+    assert phase == "Succeeded", logs
+    assert "got city.dept-yingji.alerts.typhoon 台风红色预警" in logs, logs
+
+
+def test_pods_reach_the_api_server_and_services_by_name(stack: Project, cluster: Cluster) -> None:
+    """`kubernetes.default.svc` from a pod, through CoreDNS and kube-proxy, with a service account token."""
+    probe = (
+        "import json, ssl, urllib.request;"
+        "sa = '/var/run/secrets/kubernetes.io/serviceaccount';"
+        "ctx = ssl.create_default_context(cafile=sa + '/ca.crt');"
+        "req = urllib.request.Request('https://kubernetes.default.svc/version',"
+        " headers={'Authorization': 'Bearer ' + open(sa + '/token').read()});"
+        "print(json.load(urllib.request.urlopen(req, context=ctx, timeout=10))['gitVersion'])"
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "api-probe", "namespace": DEPARTMENT},
+        "spec": {
+            "nodeSelector": {"cityhub.io/node": "real"},
+            "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": image_name("operator"),
+                    "command": ["python", "-c", "import time; time.sleep(3600)"],
+                    "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True,
+                    },
+                }
+            ],
+        },
+    }
+    took, _ = run_pod(cluster.kubeconfig, pod)
+    print(f"\n[in cluster] operator-image pod created -> Ready: {took:.1f}s")
+    result = stack.kubectl("-n", DEPARTMENT, "exec", "api-probe", "--", "python", "-c", probe, ok=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("v1.36"), result.stdout
