@@ -31,8 +31,10 @@ import pulumi_kubernetes as k8s
 
 from cityhub.config_model import GRADE_LABELS, Department, Zone
 from cityhub_api import labels
+from cityhub_api.api import GROUP
 from cityhub_api.labels import SYSTEM_NAMESPACE
 from cityhub_api.registry import component_types
+from components.admission_state import STATE_POLICY, operator_state_policy
 from components.tenancy import COMPONENT_REQUEST_GROUP
 
 PARAMS_NAME = "cityhub"
@@ -394,7 +396,15 @@ def status_policy(types: Iterable[RequestType]) -> dict[str, Any]:
 def policies(types: Iterable[RequestType] | None = None) -> dict[str, dict[str, Any]]:
     """Policy name -> ValidatingAdmissionPolicy spec."""
     types = tuple(request_types() if types is None else types)
-    out = {REQUEST_POLICY: request_policy(types), STATUS_POLICY: status_policy(types)}
+    plurals = sorted(t.plural for t in types)
+    out = {
+        REQUEST_POLICY: request_policy(types),
+        STATUS_POLICY: status_policy(types),
+        # kopf's state annotations: the persistence prefix is the API group (cityhub_operator.handlers)
+        STATE_POLICY: operator_state_policy(
+            GROUP, PARAM_KIND, _resource_rules(plurals, ["CREATE", "UPDATE"])
+        ),
+    }
     if sharing := sharing_policy(types):
         out[SHARING_POLICY] = sharing
     return out

@@ -142,7 +142,7 @@ class Relay:
                 while (department, fleet) in self.rules:
                     try:
                         batch = await sub.fetch(256, timeout=1)
-                    except nats.errors.TimeoutError:
+                    except TimeoutError:  # nats' own, or asyncio's when the server answers late (loaded host)
                         continue
                     for msg in batch:
                         await self.handle(department, conn, msg)

@@ -359,3 +359,32 @@ def test_a_label_only_update_cannot_raise_the_grade_past_the_rules(cluster: Path
     refused(relabel, "may not read core data")
     still = testing.kubectl(cluster, "-n", "dept-adm-core", "get", "mch", "relabel", "-o", "json")
     assert json.loads(still.stdout)["metadata"]["labels"]["cityhub.io/data-grade"] == "general"
+
+
+def test_only_the_operator_writes_its_state_annotations(cluster: Path) -> None:
+    """A forged "handler ensure already succeeded" would make kopf skip the request for good: refused on
+    create and on update, naming the field; the request's own annotations stay the department's."""
+    forged = {"hub.cityhub.io/ensure": json.dumps({"success": True, "started": "2026-11-30T00:00:00Z"})}
+    doc = testing.channel("dept-adm-general", "ann1")
+    doc["metadata"]["annotations"] = {**forged, "note": "mine"}
+    result = testing.kubectl(cluster, "create", "-f", "-", stdin=json.dumps(doc), check=False)
+    refused(result, "metadata.annotations: keys under hub.cityhub.io/ hold the component operator's state")
+    admitted(create(cluster, "dept-adm-general", "ann2"))
+
+    def annotate(*pairs: str, user: str | None = None) -> Any:
+        extra = ["--as", user] if user else []
+        return testing.kubectl(
+            cluster,
+            *extra,
+            "-n",
+            "dept-adm-general",
+            "annotate",
+            "--overwrite",
+            "messagingchannel",
+            "ann2",
+            *pairs,
+            check=False,
+        )
+
+    admitted(annotate("note=mine"))
+    refused(annotate("hub.cityhub.io/last-handled-configuration={}"), "only the operator writes them")

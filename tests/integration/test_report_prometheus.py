@@ -126,7 +126,7 @@ def live_a_month_in_minutes(
             90,
             f"successful probes of {ns}'s channel",
         )
-    wait_for(lambda: prom.value("sum(cityhub_feedback_ratings)") == 2, 30, "both ratings in Prometheus")
+    wait_for(lambda: prom.value("sum(cityhub_feedback_ratings)") == 2, 120, "both ratings in Prometheus")
     nats.stop()
     try:
         for ns in DEPARTMENTS:

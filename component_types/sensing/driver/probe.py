@@ -92,7 +92,7 @@ async def round_trip(
         while True:
             try:
                 msg = await sub.next_msg(timeout)
-            except nats.errors.TimeoutError as e:
+            except TimeoutError as e:  # nats' own, or asyncio's
                 raise BackendError(
                     f"the probe's message did not come through the relay within {timeout:g}s"
                 ) from e
