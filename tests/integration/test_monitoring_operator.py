@@ -197,3 +197,4 @@ def test_feedback_ratings_are_aggregated_per_component_type(
         30,
         "the deleted rating to drop out of the mean",
     )
+    testing.kubectl(cluster, "delete", "componentfeedback", "--all", "-n", "yingji")  # the cluster is shared
