@@ -10,6 +10,7 @@ proc.health()     # (HTTP status, body) of its /healthz, when CITYHUB_HEALTH_POR
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -122,6 +123,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             return last
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def settled(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05) -> bool:
+    """Poll `predicate` on the running event loop until it holds or `timeout` passes; the caller asserts.
+    Replaces fixed sleeps before asserting what a server does asynchronously (a violation told, a revoked
+    connection closed, a message delivered): on a loaded 2-core CI host those took longer than 0.3 s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
 
 
 class OperatorProcess:

@@ -20,6 +20,7 @@ from nats.aio.client import RawCredentials
 from cityhub import supervisor
 from cityhub.local_backends import LocalContext
 from cityhub.supervisor import Supervisor
+from cityhub.testkit import settled
 from cityhub_api.settings import cache_dir
 from cityhub_nats import jwt
 from component_types.messaging import local
@@ -92,7 +93,11 @@ class Client:
     def violations(self) -> list[str]:
         return [str(e) for e in self.errors if "permissions violation" in str(e).lower()]
 
-    async def receives(self, subject: str, publish: Callable[[], Awaitable[None]]) -> list[bytes]:
+    async def receives(
+        self, subject: str, publish: Callable[[], Awaitable[None]], *, expect: int = 0
+    ) -> list[bytes]:
+        """What arrives on `subject` after `publish`: waits up to 5 s for `expect` messages (a loaded CI
+        host delivered a granted message after the old fixed 0.3 s), then 0.3 s more for any extra."""
         got: list[bytes] = []
 
         async def on_msg(msg: Any) -> None:
@@ -101,6 +106,9 @@ class Client:
         sub = await self.conn.subscribe(subject, cb=on_msg)
         await self.conn.flush()
         await publish()
+        deadline = time.monotonic() + 5.0
+        while len(got) < expect and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
         await sub.unsubscribe()
         return got
@@ -139,7 +147,7 @@ def test_credentials_publish_and_consume_only_on_the_departments_subjects(server
         await app.conn.publish("city.yingji.alerts.x", b"spoof")
         await app.conn.subscribe("city.yingji.>")
         await app.conn.flush()
-        await asyncio.sleep(0.3)
+        await settled(lambda: len(app.violations()) >= 2)
         violations = app.violations()
         assert any('publish to "city.yingji.alerts.x"' in v for v in violations), violations
         assert any('subscription to "city.yingji.>"' in v for v in violations), violations
@@ -194,11 +202,11 @@ def test_sharing_is_explicit_and_revocable(server: NatsServer) -> None:
             await pub.conn.publish("city.yingji.alerts.typhoon", b"signal 8")
             await pub.conn.flush()
 
-        assert await granted.receives("shared.yingji.alerts.>", publish) == [b"signal 8"]
+        assert await granted.receives("shared.yingji.alerts.>", publish, expect=1) == [b"signal 8"]
         assert await other.receives("shared.yingji.alerts.>", publish) == []  # not granted: nothing arrives
         await other.conn.subscribe("city.yingji.>")  # nor may it read the source subjects
         await other.conn.flush()
-        await asyncio.sleep(0.2)
+        await settled(lambda: any("city.yingji.>" in v for v in other.violations()))
         assert any("city.yingji.>" in v for v in other.violations())
 
         # Withdraw the grant: the reader stops receiving.
@@ -208,7 +216,7 @@ def test_sharing_is_explicit_and_revocable(server: NatsServer) -> None:
         assert not claims["nats"].get("imports")
         # Grant again, then delete the channel: imports and export go, readers get nothing.
         await driver.ensure(source)
-        assert await granted.receives("shared.yingji.alerts.>", publish) == [b"signal 8"]
+        assert await granted.receives("shared.yingji.alerts.>", publish, expect=1) == [b"signal 8"]
         await driver.delete(source)
         assert not (await driver.accounts.lookup("jiaotong"))["nats"].get("imports")
         assert not (await driver.accounts.lookup("yingji"))["nats"].get("exports")
@@ -225,7 +233,7 @@ def test_delete_revokes_the_credentials_and_removes_the_stream(server: NatsServe
         creds = (await driver.ensure(req)).credentials["user.creds"]
         app = await Client.connect(server.url, creds)
         await driver.delete(req)
-        await asyncio.sleep(0.3)
+        await settled(lambda: app.conn.is_closed or not app.conn.is_connected)
         assert app.conn.is_closed or not app.conn.is_connected  # the server dropped the revoked user
         with pytest.raises(Exception, match=r"(?i)authorization"):
             await Client.connect(server.url, creds)

@@ -25,6 +25,7 @@ from cityhub_operator.driver import PermanentBackendError, Request
 from nats.aio.client import RawCredentials
 
 from cityhub import supervisor
+from cityhub.testkit import settled
 from cityhub_nats import jwt
 from component_types.messaging.driver import MessagingDriver, NatsSettings
 from component_types.messaging.driver.settings import DepartmentLimits
@@ -164,7 +165,7 @@ def test_connection_subscription_and_payload_limits(nats_server: NatsServer) -> 
         with contextlib.suppress(nats.errors.Error):
             await app.conn.publish("city.atk-conn.feed.big", b"x" * (LIMITS.payload + 1))
             await app.conn.flush(timeout=2)
-        await asyncio.sleep(0.2)
+        await settled(lambda: app.told("maximum payload") and app.conn.is_closed)
         assert app.told("maximum payload") and app.conn.is_closed
         # The limits are in the JWTs the server enforces them from: account and user alike.
         limits = (await driver.accounts.nats_claims("atk-conn"))["limits"]
@@ -288,7 +289,8 @@ def test_a_share_flood_is_capped_and_the_reader_keeps_working(nats_server: NatsS
         pub = await App.connect(nats_server.url, src.credentials["user.creds"])
         await pub.conn.publish("city.other-share.ch-0.x", b"shared")
         await pub.conn.flush()
-        await asyncio.sleep(0.3)
+        await settled(lambda: bool(got))
+        await asyncio.sleep(0.3)  # and nothing more
         assert got == [b"shared"]
         for app in (reader, pub):
             await app.close()
@@ -309,7 +311,7 @@ def test_deleted_or_orphaned_channels_credentials_are_refused(nats_server: NatsS
         await live.conn.jetstream().publish("city.atk-rev.kept.x", b"kept")
         await driver.delete(deleted)
         await driver.orphan(orphaned)  # deletionPolicy: Orphan
-        await asyncio.sleep(0.3)
+        await settled(lambda: live.conn.is_closed or not live.conn.is_connected)
         assert live.conn.is_closed or not live.conn.is_connected  # the server dropped the revoked user
         for creds in (creds_deleted, creds_orphaned):
             assert "authorization" in (await refused(url, creds)).lower()
@@ -402,7 +404,12 @@ def test_snooping_on_another_department_is_refused(nats_server: NatsServer) -> N
         for subject in publishes:
             await app.conn.publish(subject, b"{}")
         await app.conn.flush()
-        await asyncio.sleep(0.3)
+        await settled(
+            lambda: (
+                all(app.told(f'subscription to "{s}"') for s in subscriptions)
+                and all(app.told(f'publish to "{s}"') for s in publishes)
+            )
+        )
         for subject in subscriptions:
             assert app.told(f'subscription to "{subject}"'), (subject, app.errors)
         for subject in publishes:

@@ -39,6 +39,7 @@ import pytest
 from cityhub_operator.driver import Request, Result
 from nats.aio.client import RawCredentials
 
+from cityhub.testkit import settled
 from component_types.sensing.driver import SensingDriver, create_driver
 from component_types.sensing.local import Gateway
 
@@ -427,7 +428,7 @@ def test_revoked_widened_and_misused_credentials_are_refused(city: City) -> None
                 errors.append("ALLOWED")
             except (nats.errors.Error, nats.js.errors.Error):
                 pass
-        await asyncio.sleep(0.3)
+        await settled(lambda: sum("permissions violation" in e.lower() for e in errors) >= 9)
         await conn.close()
         return errors
 
