@@ -68,7 +68,10 @@ def cmd_up(ns: argparse.Namespace) -> int:
     select_stack(ns.stack)
     # --refresh: the stack's state may describe a cluster that is gone (an embedded cluster recreated after
     # `cityhub cluster down`) or objects deleted out of band; reading the cluster first recreates them.
-    return run_pulumi(["up", "--yes", "--refresh", "--stack", ns.stack, *ns.pulumi_args], check=False)
+    # --continue-on-error: an edge cluster that cannot be reached fails only its own resources; the other
+    # clusters are still brought up to date, and pulumi names the failed ones (exit code stays non-zero).
+    argv = ["up", "--yes", "--refresh", "--continue-on-error", "--stack", ns.stack, *ns.pulumi_args]
+    return run_pulumi(argv, check=False)
 
 
 def cmd_destroy(ns: argparse.Namespace) -> int:

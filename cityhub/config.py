@@ -137,10 +137,23 @@ def rule_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
                 "give this one its own kubeconfig or context",
             )
         )
+    claimed: dict[str, str] = {}
     for i, cluster in enumerate(raw.get("clusters", [])):
         code = cluster.get("divisionCode")
         if code and not code.startswith(city_prefix):
             problems.append(_outside_city(["clusters", i, "divisionCode"], code, raw["divisionCode"]))
+        elif code and cluster.get("role") == "edge":
+            # One edge per division: two would split its departments' defaults and alerts between them.
+            if code in claimed:
+                problems.append(
+                    ConfigProblem(
+                        key_path(["clusters", i, "divisionCode"]),
+                        f"edge cluster {cluster['name']!r} claims division {code}, already the edge "
+                        f"{claimed[code]!r}'s; give each district or street one edge cluster",
+                    )
+                )
+            else:
+                claimed[code] = cluster["name"]
 
     for i, dept in enumerate(raw["departments"]):
         at = ["departments", i]
@@ -365,7 +378,7 @@ def build(raw: dict[str, Any]) -> HubConfig:
         limits=_limits(raw.get("limits", {})),
         gpu_pool=_gpu_pool(raw.get("gpuPool", {})),
         storage=_storage(raw["storage"]) if "storage" in raw else None,
-        departments=tuple(_department(d, clusters[0].name) for d in raw["departments"]),
+        departments=tuple(_department(d, default_cluster(clusters, d)) for d in raw["departments"]),
         operator=_operator(raw.get("operator", {})),
         backends=_backends(raw.get("backends") or {}),
         monitoring=dict(raw.get("monitoring", {})),
@@ -402,6 +415,17 @@ def _quota_fields(raw: dict[str, Any]) -> dict[str, str | int]:
         if key in raw:
             fields[key] = int(raw[key])
     return fields
+
+
+def default_cluster(clusters: tuple[Cluster, ...], dept: dict[str, Any]) -> str:
+    """Where a department without `cluster` lives: a district's or street office's (区/街道) on the edge
+    cluster claiming its division, when there is one (中枢与末梢: close to where the work happens); every
+    other department on the first cluster (the hub)."""
+    if dept["level"] != "市":
+        for c in clusters:
+            if c.role == "edge" and c.division_code == dept["divisionCode"]:
+                return c.name
+    return clusters[0].name
 
 
 def _department(raw: dict[str, Any], default_cluster: str) -> Department:

@@ -1,5 +1,6 @@
-"""Helpers for integration tests, benchmarks and demos: kubectl, CRDs, requests, the operator as a process,
-and a TCP relay that can go silent (chaos between the operator and the API server).
+"""Helpers for integration tests, benchmarks and demos: kubectl, CRDs, requests, the operator as a process
+(alone, or scraped by a real Prometheus), and a TCP relay that can go silent (chaos between the operator
+and the API server).
 
 proc = OperatorProcess(kubeconfig, env={...}, log=path).start()
 ... proc.kill()   # SIGKILL, like a crash
@@ -21,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import yaml
 from kubernetes import client, config
 
 from cityhub import paths, supervisor
+from cityhub.local_prometheus import Prometheus
 from cityhub_api import crds
 from cityhub_api.api import GROUP, VERSION
 
@@ -99,6 +101,28 @@ def channel(namespace: str, name: str, offering: str = "messaging", **spec: Any)
         "kind": "MessagingChannel",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"offering": offering, **spec},
+    }
+
+
+def messaging_offering() -> dict[str, Any]:
+    """A messaging ComponentOffering with one plan, `standard`, and an apdex threshold of 0.25 s: what the
+    monitoring tests offer (fixed here, so the catalog may change without changing their figures)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ComponentOffering",
+        "metadata": {"name": "messaging"},
+        "spec": {
+            "componentType": "messaging",
+            "defaultPlan": "standard",
+            "apdex": {"thresholdSeconds": 0.25},
+            "plans": [
+                {
+                    "name": "standard",
+                    "limits": {"maxAge": "7d", "maxBytes": "1Gi", "maxMessages": 1000000},
+                    "defaults": {"maxAge": "1d", "maxBytes": "16Mi"},
+                }
+            ],
+        },
     }
 
 
@@ -202,6 +226,41 @@ class OperatorProcess:
             except ValueError:
                 continue
         return out
+
+
+@contextlib.contextmanager
+def monitored_operator(
+    kubeconfig: Path, nats_url: str, nats_secret: bytes, directory: Path, rules: str, job: str
+) -> Iterator[tuple[OperatorProcess, Prometheus]]:
+    """The operator serving messaging on `nats_url` at test speed (probes every second, drift checks every
+    3 s, retries within 2 s) and a real Prometheus in `directory` that scrapes its metrics as `job` and
+    evaluates `rules` (a rule file's text). Afterwards Prometheus stops, the MessagingChannels are deleted
+    while the operator still runs (it releases their finalizers), then the operator stops."""
+    (directory / "secret").write_text(nats_secret.decode())
+    metrics_port = supervisor.free_port()
+    env = {
+        "CITYHUB_COMPONENTS": "messaging",
+        "CITYHUB_NATS_URL": nats_url,
+        "CITYHUB_NATS_SECRET_FILE": str(directory / "secret"),
+        "CITYHUB_NATS_TIMEOUT": "2",
+        "CITYHUB_METRICS_PORT": str(metrics_port),
+        "CITYHUB_DRIFT_INTERVAL": "3",
+        "CITYHUB_RETRY_BASE_DELAY": "0.5",
+        "CITYHUB_RETRY_MAX_DELAY": "2",
+        "CITYHUB_PROBE_INTERVAL": "1",
+        "CITYHUB_PROBE_TIMEOUT": "2",
+    }
+    operator = OperatorProcess(kubeconfig, env, directory / "operator.log").start()
+    prometheus = Prometheus(directory, rules, {job: [f"127.0.0.1:{metrics_port}"]})
+    try:
+        prometheus.start()
+        yield operator, prometheus
+    finally:
+        prometheus.stop()
+        try:
+            delete_requests(kubeconfig, "messagingchannels")
+        finally:
+            operator.stop()
 
 
 class TcpProxy:

@@ -7,6 +7,10 @@
                                                 kubelet, CNI; see real_node.py), like CITYHUB_REAL_NODE=1
     python -m cityhub.embedded_cluster status   each process, its pid, port and state; exit 1 unless all run
     python -m cityhub.embedded_cluster down     stop everything it started, free its ports, delete its data
+    ... up|down|status --name haidong-edge      another cluster beside the hub (an edge cluster, 多级贯通):
+                                                its own ports, pki and data in <state>/clusters/<name>;
+                                                status without --name lists every cluster, down --all
+                                                stops them all
 
 The cluster is a convenience for a laptop or CI: everything listens on 127.0.0.1, nodes are simulated
 by kwok (3 CPU nodes, 2 GPU inference nodes), and the only thing the rest of cityhub gets from it is the
@@ -31,6 +35,7 @@ import sys
 from collections.abc import Callable
 
 from cityhub.embedded_cluster.errors import ClusterError
+from cityhub.embedded_cluster.layout import HUB, check_name, cluster_names
 from cityhub.embedded_cluster.lifecycle import down, status, up
 from cityhub_api.settings import SettingError
 
@@ -46,11 +51,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="up: add one real worker node (build it first: bash hack/real-node.sh); CITYHUB_REAL_NODE=1 too",
     )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="the cluster: `hub` (default) or an edge cluster's name, each with its own ports and data; "
+        "status without --name shows every cluster",
+    )
+    parser.add_argument("--all", action="store_true", help="down: every embedded cluster on this machine")
     ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        name = check_name(ns.name or HUB)
+    except ValueError as e:
+        parser.error(f"--name: {e}")
     actions: dict[str, Callable[[], int]] = {
-        "up": lambda: up(with_real_node=ns.real_node),
-        "down": down,
-        "status": status,
+        "up": lambda: up(with_real_node=ns.real_node, name=name),
+        "down": lambda: max(down(n) for n in (reversed(cluster_names()) if ns.all else [name])),
+        "status": lambda: status(ns.name and name),
     }
     try:
         return actions[ns.action]()

@@ -1,11 +1,16 @@
-"""Where one embedded cluster keeps its files: <state>/cluster (CITYHUB_STATE overrides <repo>/.state)."""
+"""Where one embedded cluster keeps its files: <state>/cluster for the hub, <state>/clusters/<name> for an
+edge cluster (CITYHUB_STATE overrides <repo>/.state)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cityhub import paths
+
+HUB = "hub"
+"""The default cluster's name (the city hub), as in the stack configuration's default `clusters`."""
 
 
 @dataclass(frozen=True)
@@ -13,6 +18,8 @@ class Layout:
     """Where one embedded cluster keeps its files."""
 
     root: Path
+    name: str = HUB
+    """The cluster's name: `hub`, or the edge's (`cityhub cluster up --name <name>`)."""
 
     @property
     def pki(self) -> Path:
@@ -45,10 +52,37 @@ class Layout:
         return self.conf / f"{name}.kubeconfig"
 
 
-def layout() -> Layout:
-    return Layout(paths.state_dir() / "cluster")
+NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
+"""A cluster name: an RFC 1123 label of at most 20 characters (it names directories, a bridge, a cgroup)."""
 
 
-def kubeconfig_path() -> Path:
-    """The admin kubeconfig of the embedded cluster (it may not exist yet)."""
-    return layout().kubeconfig
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ValueError(
+            f"invalid cluster name {name!r}: use 1-20 lower-case letters, digits and '-', starting with a "
+            "letter (e.g. haidong-edge)"
+        )
+    return name
+
+
+def layout(name: str = HUB) -> Layout:
+    """The hub keeps <state>/cluster (where it always was); every other cluster <state>/clusters/<name>,
+    so a hub and its edge clusters run side by side on one machine, each with its own ports and data."""
+    if check_name(name) == HUB:
+        return Layout(paths.state_dir() / "cluster")
+    return Layout(paths.state_dir() / "clusters" / name, name)
+
+
+def cluster_names() -> list[str]:
+    """Every embedded cluster with files on this machine: the hub first, then the others by name."""
+    others = paths.state_dir() / "clusters"
+    if not others.is_dir():
+        return [HUB]
+    # A cluster that was brought down keeps only its logs: it is no longer listed.
+    found = sorted(p.name for p in others.iterdir() if NAME.match(p.name) and (p / "state.json").exists())
+    return [HUB, *(n for n in found if n != HUB)]
+
+
+def kubeconfig_path(name: str = HUB) -> Path:
+    """The admin kubeconfig of an embedded cluster (it may not exist yet)."""
+    return layout(name).kubeconfig

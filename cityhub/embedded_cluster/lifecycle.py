@@ -20,7 +20,7 @@ from cityhub.embedded_cluster.commands import child_env, command, write_kwok_con
 from cityhub.embedded_cluster.errors import ClusterError, step
 from cityhub.embedded_cluster.health import health_check, wait_healthy
 from cityhub.embedded_cluster.kubeconfigs import write_kubeconfigs
-from cityhub.embedded_cluster.layout import Layout, layout
+from cityhub.embedded_cluster.layout import HUB, Layout, cluster_names, layout
 from cityhub.embedded_cluster.network import HOST
 from cityhub.embedded_cluster.nodes import NODES, apply_nodes, wait_default_service_account, wait_nodes_ready
 from cityhub.embedded_cluster.pki import Pki, generate_pki
@@ -71,23 +71,35 @@ def print_table(rows: list[tuple[str, str, str, str]]) -> None:
         say("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def status() -> int:
-    """Print each process's state and the apiserver's health; 0 only when everything runs and is ready."""
-    lay = layout()
+def status(name: str | None = None) -> int:
+    """Every embedded cluster on this machine (or the one named): each process's state and the apiserver's
+    health; 0 only when everything runs and is ready."""
+    names = [name] if name else cluster_names()
+    results = [cluster_status(n) for n in names]
+    return 0 if all(r == 0 for r in results) else 1
+
+
+def cluster_status(name: str) -> int:
+    lay = layout(name)
     state = load_state(lay)
     rows = process_rows(state) + real_node.status_rows(lay)
-    say(f"cityhub cluster status ({lay.root})")
+    say(f"cityhub cluster status {name} ({lay.root})")
     print_table(rows)
     if state is None:
-        say("  apiserver: no cluster state; start it with `cityhub cluster up`")
+        say(f"  apiserver: no cluster state; start it with `cityhub cluster up{_named(name)}`")
         return 1
     healthy, detail = apiserver_health(lay, state)
     say(f"  apiserver: {detail} ({state.apiserver}/readyz)")
     say(f"  kubeconfig: {state.kubeconfig}")
     dead = [r[0] for r in rows if r[3] != "running"]
     if dead:
-        say(f"  {', '.join(dead)} not running: `cityhub cluster up` restarts it; logs in {lay.logs}")
+        again = f"`cityhub cluster up{_named(name)}`"
+        say(f"  {', '.join(dead)} not running: {again} restarts it; logs in {lay.logs}")
     return 0 if healthy and not dead else 1
+
+
+def _named(name: str) -> str:
+    return "" if name == HUB else f" --name {name}"
 
 
 def remove_cluster_dir(lay: Layout, keep_logs: bool = True) -> None:
@@ -120,11 +132,11 @@ def stop_all(state: ClusterState) -> list[str]:
     return problems
 
 
-def down() -> int:
-    lay = layout()
-    with state_lock():
+def down(name: str = HUB) -> int:
+    lay = layout(name)
+    with state_lock(lay):
         state = load_state(lay)
-        say(f"cityhub cluster down ({lay.root})")
+        say(f"cityhub cluster down {name} ({lay.root})")
         if state is None:
             say("  no cluster state: nothing to stop")
         # The real node first (its pods need containerd, its kubelet the apiserver no more); its leftovers
@@ -136,7 +148,7 @@ def down() -> int:
         if not node_problems and not survivors:
             remove_cluster_dir(lay)
     for problem in problems:
-        print(f'cityhub cluster down: step "stop processes" failed: {problem}', file=sys.stderr)
+        print(f'cityhub cluster down {name}: step "stop processes" failed: {problem}', file=sys.stderr)
     if not problems:
         say("  stopped; ports are free")
     return 1 if problems else 0
@@ -174,7 +186,8 @@ def wait_apiserver_ready(lay: Layout, state: ClusterState, timeout: float = 30.0
         raise ClusterError(
             "check running cluster",
             f"every process runs but the apiserver is not ready ({apiserver_health(lay, state)[1]}); "
-            f"see {lay.logs}, or run `cityhub cluster down` and `cityhub cluster up` to start fresh",
+            f"see {lay.logs}, or run `cityhub cluster down{_named(lay.name)}` and `cityhub cluster up"
+            f"{_named(lay.name)}` to start fresh",
         )
 
 
@@ -198,7 +211,7 @@ def restart(lay: Layout, state: ClusterState, dead: list[str]) -> None:
             raise ClusterError(
                 f"restart {name}",
                 f"its port {', '.join(busy)} on {HOST} is now used by another process; free it, or run "
-                "`cityhub cluster down` to discard this cluster and start fresh",
+                f"`cityhub cluster down{_named(lay.name)}` to discard this cluster and start fresh",
             )
         with step(f"restart {name}"):
             paths.tool(name)
@@ -275,16 +288,16 @@ def create_nodes(lay: Layout, timeout: float) -> None:
         wait_default_service_account(lay.kubeconfig, timeout)
 
 
-def up(with_real_node: bool | None = None) -> int:
+def up(with_real_node: bool | None = None, name: str = HUB) -> int:
     """Start (or reuse, or repair) the cluster; with the real node when asked (`--real-node`) or
     CITYHUB_REAL_NODE=1, added to an already running cluster too."""
     want_real_node = with_real_node
     if want_real_node is None:
         want_real_node = real_node.RealNodeSettings.from_env().wanted
-    lay = layout()
+    lay = layout(name)
     t0 = time.monotonic()
-    say(f"cityhub cluster up ({lay.root})")
-    with state_lock():
+    say(f"cityhub cluster up {name} ({lay.root})")
+    with state_lock(lay):
         with step("check running cluster"):
             state = existing_cluster(lay)
             dead = dead_processes(state) if state else []
@@ -297,7 +310,10 @@ def up(with_real_node: bool | None = None) -> int:
             try:
                 restart(lay, state, dead)
             except ClusterError as e:
-                hint = "the cluster's data is kept; `cityhub cluster down` discards it, then up starts fresh"
+                hint = (
+                    f"the cluster's data is kept; `cityhub cluster down{_named(name)}` discards it, then up "
+                    "starts fresh"
+                )
                 raise ClusterError(e.step, f"{e}\n  {hint}") from e
             say(f"cluster up in {time.monotonic() - t0:.1f}s")
         else:

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cityhub import paths
 from cityhub.embedded_cluster.errors import ClusterError
 from cityhub.embedded_cluster.layout import Layout
 from cityhub.supervisor import Record
@@ -75,9 +74,10 @@ def load_state(lay: Layout) -> ClusterState | None:
 
 
 @contextlib.contextmanager
-def state_lock() -> Iterator[None]:
-    """Serialise up/down of one state directory (two shells, or a test and a developer)."""
-    lock = paths.state_dir() / "cluster.lock"
+def state_lock(lay: Layout) -> Iterator[None]:
+    """Serialise up/down of one cluster (two shells, or a test and a developer); clusters apart do not wait
+    for each other."""
+    lock = lay.root.parent / f"{lay.root.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)

@@ -314,3 +314,33 @@ def test_only_one_cluster_may_be_the_ambient_one(raw: dict[str, Any]) -> None:
     assert "cityhub:clusters[1]: clusters[0] already targets the cluster in $KUBECONFIG" in problems(raw)
     raw["clusters"][1]["context"] = "edge"
     assert [c.name for c in load_config(raw).clusters] == ["hub", "edge"]
+
+
+def test_edge_clusters_are_refused_outside_the_city_or_on_a_claimed_division(raw: dict[str, Any]) -> None:
+    raw["clusters"] = [
+        {"name": "hub"},
+        {"name": "xihu-edge", "role": "edge", "divisionCode": "330106", "context": "xihu"},
+        {"name": "xihu-edge-2", "role": "edge", "divisionCode": "330106", "context": "xihu2"},
+        {"name": "far-edge", "role": "edge", "divisionCode": "440106", "context": "far"},
+    ]
+    found = problems(raw)
+    assert (
+        "cityhub:clusters[2].divisionCode: edge cluster 'xihu-edge-2' claims division 330106, already the "
+        "edge 'xihu-edge''s" in found
+    )
+    assert "cityhub:clusters[3].divisionCode: division code '440106' is not in the city" in found
+    raw["clusters"] = raw["clusters"][:2]
+    assert [c.name for c in load_config(raw).clusters] == ["hub", "xihu-edge"]
+
+
+def test_a_street_office_defaults_to_the_edge_of_its_division(raw: dict[str, Any]) -> None:
+    raw["clusters"] = [
+        {"name": "hub"},
+        {"name": "xihu-edge", "role": "edge", "divisionCode": "330106", "context": "xihu"},
+    ]
+    placed = {d.slug: d.cluster for d in load_config(raw).departments}
+    assert placed["xihu-hubin"] == "xihu-edge"  # 街道 of 330106
+    assert placed["yingji"] == "hub"  # 市
+    assert placed["dongcheng-yingji"] == "hub"  # 区 of 330102: no edge claims it
+    dept(raw, "xihu-hubin")["cluster"] = "hub"  # an explicit choice wins
+    assert {d.slug: d.cluster for d in load_config(raw).departments}["xihu-hubin"] == "hub"

@@ -1,0 +1,125 @@
+"""多级贯通: one stack, the hub and a district edge cluster. A street office lands on the edge of its
+division, everything else on the hub; 平急切换 is one change for both; an unreachable edge fails only its
+own part.
+
+The edge is a second embedded cluster beside the session's hub (`cityhub cluster up --name xihu-edge`), or
+the cluster in CITYHUB_TEST_EDGE_KUBECONFIG when the hub is a real one (CITYHUB_TEST_KUBECONFIG)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cityhub import embedded_cluster, supervisor
+from cityhub.embedded_cluster.layout import layout
+from cityhub.embedded_cluster.state import load_state
+from tests.integration.test_hub_stack import Project, new_project
+
+pytestmark = pytest.mark.integration
+
+EDGE = "xihu-edge"
+STREET = "dept-xihu-hubin"  # 西湖区湖滨街道办事处, division 330106
+
+
+@pytest.fixture(scope="module")
+def edge_kubeconfig(kubeconfig: Path) -> Iterator[Path]:
+    given = os.environ.get("CITYHUB_TEST_EDGE_KUBECONFIG")
+    if given:
+        yield Path(given)
+        return
+    if os.environ.get("CITYHUB_TEST_KUBECONFIG"):
+        pytest.skip("a real hub cluster is given: set CITYHUB_TEST_EDGE_KUBECONFIG to a second cluster")
+    assert embedded_cluster.main(["up", "--name", EDGE]) == 0
+    try:
+        yield layout(EDGE).kubeconfig
+    finally:
+        embedded_cluster.main(["down", "--name", EDGE])
+
+
+@pytest.fixture(scope="module")
+def city(
+    tmp_path_factory: pytest.TempPathFactory, kubeconfig: Path, edge_kubeconfig: Path
+) -> Iterator[Project]:
+    project = new_project(tmp_path_factory.mktemp("edge-stack"), kubeconfig)
+    stack_file = project.root / "stacks" / "Pulumi.dev.yaml"
+    doc = yaml.safe_load(stack_file.read_text(encoding="utf-8"))
+    doc["config"]["cityhub:clusters"] = [
+        {"name": "hub", "role": "hub"},
+        # No `cluster:` on the street office: it defaults to the edge that claims its division.
+        {"name": EDGE, "role": "edge", "divisionCode": "330106", "kubeconfig": str(edge_kubeconfig)},
+    ]
+    # 街道 takes part in emergencies too: its quota grows in emergency mode, so 平急切换 reaches the edge.
+    street = next(d for d in doc["config"]["cityhub:departments"] if d["slug"] == "xihu-hubin")
+    street["emergencyQuota"] = {"cpu": 2, "memory": "4Gi", "pods": 20}
+    stack_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    project.pulumi("up", "--yes", "--skip-preview")
+    yield project
+    project.pulumi("destroy", "--yes", "--skip-preview", ok=False)
+
+
+def namespaces(p: Project, kubeconfig: Path) -> set[str]:
+    out = p.kubectl("--kubeconfig", str(kubeconfig), "get", "namespaces", "-o", "json").stdout
+    return {n["metadata"]["name"] for n in json.loads(out)["items"]}
+
+
+def test_each_department_lands_on_its_cluster(city: Project, kubeconfig: Path, edge_kubeconfig: Path) -> None:
+    hub, edge = namespaces(city, kubeconfig), namespaces(city, edge_kubeconfig)
+    assert STREET in edge and STREET not in hub
+    assert {"dept-yingji", "dept-jiaotong", "dept-dongcheng-yingji"} <= hub
+    assert not {n for n in edge if n.startswith("dept-")} - {STREET}
+    assert "cityhub-system" in hub and "cityhub-system" in edge  # the catalog and the operator's home
+    for config in (kubeconfig, edge_kubeconfig):  # the API every department uses, on every cluster
+        city.kubectl("--kubeconfig", str(config), "get", "crd", "messagingchannels.hub.cityhub.io")
+    placed = json.loads(city.pulumi("stack", "output", "departments", "--json").stdout)
+    assert placed["xihu-hubin"]["namespace"] == "dept-xihu-hubin"
+
+
+def test_emergency_mode_is_one_change_for_every_cluster(city: Project) -> None:
+    city.pulumi("config", "set", "cityhub:mode", "emergency")
+    try:
+        steps = city.preview()
+        changed = {s["urn"].rsplit("::", 1)[1] for s in steps}
+        assert any(n.startswith(f"{EDGE}-") for n in changed), changed  # the edge's share of the change …
+        assert any(n.startswith("hub-") for n in changed), changed  # … and the hub's, in one preview
+    finally:
+        city.pulumi("config", "set", "cityhub:mode", "normal")
+
+
+def stop_edge_apiserver() -> Any:
+    state = load_state(layout(EDGE))
+    assert state is not None
+    rec = state.find("kube-apiserver")
+    assert rec is not None
+    supervisor.stop(rec, sig=signal.SIGTERM)
+    return rec
+
+
+def test_an_unreachable_edge_fails_only_its_own_part(city: Project, kubeconfig: Path) -> None:
+    if os.environ.get("CITYHUB_TEST_EDGE_KUBECONFIG"):
+        pytest.skip("stops the edge's API server: only on the embedded edge")
+    # One change on each cluster: the hub's 城管 quota and the street office's.
+    city.pulumi("config", "set", "--path", "cityhub:departments[1].quota.pods", "60")
+    city.pulumi("config", "set", "--path", "cityhub:departments[5].quota.pods", "12")
+    stop_edge_apiserver()
+    try:
+        result = city.pulumi("up", "--yes", "--skip-preview", "--continue-on-error", ok=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert EDGE in output, output  # the failure names the edge
+        quota = city.get("resourcequota", "compute", "-n", "dept-chengguan")
+        assert quota["spec"]["hard"]["pods"] == "60"  # the hub was still updated
+    finally:
+        assert embedded_cluster.main(["up", "--name", EDGE]) == 0  # restarts the stopped apiserver
+    city.pulumi("up", "--yes", "--skip-preview")  # the edge catches up
+    edge = layout(EDGE).kubeconfig
+    out = city.kubectl(
+        "--kubeconfig", str(edge), "get", "resourcequota", "compute", "-n", STREET, "-o", "json"
+    )
+    assert json.loads(out.stdout)["spec"]["hard"]["pods"] == "12"
