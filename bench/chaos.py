@@ -9,8 +9,9 @@ backends' own inventories.
 Everything runs in a private state directory (CITYHUB_STATE=<work>/state): the embedded cluster, every
 type's local backend (cityhub.local_operator.start_backends, as `cityhub operator start` starts them) and
 `python -m cityhub_operator` serving them all, its kubeconfig pointing at a proxy in this process
-(chaos_proxy.py) in front of the API server. The workload (chaos_workload.py, where the mix is explained)
-is created in waves; the faults (chaos_faults.py) start at seeded random times within the fault window:
+(chaos_proxy.py) in front of the API server (the run's own calls to it, retried while it restarts, are in
+chaos_api.py). The workload (chaos_workload.py, where the mix is explained) is created in waves; the faults
+(chaos_faults.py) start at seeded random times within the fault window:
 
     operator-kill     SIGKILL, restarted 3 s later (--kills, default 5)
     cluster-restart   etcd and kube-apiserver SIGKILLed, restarted by `cluster up` (--cluster-restarts, 1)
@@ -26,7 +27,6 @@ every Secret with its driver, and prints the table (chaos_report.py). Exit statu
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -42,11 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from chaos_api import create, delete, probe_work, retry, secret_counts, settled, snapshot
 from chaos_backends import Backends
 from chaos_faults import Chaos, Operator
 from chaos_inventory import inventory, probe_all
 from chaos_proxy import DropProxy
-from chaos_report import Report, state_of
+from chaos_report import Report
 from chaos_workload import KINDS, Planned, departments, namespace_manifests, plan
 from kubernetes import client
 
@@ -54,8 +55,6 @@ from cityhub import embedded_cluster, paths, supervisor
 from cityhub import testkit as testing
 from cityhub.local_operator import start_backends
 from cityhub.supervisor import Supervisor
-from cityhub_api import labels, registry
-from cityhub_api.api import GROUP, VERSION
 from cityhub_api.catalog import load_offerings, manifests
 
 TYPES = tuple(KINDS)
@@ -137,104 +136,6 @@ def write_kubeconfig(admin: Path, out: Path, port: int) -> None:
         c["cluster"]["server"] = f"https://{supervisor.HOST}:{port}"
     out.touch(mode=0o600)
     out.write_text(yaml.safe_dump(doc))
-
-
-def retry(what: str, call: Any, deadline: float = 900.0) -> Any:
-    """Call until it succeeds (the API server may be restarting); gives up after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            return call()
-        except Exception as e:  # any failure of the API server or kubectl: tried again, like a user would
-            if time.monotonic() > end:
-                raise RuntimeError(f"{what}: still failing after {deadline:.0f}s: {e}") from e
-            print(f"  {what}: {str(e)[:200]}; trying again", flush=True)
-            time.sleep(3)
-
-
-def create(kubeconfig: Path, docs: list[dict[str, Any]]) -> None:
-    def once() -> None:
-        done = testing.apply(kubeconfig, docs, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr.strip()[-300:])
-
-    retry(f"create {len(docs)} requests", once)
-
-
-def delete(api: client.ApiClient, planned: list[Planned]) -> None:
-    objects = client.CustomObjectsApi(api)
-    for p in planned:
-
-        def once(p: Planned = p) -> None:
-            try:
-                objects.delete_namespaced_custom_object(
-                    GROUP, VERSION, p.namespace, p.plural, p.name, _request_timeout=30
-                )
-            except client.ApiException as e:
-                if e.status != 404:
-                    raise
-
-        retry(f"delete {p.namespace}/{p.name}", once)
-
-
-def snapshot(api: client.ApiClient) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """Every request of every type, as the API server has it: (type, namespace, name) → object."""
-    objects = client.CustomObjectsApi(api)
-    out = {}
-    for type_name, (_, plural, _) in KINDS.items():
-        found = objects.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=60)
-        for o in found["items"]:
-            out[(type_name, o["metadata"]["namespace"], o["metadata"]["name"])] = o
-    return out
-
-
-def settled(planned: list[Planned], objects: dict[tuple[str, str, str], dict[str, Any]]) -> tuple[bool, str]:
-    """Whether every kept request is Ready or unmet and every deleted one gone; and a one-line summary."""
-    states: Counter[str] = Counter()
-    for p in planned:
-        obj = objects.get((p.type_name, *p.key))
-        if p.delete_wave is not None:
-            states["deleting" if obj else "deleted"] += 1
-        else:
-            states[state_of(obj) if obj else "missing"] += 1
-    done = set(states) <= {"ready", "unmet", "deleted"}
-    return done, ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
-
-
-def secret_counts(api: client.ApiClient, namespaces: set[str]) -> Counter[tuple[str, str]]:
-    found = client.CoreV1Api(api).list_secret_for_all_namespaces(
-        label_selector=labels.REQUEST, _request_timeout=60
-    )
-    return Counter(
-        (s.metadata.namespace, s.metadata.labels[labels.REQUEST])
-        for s in found.items
-        if s.metadata.namespace in namespaces
-    )
-
-
-def probe_work(
-    api: client.ApiClient, report: Report, offerings: dict[str, dict[str, Any]]
-) -> dict[str, list[tuple[Any, dict[str, str]]]]:
-    """(Request, Secret data) of every Ready request, per type; the Request built as the operator does."""
-    from cityhub_operator import plans
-    from cityhub_operator.reconcile import Reconciler
-    from cityhub_operator.settings import OperatorSettings
-
-    core = client.CoreV1Api(api)
-    work: dict[str, list[tuple[Any, dict[str, str]]]] = {t: [] for t in TYPES}
-    for type_name, ns, name in sorted(report.ready_keys()):
-        body = report.objects[(type_name, ns, name)]
-        ctype = registry.component_type(type_name)
-        spec = body.get("spec") or {}
-        known = [n for n, s in offerings.items() if s.get("componentType") == type_name]
-        resolved = plans.resolve(
-            ctype, spec, spec.get("offering", ""), offerings.get(spec.get("offering", "")), known
-        )
-        request = Reconciler(ctype, None, None, OperatorSettings()).request(body, resolved)  # type: ignore[arg-type]
-        secret = core.read_namespaced_secret(body["status"]["connectionSecret"], ns, _request_timeout=30)
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-        work[type_name].append((request, data))
-    return work
 
 
 def run(config: Config, work: Path) -> Report:

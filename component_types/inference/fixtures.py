@@ -3,6 +3,8 @@
 inference_model_store   a model store whose model file is no real model: for the driver's checks
 inference_backend       a real MLServer and gateway on free ports (module scope), stopped afterwards;
                         fails, naming install.sh, when MLServer or the model store is not installed
+inference_cluster       the integration tests' cluster (module scope) with the inference CRD and catalog,
+                        the namespaces below and their compute quotas, which are removed afterwards
 """
 
 from __future__ import annotations
@@ -14,13 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from cityhub import testkit as testing
 from cityhub.paths import ToolMissingError
+from cityhub_api import labels
+from cityhub_api.registry import component_type
 from cityhub_api.settings import cache_dir
 from component_types.inference import local
 
 MODEL = "traffic-flow"
 RUNTIME = "mlserver_sklearn.SKLearnModel"
+YINGJI, JIAOTONG = "dept-yingji", "dept-jiaotong"
+SHUIWU, CHENGGUAN = "dept-shuiwu", "dept-chengguan"
+"""A and B of the quota attack: each with a compute quota of 2 CPUs, 2Gi and 2 GPUs."""
+MODEL_SERVERS = "cityhub-inference"
 
 
 @pytest.fixture
@@ -88,3 +98,35 @@ def inference_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
     finally:
         gateway.stop()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def inference_cluster(kubeconfig: Path) -> Iterator[Path]:
+    """The cluster of `kubeconfig` (tests/integration/conftest.py) with the inference CRD and catalog, the
+    departments' and model servers' namespaces and the departments' compute quotas: 2 GPUs for YINGJI,
+    0 for JIAOTONG, 2 CPUs, 2Gi and 2 GPUs for SHUIWU and CHENGGUAN each."""
+    testing.install_crds(kubeconfig)
+    testing.apply(kubeconfig, list(yaml.safe_load_all(component_type("inference").catalog_file.read_text())))
+    namespaces = (YINGJI, JIAOTONG, SHUIWU, CHENGGUAN, MODEL_SERVERS, labels.SYSTEM_NAMESPACE)
+    testing.ensure_namespaces(kubeconfig, namespaces)
+    compute = {"requests.cpu": "2", "requests.memory": "2Gi", "requests.nvidia.com/gpu": "2"}
+    hard = {
+        YINGJI: {"requests.nvidia.com/gpu": "2"},
+        JIAOTONG: {"requests.nvidia.com/gpu": "0"},
+        SHUIWU: compute,
+        CHENGGUAN: compute,
+    }
+    quotas = [
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "compute", "namespace": ns},
+            "spec": {"hard": h},
+        }
+        for ns, h in hard.items()
+    ]
+    testing.apply(kubeconfig, quotas)
+    yield kubeconfig
+    # Test modules share the cluster: the stack's own quota of these namespaces must not meet ours.
+    for ns in hard:
+        testing.kubectl(kubeconfig, "delete", "resourcequota", "compute", "-n", ns, "--ignore-not-found")

@@ -18,7 +18,6 @@ import pytest
 
 from cityhub import testkit as testing
 from cityhub.local_prometheus import Prometheus
-from cityhub.supervisor import free_port
 from cityhub.testkit import OperatorProcess, channel, wait_for
 from component_types.messaging.local import NatsServer
 from components import monitoring_rules
@@ -27,23 +26,6 @@ from components.monitoring_rules import RuleParams
 pytestmark = pytest.mark.integration
 SECRET = b"monitoring-integration-secret-0123456789-abcdefghijk"
 DEPARTMENTS = ("yingji", "jiaotong")
-OFFERING = {
-    "apiVersion": "hub.cityhub.io/v1alpha1",
-    "kind": "ComponentOffering",
-    "metadata": {"name": "messaging"},
-    "spec": {
-        "componentType": "messaging",
-        "defaultPlan": "standard",
-        "apdex": {"thresholdSeconds": 0.25},
-        "plans": [
-            {
-                "name": "standard",
-                "limits": {"maxAge": "7d", "maxBytes": "1Gi", "maxMessages": 1000000},
-                "defaults": {"maxAge": "1d", "maxBytes": "16Mi"},
-            }
-        ],
-    },
-}
 # Test-only rule parameters: evaluated every second, alerts after 3 s instead of 5 min.
 OVERVIEW = Path(__file__).resolve().parents[2] / "monitoring" / "render_overview.py"
 PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3s")
@@ -52,7 +34,7 @@ PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3
 @pytest.fixture(scope="module")
 def cluster(kubeconfig: Path) -> Path:
     testing.install_crds(kubeconfig)  # with ComponentFeedback
-    testing.apply(kubeconfig, [OFFERING])
+    testing.apply(kubeconfig, [testing.messaging_offering()])
     testing.ensure_namespaces(kubeconfig, DEPARTMENTS)
     return kubeconfig
 
@@ -68,26 +50,9 @@ def stack(
     cluster: Path, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[OperatorProcess, Prometheus]]:
     tmp = tmp_path_factory.mktemp("monitoring")
-    (tmp / "secret").write_text(SECRET.decode())
-    metrics_port = free_port()
-    env = {
-        "CITYHUB_COMPONENTS": "messaging",
-        "CITYHUB_NATS_URL": nats_server.url,
-        "CITYHUB_NATS_SECRET_FILE": str(tmp / "secret"),
-        "CITYHUB_NATS_TIMEOUT": "2",
-        "CITYHUB_METRICS_PORT": str(metrics_port),
-        "CITYHUB_DRIFT_INTERVAL": "3",
-        "CITYHUB_RETRY_BASE_DELAY": "0.5",
-        "CITYHUB_RETRY_MAX_DELAY": "2",
-        "CITYHUB_PROBE_INTERVAL": "1",
-        "CITYHUB_PROBE_TIMEOUT": "2",
-    }
-    operator = OperatorProcess(cluster, env, tmp / "operator.log").start()
-    prometheus = Prometheus(
-        tmp, monitoring_rules.rules_yaml(PARAMS), {PARAMS.operator_job: [f"127.0.0.1:{metrics_port}"]}
-    )
-    try:
-        prometheus.start()
+    rules = monitoring_rules.rules_yaml(PARAMS)
+    monitored = testing.monitored_operator(cluster, nats_server.url, SECRET, tmp, rules, PARAMS.operator_job)
+    with monitored as (operator, prometheus):
         yield operator, prometheus
         if os.environ.get("CITYHUB_RENDER_OVERVIEW"):  # the docs' picture, from this run's real data
             spec = importlib.util.spec_from_file_location("render_overview", OVERVIEW)
@@ -95,12 +60,6 @@ def stack(
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             module.render(f"http://127.0.0.1:{prometheus.port}", Path(os.environ["CITYHUB_RENDER_OVERVIEW"]))
-    finally:
-        prometheus.stop()
-        try:
-            testing.delete_requests(cluster, "messagingchannels")
-        finally:
-            operator.stop()
 
 
 def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(

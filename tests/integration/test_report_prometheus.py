@@ -22,7 +22,6 @@ import pytest
 from cityhub import testkit as testing
 from cityhub.local_prometheus import Prometheus
 from cityhub.report.build import CHINA_TIME
-from cityhub.supervisor import free_port
 from cityhub.testkit import OperatorProcess, channel, wait_for
 from component_types.messaging.local import NatsServer
 from components import monitoring_rules
@@ -33,23 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = b"report-integration-secret-0123456789-abcdefghijklmno"
 DEPARTMENTS = {"dept-yingji": 4, "dept-jiaotong": 2}
 """Namespace (the dev stack's dept-<slug>) → the rating it gives its channel."""
-OFFERING = {
-    "apiVersion": "hub.cityhub.io/v1alpha1",
-    "kind": "ComponentOffering",
-    "metadata": {"name": "messaging"},
-    "spec": {
-        "componentType": "messaging",
-        "defaultPlan": "standard",
-        "apdex": {"thresholdSeconds": 0.25},
-        "plans": [
-            {
-                "name": "standard",
-                "limits": {"maxAge": "7d", "maxBytes": "1Gi", "maxMessages": 1000000},
-                "defaults": {"maxAge": "1d", "maxBytes": "16Mi"},
-            }
-        ],
-    },
-}
 PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3s")
 
 
@@ -62,7 +44,7 @@ def nats_secret() -> bytes:
 @pytest.fixture(scope="module")
 def cluster(kubeconfig: Path) -> Path:
     testing.install_crds(kubeconfig)
-    testing.apply(kubeconfig, [OFFERING])
+    testing.apply(kubeconfig, [testing.messaging_offering()])
     testing.ensure_namespaces(kubeconfig, DEPARTMENTS)
     return kubeconfig
 
@@ -72,36 +54,15 @@ def stack(
     cluster: Path, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[OperatorProcess, Prometheus]]:
     tmp = tmp_path_factory.mktemp("report")
-    (tmp / "secret").write_text(SECRET.decode())
-    metrics_port = free_port()
-    env = {
-        "CITYHUB_COMPONENTS": "messaging",
-        "CITYHUB_NATS_URL": nats_server.url,
-        "CITYHUB_NATS_SECRET_FILE": str(tmp / "secret"),
-        "CITYHUB_NATS_TIMEOUT": "2",
-        "CITYHUB_METRICS_PORT": str(metrics_port),
-        "CITYHUB_DRIFT_INTERVAL": "3",
-        "CITYHUB_RETRY_BASE_DELAY": "0.5",
-        "CITYHUB_RETRY_MAX_DELAY": "2",
-        "CITYHUB_PROBE_INTERVAL": "1",
-        "CITYHUB_PROBE_TIMEOUT": "2",
-    }
     # The session's cluster is shared: ratings other modules left would count in this operator's metrics.
     testing.kubectl(cluster, "delete", "componentfeedback", "--all", "--all-namespaces")
-    operator = OperatorProcess(cluster, env, tmp / "operator.log").start()
-    prometheus = Prometheus(
-        tmp, monitoring_rules.rules_yaml(PARAMS), {PARAMS.operator_job: [f"127.0.0.1:{metrics_port}"]}
-    )
-    try:
-        prometheus.start()
-        yield operator, prometheus
-    finally:
-        prometheus.stop()
+    rules = monitoring_rules.rules_yaml(PARAMS)
+    monitored = testing.monitored_operator(cluster, nats_server.url, SECRET, tmp, rules, PARAMS.operator_job)
+    with monitored as (operator, prometheus):
         try:
-            testing.delete_requests(cluster, "messagingchannels")
-            testing.kubectl(cluster, "delete", "componentfeedback", "--all", "--all-namespaces")
+            yield operator, prometheus
         finally:
-            operator.stop()
+            testing.kubectl(cluster, "delete", "componentfeedback", "--all", "--all-namespaces")
 
 
 def feedback(namespace: str, rating: int) -> dict[str, Any]:

@@ -4,7 +4,7 @@ API keys, its own request names and specs) against department B, on a real MLSer
 Each attack asserts the refusal (status and message) and that B's endpoint still answers with the model's real
 prediction afterwards (`b_still_works`: through the gateway with B's key, and B's model still loaded on the
 shared server). The attacks that need the Kubernetes API (objects of kubernetes mode, the departments'
-ResourceQuotas) are in tests/integration/test_inference_operator.py.
+ResourceQuotas) are in tests/integration/test_inference_operator.py and test_inference_kubernetes_mode.py.
 
     traversal     A's key and /v2/models/<A's endpoint>/ plus encoded or raw '..', '//', '\\', overlong UTF-8,
                   aimed at B's model and at the server's repository API (unload B, list the repository)

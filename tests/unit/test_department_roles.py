@@ -1,6 +1,6 @@
 """Department roles under Pulumi's mocks: what a department's 管理员, 开发者 and 只读 people would be allowed
 to do, evaluated with Kubernetes RBAC's own matching rules on the ClusterRoles the stack declares.
-tests/integration/test_isolation.py asks the real API server the same questions."""
+tests/integration/test_isolation_roles.py asks the real API server the same questions."""
 
 from __future__ import annotations
 

@@ -68,6 +68,16 @@ def human_bytes(n: int) -> str:
     return str(n)
 
 
+def _shortfall(wanted: int, allowance: Allowance | None, others: int) -> tuple[int, Allowance] | None:
+    """(What is left, never below 0; the allowance) when `wanted` exceeds what is left of the allowance after
+    the department's own pods and its other endpoints; None when it fits, nothing is wanted or the namespace
+    sets no quota on the resource."""
+    if allowance is None or not wanted:
+        return None
+    left = allowance.hard - allowance.used - others
+    return (max(left, 0), allowance) if wanted > left else None
+
+
 def check(
     request: Request, replicas: int, each: Resources, others: Resources, quota: DepartmentQuota
 ) -> None:
@@ -77,38 +87,33 @@ def check(
         "lower spec.replicas or the limits, delete another of the department's endpoints, or ask for a "
         f"larger quota for department {dept}"
     )
-    gpu = quota.gpu or Allowance(0)
     wanted = each.times(replicas)
-    if wanted.gpu:
-        left = gpu.hard - gpu.used - others.gpu
-        if wanted.gpu > left:
-            raise PermanentBackendError(
-                "OverGpuQuota",
-                f"spec.replicas x spec.limits.gpu = {replicas} x {each.gpu} = {wanted.gpu} GPUs exceeds what "
-                f"is left of department {dept}'s GPU quota: {max(left, 0)} of {gpu.hard} "
-                f"(requests.nvidia.com/gpu; {gpu.used} used by its pods, {others.gpu} by its other inference "
-                f"endpoints): {hint}, or choose a CPU plan (cpu-small, cpu-standard)",
-            )
-    if quota.cpu_millis is not None and wanted.cpu_millis:
-        q = quota.cpu_millis
-        left = q.hard - q.used - others.cpu_millis
-        if wanted.cpu_millis > left:
-            raise PermanentBackendError(
-                "OverCpuQuota",
-                f"spec.replicas x {each.cpu_millis}m CPU (each model server replica) = {wanted.cpu_millis}m "
-                f"exceeds what is left of department {dept}'s CPU quota: {max(left, 0)}m of {q.hard}m "
-                f"(requests.cpu; {q.used}m used by its pods, {others.cpu_millis}m by its other inference "
-                f"endpoints): {hint}",
-            )
-    if quota.memory is not None and wanted.memory:
-        q = quota.memory
-        left = q.hard - q.used - others.memory
-        if wanted.memory > left:
-            raise PermanentBackendError(
-                "OverMemoryQuota",
-                f"spec.replicas x spec.limits.memory = {replicas} x {human_bytes(each.memory)} = "
-                f"{human_bytes(wanted.memory)} exceeds what is left of department {dept}'s memory quota: "
-                f"{human_bytes(max(left, 0))} of {human_bytes(q.hard)} (requests.memory; "
-                f"{human_bytes(q.used)} used by its pods, {human_bytes(others.memory)} by its other "
-                f"inference endpoints): {hint}",
-            )
+    # As the table above says: no GPU quota is 0 GPUs; no CPU or memory quota is no limit.
+    if over := _shortfall(wanted.gpu, quota.gpu or Allowance(0), others.gpu):
+        left, q = over
+        raise PermanentBackendError(
+            "OverGpuQuota",
+            f"spec.replicas x spec.limits.gpu = {replicas} x {each.gpu} = {wanted.gpu} GPUs exceeds what "
+            f"is left of department {dept}'s GPU quota: {left} of {q.hard} "
+            f"(requests.nvidia.com/gpu; {q.used} used by its pods, {others.gpu} by its other inference "
+            f"endpoints): {hint}, or choose a CPU plan (cpu-small, cpu-standard)",
+        )
+    if over := _shortfall(wanted.cpu_millis, quota.cpu_millis, others.cpu_millis):
+        left, q = over
+        raise PermanentBackendError(
+            "OverCpuQuota",
+            f"spec.replicas x {each.cpu_millis}m CPU (each model server replica) = {wanted.cpu_millis}m "
+            f"exceeds what is left of department {dept}'s CPU quota: {left}m of {q.hard}m "
+            f"(requests.cpu; {q.used}m used by its pods, {others.cpu_millis}m by its other inference "
+            f"endpoints): {hint}",
+        )
+    if over := _shortfall(wanted.memory, quota.memory, others.memory):
+        left, q = over
+        raise PermanentBackendError(
+            "OverMemoryQuota",
+            f"spec.replicas x spec.limits.memory = {replicas} x {human_bytes(each.memory)} = "
+            f"{human_bytes(wanted.memory)} exceeds what is left of department {dept}'s memory quota: "
+            f"{human_bytes(left)} of {human_bytes(q.hard)} (requests.memory; "
+            f"{human_bytes(q.used)} used by its pods, {human_bytes(others.memory)} by its other "
+            f"inference endpoints): {hint}",
+        )
