@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -21,6 +22,14 @@ from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.storage import StorageTiers, StorageTiersArgs
 from components.tenancy import DepartmentTenancy, DepartmentTenancyArgs
+
+
+def kubeconfig_path(cluster: Cluster) -> str | None:
+    """A relative `kubeconfig` is the project's (e.g. .state/clusters/<edge>/kubeconfig of an embedded edge),
+    whatever directory the program and the provider happen to run in."""
+    if cluster.kubeconfig is None or Path(cluster.kubeconfig).is_absolute():
+        return cluster.kubeconfig
+    return str(Path(pulumi.get_root_directory()) / cluster.kubeconfig)
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class ClusterHub(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         if not cluster.ambient:
             provider = k8s.Provider(
-                f"{name}-cluster", kubeconfig=cluster.kubeconfig, context=cluster.context, opts=child
+                f"{name}-cluster", kubeconfig=kubeconfig_path(cluster), context=cluster.context, opts=child
             )
             child = pulumi.ResourceOptions(parent=self, providers={"kubernetes": provider})
         departments = config.departments_on(cluster.name)
@@ -150,7 +159,11 @@ class ClusterHub(pulumi.ComponentResource):
         )
         Monitoring(
             name,
-            MonitoringArgs(settings=config.monitoring, departments=tuple(d.slug for d in departments)),
+            MonitoringArgs(
+                settings=config.monitoring,
+                departments=tuple(d.slug for d in departments),
+                cluster=cluster.name,
+            ),
             opts=child,
         )
 

@@ -7,7 +7,7 @@ whichever Prometheus the city runs, chosen by the stack's `cityhub:monitoring.pr
                  dashboard sidecar (kube-prometheus-stack's default) loads dashboards from
     standalone   the plain rule file in ConfigMap cityhub-prometheus-rules (mount it into Prometheus and
                  list it under rule_files; scrape the operator's Service cityhub-operator-metrics:9464
-                 with job name cityhub-operator)
+                 with job name cityhub-operator and the static label cluster: <the cluster's name>)
     none         nothing (the default: a stack without Prometheus gets no orphan objects)
 
 Other keys of `cityhub:monitoring` tune the SLOs (monitoring_rules.with_overrides): probeObjective,
@@ -43,6 +43,9 @@ class MonitoringArgs:
     departments: tuple[str, ...] = ()
     """Department slugs. Rules are per department by label, so a new department needs no new rule."""
     namespace: pulumi.Input[str] = SYSTEM_NAMESPACE
+    cluster: str = "hub"
+    """The cluster's name in the stack (`cityhub:clusters`): every series scraped from it carries
+    `cluster="<name>"`, so one Prometheus (or a federation of them) tells the hub and each edge apart."""
 
 
 def mode_of(settings: dict[str, object]) -> str:
@@ -109,6 +112,10 @@ class Monitoring(pulumi.ComponentResource):
             grafana_dashboard(name, params, args.namespace, common, child)
             monitor = monitoring_rules.service_monitor(params, "", common)
             monitor["spec"]["namespaceSelector"] = {"matchNames": [args.namespace]}
+            for endpoint in monitor["spec"]["endpoints"]:
+                endpoint["relabelings"] = [
+                    {"action": "replace", "targetLabel": "cluster", "replacement": args.cluster}
+                ]
             k8s.apiextensions.CustomResource(
                 f"{name}-service-monitor",
                 api_version=monitor["apiVersion"],

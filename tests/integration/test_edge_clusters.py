@@ -53,8 +53,11 @@ def city(
     doc["config"]["cityhub:clusters"] = [
         {"name": "hub", "role": "hub"},
         # No `cluster:` on the street office: it defaults to the edge that claims its division.
-        {"name": EDGE, "role": "edge", "divisionCode": "330106", "kubeconfig": str(edge_kubeconfig)},
+        # Relative: the project's own path, as README shows for an embedded edge.
+        {"name": EDGE, "role": "edge", "divisionCode": "330106", "kubeconfig": f".state/{EDGE}.kubeconfig"},
     ]
+    (project.root / ".state").mkdir(exist_ok=True)
+    (project.root / ".state" / f"{EDGE}.kubeconfig").symlink_to(edge_kubeconfig)
     # 街道 takes part in emergencies too: its quota grows in emergency mode, so 平急切换 reaches the edge.
     street = next(d for d in doc["config"]["cityhub:departments"] if d["slug"] == "xihu-hubin")
     street["emergencyQuota"] = {"cpu": 2, "memory": "4Gi", "pods": 20}

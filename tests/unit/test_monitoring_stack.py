@@ -46,6 +46,11 @@ def test_with_the_prometheus_operator_rules_and_scrape_are_custom_resources() ->
     rule = next(o for _, o in objs if o.get("kind") == "PrometheusRule")
     assert rule["spec"]["groups"] == monitoring_rules.groups()
     assert rule["metadata"]["namespace"] == "cityhub-system"
+    monitor = next(o for _, o in objs if o.get("kind") == "ServiceMonitor")
+    # Every series scraped carries the cluster it came from: the hub and each edge apart in one view.
+    assert monitor["spec"]["endpoints"][0]["relabelings"] == [
+        {"action": "replace", "targetLabel": "cluster", "replacement": "hub"}
+    ]
 
 
 def test_a_standalone_prometheus_gets_the_plain_rule_file() -> None:
