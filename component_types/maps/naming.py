@@ -56,3 +56,9 @@ def table_name(name: str) -> str:
 
 def layer_id(department: str, name: str) -> str:
     return f"{department}.{name}"
+
+
+def layer_function(layer: str) -> str:
+    """The name of a layer's own tile function in CATALOG_SCHEMA (catalog_sql.py, publish_layer): `layer_`
+    and the md5 of the layer id, as PostgreSQL's md5() spells it."""
+    return "layer_" + hashlib.md5(layer.encode(), usedforsecurity=False).hexdigest()

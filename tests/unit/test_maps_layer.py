@@ -61,6 +61,12 @@ def test_defaults_are_cgcs2000_private_all_zooms() -> None:
         ({"visibility": "Shared"}, "spec.shareWith"),
         ({"visibility": "Public", "shareWith": [{"department": "jiaotong"}]}, "spec.shareWith"),
         ({"visibility": "Everyone"}, "spec.visibility"),
+        ({"fullDetailZoom": 25}, "spec.fullDetailZoom"),
+        ({"fullDetailZoom": -1}, "spec.fullDetailZoom"),
+        ({"fullDetailZoom": 10.5}, "spec.fullDetailZoom"),
+        ({"fullDetailZoom": True}, "spec.fullDetailZoom"),
+        # Generalized point tiles carry `count` (points per grid cell): no attribute may take that name.
+        ({"attributes": [{"name": "count"}]}, "spec.attributes[0].name"),
     ],
 )
 def test_bad_input_names_the_field(spec: dict[str, Any], field: str) -> None:

@@ -29,11 +29,14 @@ ATTRIBUTE_TYPES = {
     "date": "date",
     "timestamp": "timestamp with time zone",
 }
-RESERVED = ("id", "geom", "geom_3857")
+RESERVED = ("id", "geom", "geom_3857", "count")
+"""Columns of the table (id, geom, geom_3857) and `count`, the attribute of aggregated points in tiles."""
 VISIBILITIES = ("Department", "Shared", "Public")
 ATTRIBUTE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DEPARTMENT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_ZOOM = 24
+FULL_DETAIL_ZOOM = 14
+"""Default of spec.fullDetailZoom: below it tiles are generalized (catalog_sql.py, README.md)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class LayerSpec:
     min_zoom: int
     max_zoom: int
     drop_data: bool
+    full_detail_zoom: int = FULL_DETAIL_ZOOM
 
     @property
     def readers(self) -> tuple[str, ...]:
@@ -112,6 +116,15 @@ def parse(spec: Mapping[str, Any], department: str) -> LayerSpec:
             raise _invalid(field, f"is {value}: needs to be from 0 to {MAX_ZOOM}")
     if min_zoom > max_zoom:
         raise _invalid("minZoom", f"({min_zoom}) is above spec.maxZoom ({max_zoom}): swap or fix them")
+    full_detail_zoom = spec.get("fullDetailZoom", FULL_DETAIL_ZOOM)
+    if (
+        isinstance(full_detail_zoom, bool)
+        or not isinstance(full_detail_zoom, int)
+        or not (0 <= full_detail_zoom <= MAX_ZOOM)
+    ):
+        raise _invalid(
+            "fullDetailZoom", f"is {full_detail_zoom!r}: needs to be from 0 (never generalize) to {MAX_ZOOM}"
+        )
     return LayerSpec(
         geometry_type=geometry,
         srid=COORDINATE_SYSTEMS[crs],
@@ -121,6 +134,7 @@ def parse(spec: Mapping[str, Any], department: str) -> LayerSpec:
         min_zoom=min_zoom,
         max_zoom=max_zoom,
         drop_data=spec.get("dataDeletion", "Refuse") == "Drop",
+        full_detail_zoom=full_detail_zoom,
     )
 
 

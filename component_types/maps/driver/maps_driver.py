@@ -18,7 +18,16 @@ from component_types.maps.driver.layer import LayerSpec
 from component_types.maps.driver.postgis import Connection, Postgis
 from component_types.maps.driver.probe import probe_tile
 from component_types.maps.driver.settings import MapsSettings
-from component_types.maps.naming import GROUP_ROLE, TILE_SOURCE, layer_id, role_name, schema_name, table_name
+from component_types.maps.naming import (
+    CATALOG_SCHEMA,
+    GROUP_ROLE,
+    TILE_SOURCE,
+    layer_function,
+    layer_id,
+    role_name,
+    schema_name,
+    table_name,
+)
 
 
 def _ident(*names: str) -> sql.Identifier:
@@ -138,11 +147,12 @@ class MapsDriver:
         lid = layer_id(request.department, request.name)
         await conn.execute(
             "INSERT INTO cityhub_maps.layers (layer_id, department, name, uid, schema_name, table_name, "
-            "geometry_type, srid, attributes, visibility, min_zoom, max_zoom) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "geometry_type, srid, attributes, visibility, min_zoom, max_zoom, full_detail_zoom) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (layer_id) DO UPDATE SET uid = EXCLUDED.uid, attributes = EXCLUDED.attributes, "
             "visibility = EXCLUDED.visibility, min_zoom = EXCLUDED.min_zoom, max_zoom = EXCLUDED.max_zoom, "
-            "geometry_type = EXCLUDED.geometry_type, srid = EXCLUDED.srid",
+            "full_detail_zoom = EXCLUDED.full_detail_zoom, geometry_type = EXCLUDED.geometry_type, "
+            "srid = EXCLUDED.srid",
             (
                 lid,
                 request.department,
@@ -156,6 +166,7 @@ class MapsDriver:
                 spec.visibility,
                 spec.min_zoom,
                 spec.max_zoom,
+                spec.full_detail_zoom,
             ),
         )
         await conn.execute(
@@ -168,6 +179,8 @@ class MapsDriver:
                 "ON CONFLICT DO NOTHING",
                 (lid, reader),
             )
+        # The layer's own tile function, from the row just written (catalog_sql.py).
+        await conn.execute("SELECT cityhub_maps.publish_layer(%s)", (lid,))
         await conn.execute(
             "INSERT INTO cityhub_maps.tile_tokens (department, token_hash) VALUES (%s, %s) "
             "ON CONFLICT (department) DO UPDATE SET token_hash = EXCLUDED.token_hash",
@@ -237,18 +250,31 @@ class MapsDriver:
                     f"role {role} may hold {row[1]} connections, not {self.settings.department_connections}"
                 )
             cur = await conn.execute(
-                "SELECT visibility, min_zoom, max_zoom, attributes FROM cityhub_maps.layers "
-                "WHERE layer_id = %s",
+                "SELECT visibility, min_zoom, max_zoom, full_detail_zoom, attributes "
+                "FROM cityhub_maps.layers WHERE layer_id = %s",
                 (lid,),
             )
             row = await cur.fetchone()
-            want = (spec.visibility, spec.min_zoom, spec.max_zoom, [a.name for a in spec.attributes])
+            want = (
+                spec.visibility,
+                spec.min_zoom,
+                spec.max_zoom,
+                spec.full_detail_zoom,
+                [a.name for a in spec.attributes],
+            )
             if row is None:
                 drift.append(f"layer {lid} is not published in the tile catalog")
             elif tuple(row) != want:
                 drift.append(
-                    f"layer {lid} is published with visibility/zoom/attributes {tuple(row)}, not {want}"
+                    f"layer {lid} is published with visibility/zoom/full detail/attributes {tuple(row)}, "
+                    f"not {want}"
                 )
+            cur = await conn.execute(
+                "SELECT to_regprocedure(%s) IS NOT NULL",
+                (f"{CATALOG_SCHEMA}.{layer_function(lid)}(integer, integer, integer)",),
+            )
+            if row is not None and not ((await cur.fetchone()) or (False,))[0]:
+                drift.append(f"layer {lid} has no tile function")
             cur = await conn.execute(
                 "SELECT department FROM cityhub_maps.readers WHERE layer_id = %s ORDER BY 1", (lid,)
             )
@@ -311,6 +337,7 @@ class MapsDriver:
                     )
                 await conn.execute(sql.SQL("DROP TABLE {}").format(target))
             await conn.execute("DELETE FROM cityhub_maps.layers WHERE layer_id = %s", (lid,))
+            await conn.execute("SELECT cityhub_maps.publish_layer(%s)", (lid,))  # drops its tile function
             cur = await conn.execute("SELECT count(*) FROM cityhub_maps.layers WHERE department = %s", (d,))
             if ((await cur.fetchone()) or (0,))[0] == 0:
                 await self._retire_department(conn, d, schema)
