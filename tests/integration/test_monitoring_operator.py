@@ -7,8 +7,6 @@ department; start it again → the alert resolves and the incident's time to res
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,6 @@ pytestmark = pytest.mark.integration
 SECRET = b"monitoring-integration-secret-0123456789-abcdefghijk"
 DEPARTMENTS = ("yingji", "jiaotong")
 # Test-only rule parameters: evaluated every second, alerts after 3 s instead of 5 min.
-OVERVIEW = Path(__file__).resolve().parents[2] / "monitoring" / "render_overview.py"
 PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3s")
 
 
@@ -54,12 +51,6 @@ def stack(
     monitored = testing.monitored_operator(cluster, nats_server.url, SECRET, tmp, rules, PARAMS.operator_job)
     with monitored as (operator, prometheus):
         yield operator, prometheus
-        if os.environ.get("CITYHUB_RENDER_OVERVIEW"):  # the docs' picture, from this run's real data
-            spec = importlib.util.spec_from_file_location("render_overview", OVERVIEW)
-            assert spec and spec.loader
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            module.render(f"http://127.0.0.1:{prometheus.port}", Path(os.environ["CITYHUB_RENDER_OVERVIEW"]))
 
 
 def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
