@@ -48,8 +48,12 @@ class NatsServer:
         binary: Path | None = None,
         mqtt_port: int | None = None,
         serves: str = "messaging backend",
+        leafnode_port: int | None = None,
+        jetstream_domain: str | None = None,
     ) -> None:
-        """`mqtt_port`: also listen for MQTT clients there (the sensing gateway); 0 picks a free port."""
+        """`mqtt_port`: also listen for MQTT clients there (the sensing gateway); 0 picks a free port.
+        `leafnode_port`: also accept edge clusters' leaf node connections there; 0 picks a free port.
+        `jetstream_domain`: the JetStream domain (a hub with edges names its own)."""
         self.directory = Path(directory)
         self.secret = secret
         self.port = port or supervisor.free_port()
@@ -59,11 +63,20 @@ class NatsServer:
         self.binary = binary
         self.mqtt_port = (mqtt_port or supervisor.free_port()) if mqtt_port is not None else None
         self.serves = serves
+        self.leafnode_port = (leafnode_port or supervisor.free_port()) if leafnode_port is not None else None
+        self.jetstream_domain = jetstream_domain
         self.process = supervisor.Managed(name, records)
 
     @property
     def url(self) -> str:
         return f"nats://{supervisor.HOST}:{self.port}"
+
+    @property
+    def leafnode_url(self) -> str:
+        """Where an edge's leaf node remotes point (nats-leaf://); only with a `leafnode_port`."""
+        if self.leafnode_port is None:
+            raise ValueError(f"{self.name} accepts no leaf nodes: give it a leafnode_port")
+        return f"nats-leaf://{supervisor.HOST}:{self.leafnode_port}"
 
     @property
     def config_file(self) -> Path:
@@ -85,10 +98,16 @@ class NatsServer:
                 server_name=f"cityhub-local-{self.port}",
                 max_file_store=self.max_file_store,
                 mqtt_listen=f"{supervisor.HOST}:{self.mqtt_port}" if self.mqtt_port else None,
+                leafnode_listen=f"{supervisor.HOST}:{self.leafnode_port}" if self.leafnode_port else None,
+                jetstream_domain=self.jetstream_domain,
             )
         )
         argv = [str(binary), "-c", str(self.config_file)]
-        ports = {"client": self.port, **({"mqtt": self.mqtt_port} if self.mqtt_port else {})}
+        ports = {
+            "client": self.port,
+            **({"mqtt": self.mqtt_port} if self.mqtt_port else {}),
+            **({"leafnode": self.leafnode_port} if self.leafnode_port else {}),
+        }
         self.process.launch(
             argv,
             ready=lambda: all(supervisor.port_accepts(p) for p in ports.values()),

@@ -27,6 +27,8 @@ def server_config(
     mqtt_listen: str | None = None,
     mqtt_tls: tuple[str, str] | None = None,
     max_payload: str | int | None = None,
+    leafnode_listen: str | None = None,
+    jetstream_domain: str | None = None,
 ) -> str:
     """The configuration's text.
 
@@ -34,6 +36,12 @@ def server_config(
     `max_payload` are nats-server sizes (10G, 512M, 1MB or a number of bytes). None leaves the server's
     default (no monitoring port, no MQTT listener, JetStream limits from the machine). `mqtt_tls` is the
     (certificate, key) file pair the MQTT listener serves TLS with.
+
+    Edge clusters (component_types/messaging/edge_config.py): `leafnode_listen` (host:port) accepts the
+    edges' leaf node connections, each authenticated by a user JWT of the department account it binds;
+    `jetstream_domain` names the hub's JetStream so that edges with domains of their own stay apart from it
+    (NATS needs the hub's domain set once more than one JetStream edge connects). None: neither, and the
+    configuration is the one a hub without edges has always had.
     """
     mqtt = []
     if mqtt_listen:
@@ -48,6 +56,14 @@ def server_config(
         jetstream.append(f"max_file_store: {max_file_store}")
     if max_memory_store:
         jetstream.append(f"max_memory_store: {max_memory_store}")
+    if jetstream_domain:
+        jetstream.append(f"domain: {_quoted(jetstream_domain)}")
+    leafnodes = []
+    if leafnode_listen:
+        # no_advertise: edges keep dialling the address they were given (the hub's public leafnode
+        # address), never the server's own addresses it would otherwise gossip, which an edge cannot reach
+        # through its uplink (and which would bypass whatever path the city chose for it).
+        leafnodes = ["leafnodes {", f"  listen: {_quoted(leafnode_listen)}", "  no_advertise: true", "}"]
     lines = [
         "# Rendered by cityhub_nats.server_config: decentralized JWT auth, accounts pushed by the cityhub",
         "# operator through the system account. Holds public keys and signed JWTs only.",
@@ -60,6 +76,7 @@ def server_config(
         "}",
         # MQTT needs JetStream and a server_name (both above); clients authenticate with a user JWT.
         *mqtt,
+        *leafnodes,
         f"operator: {_quoted(keys.operator_jwt())}",
         f"system_account: {_quoted(keys.system_account.public)}",
         "resolver {",
