@@ -9,7 +9,7 @@ cityhub pulumi ARGS...             the pinned Pulumi CLI in cityhub's offline en
 cityhub login USER                 sign in with the city's identity: a kubeconfig with short-lived tokens
 cityhub token USER                 the exec credential kubectl runs (refreshes the token)
 cityhub people add USER …          a person of the embedded default's identity, in a department's role
-cityhub report --period YYYY-MM    运营评价: the period's evaluation per department, JSON + HTML (+ PDF)
+cityhub report --period YYYY-MM    运营评价 per department, JSON + HTML (+ PDF); --prices FILE adds 成本分摊
 cityhub dashboard                  中枢能力仪表盘: the live hub dashboard (Prometheus + API server)
 cityhub drill [--stack dev]        平急演练: emergency mode and back, timed and recorded
 cityhub maturity [--prometheus URL] 成熟度: the self-assessment from live state (docs/maturity.md)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("login", help="cityhub login USER: sign in with the city's identity")
     sub.add_parser("token", help="cityhub token USER: the exec credential kubectl runs")
     sub.add_parser("people", help="cityhub people add USER --department D --role R")
-    sub.add_parser("report", help="cityhub report --period YYYY-MM: 运营评价 (JSON, HTML, PDF)")
+    sub.add_parser("report", help="cityhub report --period YYYY-MM [--prices FILE]: 运营评价, JSON HTML PDF")
     sub.add_parser("dashboard", help="cityhub dashboard: 中枢能力仪表盘, the live hub dashboard")
     sub.add_parser("drill", help="cityhub drill: 平急演练, emergency mode and back, timed and recorded")
     sub.add_parser("maturity", help="cityhub maturity: 成熟度 self-assessment from live state")

@@ -5,6 +5,7 @@ its folder (registry.py); this module composes it with the common request envelo
     schemas/feedback.schema.json                ComponentFeedback (a department's rating of a component)
     schemas/request.schema.json                 what every request has: spec.offering/plan/…, status
     schemas/hub-config.schema.json              the stack configuration (cityhub:*), composed with the types
+    schemas/price-sheet.schema.json             the city's prices for the report's cost showback (成本分摊)
     component_types/<type>/schema.json          one type's spec parameters (registry.py)
 """
 

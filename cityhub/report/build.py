@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
+from cityhub.report import cost
 from cityhub.report.model import (
     Apdex,
     Department,
@@ -20,7 +21,8 @@ from cityhub.report.model import (
     Report,
     Row,
 )
-from cityhub.report.query import Results, le_bound
+from cityhub.report.prices import PriceSheet
+from cityhub.report.query import Metered, Results, le_bound
 
 CHINA_TIME = timezone(timedelta(hours=8), "CST")
 """Periods are calendar months in China Standard Time (UTC+8, no daylight saving)."""
@@ -275,6 +277,24 @@ def findings(depts: tuple[Department, ...], objectives: Objectives) -> tuple[Fin
     return tuple(out)
 
 
+def showback(metered: Metered, sheet: PriceSheet, depts: tuple[Department, ...]) -> cost.Showback:
+    """The period's component-hours (query.fetch_usage) priced by the sheet, for the report's departments."""
+    usage: dict[tuple[str, str, str], float] = defaultdict(float)
+    for sample in metered.samples:
+        if sample.value is None or metered.resolution_seconds is None:
+            continue
+        labels = sample.labels
+        key = (labels.get("department", ""), labels.get("component_type", ""), labels.get("offering", ""))
+        usage[key] += cost.component_hours(sample.value, metered.resolution_seconds)
+    return cost.allocate(
+        usage,
+        sheet,
+        [d.label for d in depts],
+        resolution_seconds=metered.resolution_seconds,
+        measured_from=metered.measured_from,
+    )
+
+
 def assemble(
     results: Results,
     period: Period,
@@ -284,7 +304,10 @@ def assemble(
     city: str | None,
     source: str,
     now: datetime | None = None,
+    usage: Metered | None = None,
+    prices: PriceSheet | None = None,
 ) -> Report:
+    """The report; with a price sheet and the period's usage, its cost showback too."""
     depts = departments(results, names)
     return Report(
         city=city,
@@ -294,4 +317,5 @@ def assemble(
         findings=findings(depts, objectives),
         source=source,
         generated_at=(now or datetime.now(UTC)).replace(microsecond=0),
+        cost=showback(usage, prices, depts) if usage is not None and prices is not None else None,
     )

@@ -1,10 +1,13 @@
 """`cityhub report --period YYYY-MM`: the period's evaluation per department, as JSON and HTML files.
 
     cityhub report --period 2026-11 [--prometheus URL] [--stack dev] [--out DIR] [--format json,html,pdf]
+                   [--prices price-sheet.yaml]
 
 Figures come from the Prometheus that scrapes the operator (--prometheus, else CITYHUB_PROMETHEUS_URL);
 department names, the city and the SLO objectives from the stack config (stacks/Pulumi.<stack>.yaml).
 The PDF is the HTML page printed by headless Chromium (install it and CJK fonts with hack/browser.sh).
+With --prices (the city's price sheet, schemas/price-sheet.schema.json) the report adds the cost showback
+(成本分摊, cost.py); without it the report says it has none.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import yaml
 from cityhub import browser, stack_config
 from cityhub.drill.command import DrillError
 from cityhub.maturity import assess
-from cityhub.report import build, render_html, render_json, render_pdf
+from cityhub.report import build, prices, render_html, render_json, render_pdf
 from cityhub.report.model import Objectives
-from cityhub.report.query import Prometheus, PrometheusError, fetch
+from cityhub.report.query import Prometheus, PrometheusError, fetch, fetch_usage
 from cityhub_api.settings import Env, SettingError
 
 FORMATS = ("json", "html", "pdf")
@@ -111,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format", default="json,html", help="comma-separated: json, html, pdf (default json,html)"
     )
+    p.add_argument(
+        "--prices",
+        type=Path,
+        help="the city's price sheet (YAML, docs/report.md): adds the cost showback 成本分摊 (default: none)",
+    )
     return p
 
 
@@ -124,6 +132,7 @@ def main(argv: list[str]) -> int:
             )
         if "pdf" in formats:
             browser.require()  # before querying Prometheus: say what to install first
+        sheet = prices.load(ns.prices) if ns.prices else None  # a wrong price is told before any query
         settings = ReportSettings.from_env()
         url = (ns.prometheus or settings.prometheus_url).rstrip("/")
         if not url:
@@ -131,9 +140,19 @@ def main(argv: list[str]) -> int:
         now = datetime.now(UTC)
         period = build.period_of(ns.period, now)
         facts = stack_facts(ns.stack)
-        results = fetch(Prometheus(url, settings.timeout), period)
+        prometheus = Prometheus(url, settings.timeout)
+        results = fetch(prometheus, period)
+        usage = fetch_usage(prometheus, period) if sheet else None
         report = build.assemble(
-            results, period, facts.objectives, facts.names, city=facts.city, source=url, now=now
+            results,
+            period,
+            facts.objectives,
+            facts.names,
+            city=facts.city,
+            source=url,
+            now=now,
+            usage=usage,
+            prices=sheet,
         )
     except (ValueError, SettingError, PrometheusError, browser.BrowserMissing) as e:
         print(f"cityhub report: {e}", file=sys.stderr)
@@ -157,6 +176,8 @@ def main(argv: list[str]) -> int:
         f"{report.city or 'cityhub'} {period.label}: {with_data}/{len(report.departments)} departments with "
         f"data, {len(report.findings)} item(s) need attention"
     )
+    if report.cost is not None:
+        print(f"cost showback: {report.cost.total:,.2f} {report.cost.currency} for the city")
     for path in written:
         print(f"wrote {path}")
     return 0

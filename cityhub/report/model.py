@@ -18,6 +18,7 @@ from cityhub_api import api
 
 if TYPE_CHECKING:  # cityhub.maturity reads the report's figures: a runtime import would be circular
     from cityhub.maturity.model import Assessment
+    from cityhub.report.cost import Showback  # cost.py uses ratio() from here
 
 Buckets = Mapping[float, float]
 """A cumulative histogram over the period: upper bound (le, math.inf last) → observations at or below it."""
@@ -288,6 +289,8 @@ class Report:
     generated_at: datetime
     maturity: Assessment | None = None
     """成熟度 from the live hub, with the period's figures (None when the cluster could not be read)."""
+    cost: Showback | None = None
+    """成本分摊 priced by the city's sheet (None when no price sheet was given: the report says so)."""
 
     @property
     def figures(self) -> Figures:

@@ -12,9 +12,11 @@ from datetime import timedelta
 from html import escape
 
 from cityhub.maturity.render import html as maturity_html
+from cityhub.report.cost import Showback
 from cityhub.report.model import Department, Figures, Objectives, Report, apdex_band
 
 NO_DATA = "无数据 / no data"
+NO_PRICES = "未提供价目表 / no price sheet"
 SEVERITY = {3: ("严重", "critical"), 2: ("重要", "major"), 1: ("提示", "minor")}
 CSS = """
 body{font-family:"Noto Sans CJK SC","PingFang SC","Microsoft YaHei",system-ui,sans-serif;margin:2rem auto;
@@ -152,6 +154,11 @@ def _summary(report: Report) -> str:
             "mean rating",
             _nodata() if f.feedback_mean is None else f"{f.feedback_mean:.1f} / 5（{f.feedback_count}）",
         ),
+        (
+            "成本合计",
+            "cost showback" + ("" if report.cost is None else f" ({report.cost.currency})"),
+            f'<span class="nodata">{NO_PRICES}</span>' if report.cost is None else money(report.cost.total),
+        ),
     ]
     return (
         '<div class="cards">'
@@ -187,6 +194,81 @@ def _maturity(report: Report) -> str:
     return maturity_html(report.maturity)
 
 
+def money(value: float | None) -> str:
+    return '<span class="nodata">未定价 / unpriced</span>' if value is None else f"{value:,.2f}"
+
+
+def hours(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _cost_tables(c: Showback, names: dict[str, str]) -> str:
+    cur = escape(c.currency)
+    by_dept = "".join(
+        f"<tr>{_cell(escape(names.get(d.label, d.label)))}{_cell(hours(d.component_hours))}"
+        f"{_cell(money(d.cost))}{_cell(pct(c.share(d), 1))}</tr>"
+        for d in c.departments
+    )
+    by_dept += (
+        f'<tr class="total">{_cell("合计 / total")}{_cell(hours(c.component_hours))}{_cell(money(c.total))}'
+        f"{_cell(pct(1.0 if c.total > 0 else None, 1))}</tr>"
+    )
+    rows = []
+    for d in c.departments:
+        for t in d.types:
+            # offerings of one type priced apart have no single price: the JSON lists them
+            price = money(t.price) if t.price is not None or not t.priced else "按服务目录项 / per offering"
+            rows.append(
+                f"<tr>{_cell(escape(names.get(d.label, d.label)))}{_cell(escape(t.component_type))}"
+                f"{_cell(hours(t.component_hours))}{_cell(price)}{_cell(money(t.cost))}</tr>"
+            )
+    by_type = "".join(rows) or f'<tr><td colspan="5" class="nodata">{NO_DATA}</td></tr>'
+    return (
+        f"<table><thead><tr><th>部门<br><span class=en>department</span></th>"
+        f"<th>组件时<br><span class=en>component-hours</span></th>"
+        f"<th>费用（{cur}）<br><span class=en>cost ({cur})</span></th>"
+        f"<th>占比<br><span class=en>share</span></th></tr></thead><tbody>{by_dept}</tbody></table>"
+        f"<table><thead><tr><th>部门<br><span class=en>department</span></th>"
+        f"<th>组件类型<br><span class=en>component type</span></th>"
+        f"<th>组件时<br><span class=en>component-hours</span></th>"
+        f"<th>单价（{cur}/组件时）<br><span class=en>price ({cur} per component-hour)</span></th>"
+        f"<th>费用（{cur}）<br><span class=en>cost ({cur})</span></th></tr></thead><tbody>{by_type}</tbody>"
+        "</table>"
+    )
+
+
+def _cost(report: Report) -> str:
+    c = report.cost
+    if c is None:
+        return (
+            f'<p class="nodata">{NO_PRICES}：本报告不含成本分摊；'
+            "用 <code>--prices 文件</code> 指定城市的价目表。<span class=en>This report has no cost "
+            "showback: pass <code>--prices FILE</code> with the city's price sheet.</span></p>"
+        )
+    names = {d.label: d.title for d in report.departments}
+    step = "" if c.resolution_seconds is None else f" · 积分步长 / resolution {c.resolution_seconds:g} s"
+    since = c.measured_from.isoformat(timespec="minutes") if c.measured_from else ""
+    since = f" · 计量起点 / measured from {since}" if since else ""
+    unpriced = ""
+    if c.unpriced:
+        listed = "、".join(f"{escape(t)}（{hours(h)} 组件时）" for t, h in c.unpriced.items())
+        unpriced = (
+            f'<p class="bad">价目表未定价的组件类型，不计费用：{listed}。'
+            '<span class="en">Component types the sheet does not price have no cost: add them to the '
+            "sheet.</span></p>"
+        )
+    return (
+        f'<p class="meta">价目表 / price sheet: {escape(c.sheet_name or c.sheet_source)}'
+        f"（{escape(c.sheet_source)}）· 币种 / currency: {escape(c.currency)}{step}{since}<br>"
+        "按组件时分摊：部门持有的组件（就绪或故障，占用后端资源）× 时长 × 单价；"
+        "待定（未就绪或被拒绝）的申请不计费。部门自身工作负载的 CPU/内存不在此列。<br>"
+        '<span class="en">Allocated by component-hours: the components a department holds (ready or down: '
+        "they hold backend resources) × hours × the price; pending requests are not billed. The "
+        "departments' own workloads' CPU and memory are not included.</span></p>"
+        f"{unpriced}{_cost_tables(c, names)}"
+    )
+
+
 def render(report: Report) -> str:
     p, o = report.period, report.objectives
     city = escape(report.city or "")
@@ -214,6 +296,8 @@ of requests Ready within {o.provisioning_threshold_seconds:g} s<br>
 <span class="en">Responsiveness: provisioning and probe latency; problem resolution: incidents, MTTR,
 error budget; satisfaction: Apdex and departments' ratings.</span></p>
 {"".join(_department(d, o) for d in report.departments)}
+<h2>成本分摊 <span class="en">Cost showback</span></h2>
+{_cost(report)}
 <h2>成熟度自评 <span class="en">Maturity self-assessment</span></h2>
 {_maturity(report)}
 <h2>说明 <span class="en">Notes</span></h2>

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from cityhub.maturity.render import to_dict as maturity_dict
+from cityhub.report.cost import BILLED_STATES, OfferingCost, Showback, TypeCost
 from cityhub.report.model import Department, Figures, Objectives, Report, apdex_band
 
 SCHEMA = "cityhub.io/report/v1"
@@ -77,6 +78,50 @@ def department(d: Department, objectives: Objectives) -> dict[str, Any]:
     }
 
 
+def _priced(item: OfferingCost | TypeCost) -> dict[str, Any]:
+    return {
+        "componentHours": _num(item.component_hours),
+        "componentHourPrice": item.price,
+        "cost": _num(item.cost),
+    }
+
+
+def cost(showback: Showback | None, depts: tuple[Department, ...]) -> dict[str, Any] | None:
+    """成本分摊: null without a price sheet; amounts in `currency`, shares as fractions."""
+    if showback is None:
+        return None
+    named = {d.label: d for d in depts}
+    return {
+        "currency": showback.currency,
+        "priceSheet": {"name": showback.sheet_name, "source": showback.sheet_source},
+        "billedStates": list(BILLED_STATES),
+        "resolutionSeconds": showback.resolution_seconds,
+        "measuredFrom": None if showback.measured_from is None else showback.measured_from.isoformat(),
+        "componentHours": _num(showback.component_hours),
+        "total": _num(showback.total),
+        "unpriced": [{"componentType": t, "componentHours": _num(h)} for t, h in showback.unpriced.items()],
+        "departments": [
+            {
+                "label": d.label,
+                "slug": named[d.label].slug if d.label in named else None,
+                "name": named[d.label].name if d.label in named else None,
+                "componentHours": _num(d.component_hours),
+                "cost": _num(d.cost),
+                "share": _num(showback.share(d)),
+                "componentTypes": [
+                    {
+                        "componentType": t.component_type,
+                        **_priced(t),
+                        "offerings": [{"offering": o.offering, **_priced(o)} for o in t.offerings],
+                    }
+                    for t in d.types
+                ],
+            }
+            for d in showback.departments
+        ],
+    }
+
+
 def to_dict(report: Report) -> dict[str, Any]:
     p, o = report.period, report.objectives
     depts = report.departments
@@ -103,6 +148,13 @@ def to_dict(report: Report) -> dict[str, Any]:
             "componentTypes": list(report.component_types),
             "attention": len(report.findings),
             **figures(report.figures, o),
+            "cost": None
+            if report.cost is None
+            else {
+                "currency": report.cost.currency,
+                "total": _num(report.cost.total),
+                "componentHours": _num(report.cost.component_hours),
+            },
         },
         "departments": [department(d, o) for d in depts],
         "attention": [
@@ -120,6 +172,7 @@ def to_dict(report: Report) -> dict[str, Any]:
             for i, f in enumerate(report.findings, 1)
         ],
         "maturity": None if report.maturity is None else maturity_dict(report.maturity),
+        "cost": cost(report.cost, depts),
     }
 
 

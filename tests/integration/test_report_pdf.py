@@ -55,6 +55,10 @@ def test_the_pdf_shows_the_departments_in_chinese_with_their_figures(tmp_path: P
     assert "messaging2/1/099.00%4" in words and "3.5/5（2）" in words
     assert "应急管理局·messaging：本期1个事件未解决" in words
     assert "城市管理局dept-chengguan无数据/nodata" in words  # used nothing
+    # 成本分摊: the city's 97.00 CNY, 应急管理局's 72.00 of it (74.2 %), and the type the sheet left unpriced
+    assert "成本分摊" in text and "成本合计" in text
+    assert "应急管理局1,440.0072.0074.2%" in words and "97.00" in words
+    assert "identity（10.00组件时）" in words
     # pdftoppm: the first page renders, and is not blank
     subprocess.run(
         ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],

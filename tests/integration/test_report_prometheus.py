@@ -4,6 +4,7 @@ outage; then the report of the running month is generated from that Prometheus a
 
 应急管理局 (dept-yingji) and 交通运输局 (dept-jiaotong) each get a channel, a rating and one incident;
 城市管理局 and the other departments of the dev stack never use anything: their figures read 无数据 / no data.
+Priced by the example price sheet, each channel costs its hours from Ready to the report (成本分摊).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ SECRET = b"report-integration-secret-0123456789-abcdefghijklmno"
 DEPARTMENTS = {"dept-yingji": 4, "dept-jiaotong": 2}
 """Namespace (the dev stack's dept-<slug>) → the rating it gives its channel."""
 PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3s")
+PRICE_SHEET = REPO / "docs" / "price-sheet.example.yaml"
+SCRAPE_SECONDS = 1.0
+"""cityhub.local_prometheus scrapes every second."""
+STEP_SECONDS = 1
+"""The integration step the report takes when the period's components appeared in the last hour or two."""
+COST_TOLERANCE_SECONDS = 2 * (SCRAPE_SECONDS + STEP_SECONDS) + 2
+"""A channel's billed time against its known lifetime (Ready → the report): the start is seen up to a scrape
+late, each end is off by up to a step, and both known instants are whole seconds (Ready's
+lastTransitionTime, the report's evaluatedAt) — up to a second each."""
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +84,19 @@ def feedback(namespace: str, rating: int) -> dict[str, Any]:
     }
 
 
+def ready_since(cluster: Path, namespace: str) -> datetime:
+    """When the department's channel became Ready (its condition's lastTransitionTime, whole seconds)."""
+    got = testing.kubectl(cluster, "get", "messagingchannel", "events", "-n", namespace, "-o", "json")
+    doc = json.loads(got.stdout)
+    (ready,) = [c for c in doc["status"]["conditions"] if c["type"] == "Ready" and c["status"] == "True"]
+    return datetime.fromisoformat(ready["lastTransitionTime"].replace("Z", "+00:00"))
+
+
 def live_a_month_in_minutes(
     cluster: Path, operator: OperatorProcess, prom: Prometheus, nats: NatsServer
-) -> None:
-    """Requests, ratings, an outage of the shared backend and its recovery."""
+) -> dict[str, datetime]:
+    """Requests, ratings, an outage of the shared backend and its recovery; when each channel became Ready
+    (read before the outage: a channel down then is still held, and billed, but its condition may move)."""
     testing.apply(cluster, [channel(ns, "events") for ns in DEPARTMENTS])
     testing.apply(cluster, [feedback(ns, rating) for ns, rating in DEPARTMENTS.items()])
     wait_for(lambda: operator.alive() and prom.value('up{job="cityhub-operator"}') == 1, 30, "the scrape")
@@ -89,6 +108,7 @@ def live_a_month_in_minutes(
             90,
             f"successful probes of {ns}'s channel",
         )
+    ready_at = {ns: ready_since(cluster, ns) for ns in DEPARTMENTS}
     ours = "|".join(DEPARTMENTS)
     wait_for(
         lambda: prom.value(f'sum(cityhub_feedback_ratings{{department=~"{ours}"}})') == 2,
@@ -114,13 +134,14 @@ def live_a_month_in_minutes(
             f"{ns}'s incident to be resolved",
         )
     time.sleep(2)  # a few more scrapes: the last samples are well inside the report's range
+    return ready_at
 
 
 def test_the_months_report_shows_each_departments_figures_in_chinese(
     stack: tuple[OperatorProcess, Prometheus], cluster: Path, nats_server: NatsServer, tmp_path: Path
 ) -> None:
     operator, prom = stack
-    live_a_month_in_minutes(cluster, operator, prom, nats_server)
+    ready_at = live_a_month_in_minutes(cluster, operator, prom, nats_server)
     mttr = {
         ns: prom.value(f'sum(cityhub_incident_resolution_seconds_sum{{department="{ns}"}})')
         for ns in DEPARTMENTS
@@ -128,7 +149,7 @@ def test_the_months_report_shows_each_departments_figures_in_chinese(
     month = datetime.now(CHINA_TIME).strftime("%Y-%m")
     run = subprocess.run(
         [sys.executable, "-m", "cityhub.cli", "report", "--period", month, "--prometheus", prom.url,
-         "--stack", "dev", "--out", str(tmp_path)],
+         "--stack", "dev", "--out", str(tmp_path), "--prices", str(PRICE_SHEET)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
@@ -172,3 +193,24 @@ def test_the_months_report_shows_each_departments_figures_in_chinese(
     assert "无数据 / no data" in chengguan[: chengguan.index("</p>")]
     yingji = page[page.index('id="dept-yingji"') : page.index("</table>", page.index('id="dept-yingji"'))]
     assert "1 / 0 / 0" in yingji and "1 / 1" in yingji and "4.0 / 5" in yingji
+
+    # 成本分摊: each channel is billed from Ready (pending is not) to the report, through its outage (down)
+    cost = doc["cost"]
+    assert run.stdout.count("cost showback:") == 1 and cost["currency"] == "CNY"
+    assert cost["resolutionSeconds"] == STEP_SECONDS and cost["billedStates"] == ["ready", "down"]
+    evaluated = datetime.fromisoformat(doc["period"]["evaluatedAt"])
+    price = 0.05  # messaging's componentHour in the example sheet
+    billed = {d["label"]: d for d in cost["departments"]}
+    for ns in DEPARTMENTS:
+        lifetime = (evaluated - ready_at[ns]).total_seconds()
+        (row,) = billed[ns]["componentTypes"]
+        assert row["componentType"] == "messaging" and row["componentHourPrice"] == price
+        assert row["componentHours"] * 3600 == pytest.approx(lifetime, abs=COST_TOLERANCE_SECONDS)
+        # the JSON rounds to 6 decimals, and a few minutes of a channel cost a few ten-thousandths of a yuan
+        assert row["cost"] == pytest.approx(row["componentHours"] * price, abs=1e-6)
+        assert billed[ns]["share"] == pytest.approx(billed[ns]["cost"] / cost["total"], abs=0.01)
+    assert cost["total"] == pytest.approx(sum(d["cost"] for d in cost["departments"]), abs=1e-5)
+    assert all(billed[d["label"]]["cost"] == 0 and billed[d["label"]]["share"] == 0 for d in quiet)
+    assert doc["summary"]["cost"]["total"] == cost["total"] and cost["unpriced"] == []
+    section = page[page.index("成本分摊") : page.index("成熟度自评")]
+    assert "示例市 2026 年度共享组件价目表" in section and "应急管理局" in section and "CNY" in section
