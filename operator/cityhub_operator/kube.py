@@ -8,27 +8,33 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cityhub-operator"}
 log = logging.getLogger("cityhub_operator")
+T = TypeVar("T")
 
 
 class SecretConflict(Exception):
     """A Secret of the wanted name exists and belongs to someone else."""
 
 
-def api_client() -> client.ApiClient:
-    """In a pod: the service account; elsewhere: $KUBECONFIG (or ~/.kube/config)."""
+def api_client(connections: int | None = None) -> client.ApiClient:
+    """In a pod: the service account; elsewhere: $KUBECONFIG (or ~/.kube/config). `connections`: the size of
+    its connection pool (urllib3's default of 4 would make every thread beyond the fourth reconnect)."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    if connections:
+        configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def _encode(data: Mapping[str, str]) -> dict[str, str]:
@@ -37,12 +43,21 @@ def _encode(data: Mapping[str, str]) -> dict[str, str]:
 
 class Secrets:
     def __init__(
-        self, api: client.ApiClient | None = None, timeout: tuple[float, float] = (10.0, 60.0)
+        self,
+        api: client.ApiClient | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        writers: int = 32,
     ) -> None:
-        self.core = client.CoreV1Api(api or api_client())
+        self.core = client.CoreV1Api(api or api_client(connections=writers))
         self.timeout = timeout
         """(connect, read) seconds per call: a call on a dead connection fails (and the reconcile is retried)
         instead of holding its worker thread, and the request's reconcile, for ever."""
+        self.pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="secrets")
+        """The client is synchronous: its calls run here, not in asyncio's small default pool, which kopf and
+        the probes share (CITYHUB_API_WRITERS)."""
+
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call, *args)
 
     async def apply(
         self,
@@ -53,12 +68,12 @@ class Secrets:
         labels: Mapping[str, str],
     ) -> bool:
         """Create or update the Secret, owned by `owner`; returns whether anything changed."""
-        return await asyncio.to_thread(self._apply, namespace, name, _encode(data), owner, dict(labels))
+        return await self._run(self._apply, namespace, name, _encode(data), owner, dict(labels))
 
     async def delete(self, namespace: str, name: str, owner_uid: str) -> None:
         """Delete the Secret if it is the owner's; a missing one, or one the operator may no longer touch
         (its namespace is being deleted), is fine: the garbage collector follows the owner reference."""
-        await asyncio.to_thread(self._delete, namespace, name, owner_uid)
+        await self._run(self._delete, namespace, name, owner_uid)
 
     def _apply(
         self,
