@@ -18,18 +18,24 @@ the request (component_types/messaging/naming.py), so retries and restarts find 
                (`orphan`) does the same but keeps the stream
     limits     the account's JetStream stores are what its streams reserve, within the department's quota;
                connections, subscriptions, payload, streams and consumers are capped; no leaf nodes
+               (a department on an edge cluster: its edge's one)
+    edges      with CITYHUB_NATS_EDGE, the operator serves an edge cluster's departments: each channel's
+               stream lives on the edge (a leaf node of the hub), the hub's stream of the same name sources
+               it and republishes for shares; the Secret's url is the edge's
     expiry     credentials and activations expire and are renewed every third of their lifetime, so
                revocations older than a lifetime are pruned and account JWTs stay small
 
 Modules:
 
-    settings      NatsSettings and DepartmentLimits, from CITYHUB_NATS_*
+    settings      NatsSettings, EdgeSettings and DepartmentLimits, from CITYHUB_NATS_*
     channels      MessagingDriver (ensure, observe, delete, orphan, probe)
     streams       a channel's JetStream stream: wanted config, drift, create/update, delete
+    edges         a channel of a department on an edge: the edge's stream and sourcing consumer, the hub's
+                  sourcing stream, the uplink's state
     reservations  the account's JetStream limits following its streams (and the department's quota)
     shares        exports, imports and the bound on what one department receives (TooManyShares)
     revocations   revoking users, pruning revocations, dropping expired imports
-    probe         the round trip with a department's own credentials, on the operator's own server
+    probe         the round trip with a department's own credentials, on the operator's own server (or edge)
     errors        which NATS errors are temporary, which refusals are permanent
 
 The keys, JWTs, connections, account read-modify-push and the server configuration trusting them come from

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cityhub_operator.driver import Observation, PermanentBackendError, Request, Result
+from nats.aio.client import Client
 
 from cityhub_nats import jwt
 from cityhub_nats.client.accounts import Accounts, Change, by_name, without_import
@@ -15,7 +16,7 @@ from cityhub_nats.client.connections import Connections
 from cityhub_nats.jwt import Key
 from cityhub_nats.keys import Keys
 from component_types.messaging import naming
-from component_types.messaging.driver import reservations, shares, streams
+from component_types.messaging.driver import edges, reservations, shares, streams
 from component_types.messaging.driver.probe import round_trip
 from component_types.messaging.driver.reservations import FLOOR, Reserved
 from component_types.messaging.driver.revocations import chain, revoke, tidy, without_export
@@ -23,13 +24,18 @@ from component_types.messaging.driver.settings import NatsSettings
 
 
 class MessagingDriver:
-    """The messaging backend: one NATS system connection plus one management connection per department."""
+    """The messaging backend: one NATS system connection plus one management connection per department.
+
+    With settings.edge, it serves the departments of that edge cluster (driver/edges.py): their channels'
+    streams live on the edge and the hub's streams source them; accounts and shares stay on the hub."""
 
     def __init__(self, settings: NatsSettings) -> None:
         self.settings = settings
         self.limits = settings.limits
         self.lifetime = settings.lifetime
         self.keys = Keys(settings.secret)
+        self.edge = settings.edge
+        self.leaf = settings.leaf_nodes
         self.connections = Connections(settings.servers, self.keys, settings.timeout)
         self.accounts = Accounts(self.connections, self.keys, settings.timeout, self.limits.account(FLOOR, 0))
         self._reserving: dict[str, asyncio.Lock] = {}
@@ -73,7 +79,7 @@ class MessagingDriver:
             }
 
         export = shares.export_change(self.keys, dept, name, readers, previous, now)
-        await self.accounts.modify(dept, chain(export, not_revoked, self._tidy(now)))
+        await self.accounts.modify(dept, chain(export, not_revoked, self._tidy(now, own=True)))
         # 3. The stream (recording when the credentials below were issued), within the department's quota.
         await self._stream(request, issued)
         # 4. Each reader's account imports the channel with an activation signed by the department's account.
@@ -95,7 +101,7 @@ class MessagingDriver:
         )
         return Result(
             endpoints={
-                "url": self.settings.public_url,
+                "url": self.edge.url if self.edge else self.settings.public_url,
                 "stream": name,
                 "subjects": naming.channel_wildcard(dept, name),
                 "subjectPrefix": naming.own_prefix(dept),
@@ -115,7 +121,7 @@ class MessagingDriver:
         window = self.window(request, now)
         admin = await self.connections.admin(dept)
         reserved, _ = await reservations.streams_reserved(admin, self.settings.timeout)
-        if nats_claims.get("limits") != reserved.limits(self.limits):
+        if nats_claims.get("limits") != reserved.limits(self.limits, self.leaf):
             drift.append(
                 f"the limits of department {dept}'s NATS account differ from its settings and streams"
             )
@@ -136,11 +142,17 @@ class MessagingDriver:
                 drift.append(f"department {reader} lacks import {imported}")
             elif held != shares.import_entry(self.keys, dept, name, reader, window):
                 drift.append(f"department {reader}'s import {imported} is due for renewal")
-        drift += await streams.drift(admin, request, self.settings.replicas, self.settings.timeout, window[0])
+        replicas, timeout = self.settings.replicas, self.settings.timeout
+        if self.edge is None:
+            drift += await streams.drift(admin, request, replicas, timeout, window[0])
+        else:
+            edge, silence = self.edge.name, self.edge.silence
+            drift += await edges.drift(admin, request, edge, replicas, timeout, window[0], silence)
         return Observation(in_sync=not drift, drift=tuple(drift))
 
     async def delete(self, request: Request) -> None:
-        """Withdraw the shares, revoke the user and delete the stream with its messages."""
+        """Withdraw the shares, revoke the user and delete the stream with its messages (on an edge: the
+        hub's stream, then the edge's)."""
         if not await self._withdraw(request):
             return
         dept, timeout = request.department, self.settings.timeout
@@ -149,7 +161,9 @@ class MessagingDriver:
             await streams.delete(admin, request, timeout)
             others, _ = await reservations.streams_reserved(admin, timeout, exclude=request.name)
             system = await self.connections.system()
-            await reservations.reserve(self.accounts, admin, system, dept, self.limits, others, timeout)
+            await self._reserve(admin, system, dept, others)
+        if self.edge is not None:
+            await edges.delete_on_edge(admin, request, self.edge.name, timeout)
 
     async def orphan(self, request: Request) -> None:
         """deletionPolicy Orphan: the stream and its messages stay (the department's other credentials still
@@ -158,10 +172,11 @@ class MessagingDriver:
         await self._withdraw(request)
 
     async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
-        """A publish/consume round trip with the Secret's credentials, on the operator's own server
-        (probe.round_trip): the Secret's url is never dialled."""
+        """A publish/consume round trip with the Secret's credentials, on the operator's own server, or on
+        an edge the edge's (CITYHUB_NATS_EDGE_URL) (probe.round_trip): the Secret's url is never dialled."""
         user = self.user(request).public
-        await round_trip(request, secret, self.settings.servers, user, self.settings.timeout)
+        servers = self.edge.servers if self.edge else self.settings.servers
+        await round_trip(request, secret, servers, user, self.settings.timeout)
 
     async def _withdraw(self, request: Request) -> bool:
         """Remove the readers' imports and the export, and revoke the user; False when the department has no
@@ -180,7 +195,7 @@ class MessagingDriver:
         own = chain(
             without_export(naming.export_name(name)),
             revoke(self.user(request).public, request.created_at, now, self.lifetime),
-            self._tidy(now),
+            self._tidy(now, own=True),
         )
         await self.accounts.modify(dept, own, create=False)
         return True
@@ -199,25 +214,44 @@ class MessagingDriver:
             during = after.most(existing)  # while the stream changes: room for it as it is and as it will be
 
             async def reserve(wanted: Reserved, for_request: Request | None = None) -> None:
-                await reservations.reserve(
-                    self.accounts, admin, system, dept, self.limits, wanted, timeout, request=for_request
-                )
+                await self._reserve(admin, system, dept, wanted, for_request)
 
+            replicas = self.settings.replicas
             try:
+                if self.edge is not None:  # first: while the edge is unreachable, nothing changes on the hub
+                    await edges.ensure_on_edge(admin, request, self.edge.name, issued, timeout)
                 await reserve(during, request)
-                await streams.ensure(
-                    admin, system, request, self.settings.replicas, timeout, issued, self.limits
-                )
+                if self.edge is None:
+                    await streams.ensure(admin, system, request, replicas, timeout, issued, self.limits)
+                else:
+                    await edges.ensure_on_hub(admin, request, self.edge.name, replicas, issued, timeout)
             except PermanentBackendError:
                 await reserve(existing)  # back to what the department's streams hold
                 raise
             if after != during:
                 await reserve(after)
 
-    def _tidy(self, now: int) -> Change:
+    async def _reserve(
+        self, admin: Client, system: Client, dept: str, wanted: Reserved, request: Request | None = None
+    ) -> None:
+        """The department's JetStream limits `wanted` (reservations.reserve), its leaf limit ours."""
+        await reservations.reserve(
+            self.accounts,
+            admin,
+            system,
+            dept,
+            self.limits,
+            wanted,
+            self.settings.timeout,
+            request=request,
+            leaf=self.leaf,
+        )
+
+    def _tidy(self, now: int, *, own: bool = False) -> Change:
         """Every change to an account: the limits from the settings, revocations pruned, expired imports
-        dropped."""
-        static = reservations.static(self.limits)
+        dropped. The leaf limit is set on the served department's `own` account only (another's is another
+        cluster's operator's: reservations.py)."""
+        static = reservations.static(self.limits, self.leaf if own else None)
 
         def change(claims: dict[str, Any]) -> None:
             static(claims)

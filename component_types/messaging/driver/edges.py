@@ -13,11 +13,19 @@ component_types/messaging/edges.py.
                   channel's shares (exports/imports, shares.py) carry it to other departments
     account       the department's account on the hub admits one leaf node per edge it is on (`leaf`),
                   where a department on the hub only admits none
+    uplink        the edge's consumer sends a heartbeat every HEARTBEAT; the hub's stream records when it
+                  last heard from its source (`active`): silent past CITYHUB_NATS_EDGE_SILENCE, `observe`
+                  reports "edge <name> uplink down for N s" (and asks nothing of the edge meanwhile)
+
+An operator on the edge cluster serves these channels (CITYHUB_NATS_EDGE, driver/settings.py): from the hub's
+nats-server, as every operator does, reaching the edge's JetStream through the leaf node. While the uplink is
+down, whatever needs the edge (ensure, delete) is a TemporaryBackendError naming the edge, retried.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import nats.js.errors
@@ -31,6 +39,7 @@ from nats.js.api import (
     RePublish,
     StreamConfig,
     StreamConsumerSource,
+    StreamInfo,
     StreamSource,
 )
 
@@ -39,12 +48,14 @@ from cityhub_nats.client.accounts import Change
 from cityhub_nats.client.errors import TEMPORARY, error_text
 from component_types.messaging import edges
 from component_types.messaging.driver.errors import REFUSALS
-from component_types.messaging.driver.streams import stream_config
+from component_types.messaging.driver.streams import compared, stream_config
 
 EDGE_REPLICAS = 1
 ALL = ">"
 SOURCING_MAX_PENDING = 1000
 """Messages the edge's sourcing consumer sends ahead of the hub's flow-control answers."""
+STREAM_NOT_FOUND = 10059
+"""JetStream's err_code for a missing stream (a missing consumer is another)."""
 HEARTBEAT = 1.0
 """Seconds: nats-server requires 1 s of a consumer acknowledged by flow control."""
 
@@ -99,35 +110,29 @@ def admitting_leaf_nodes(count: int) -> Change:
     return change
 
 
+def unreachable(edge: str, e: BaseException) -> TemporaryBackendError:
+    """The edge did not answer through the hub: retried until its uplink is back."""
+    return TemporaryBackendError(
+        f"edge {edge} is unreachable from the hub ({e}): its uplink to the hub is down or its leaf node "
+        "has not connected yet; retried until it answers"
+    )
+
+
 async def ensure_on_edge(admin: Client, request: Request, edge: str, issued: int, timeout: float) -> None:
     """Create or update the channel's stream and its sourcing consumer on the edge, through the hub and the
     edge's leaf node (creating the consumer again with the same configuration changes nothing): a
-    TemporaryBackendError while the uplink is down (no JetStream of that domain answers)."""
+    TemporaryBackendError naming the edge while the uplink is down (no JetStream of that domain answers)."""
     want = edge_stream_config(request, issued)
-    where = f"{request.key} on edge {edge}"
-    js = admin.jetstream(timeout=timeout, domain=edges.domain(edge))
+    where, domain = f"{request.key} on edge {edge}", edges.domain(edge)
     try:
-        try:
-            info = await js.stream_info(str(want.name))
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(want)
-        else:
-            if nats_streams.differences(info.config, want):
-                await js.update_stream(want)
-        await js.add_consumer(str(want.name), sourcing_consumer_config(request, edge))
-    except TEMPORARY as e:
-        raise TemporaryBackendError(
-            f"NATS stream {where}: {error_text(e)} (is the edge's uplink to the hub down?)"
-        ) from e
-    except nats.js.errors.APIError as e:
-        hint = REFUSALS.get(e.err_code or 0)
-        if hint is None and (e.code or 500) >= 500:
-            raise TemporaryBackendError(f"NATS stream {where}: {error_text(e)}") from e
-        raise PermanentBackendError(
-            "BackendRefused",
-            f"NATS on edge {edge} refused stream {want.name}: {e.description} — "
-            f"{hint or 'change the request'}",
-        ) from e
+        await nats_streams.ensure(admin, want, timeout, where, REFUSALS, domain=domain)
+        with nats_streams.refusals_mapped(where, str(want.name), REFUSALS):
+            js = admin.jetstream(timeout=timeout, domain=domain)
+            await js.add_consumer(str(want.name), sourcing_consumer_config(request, edge))
+    except TemporaryBackendError as e:
+        raise unreachable(edge, e) from e
+    except PermanentBackendError as e:
+        raise PermanentBackendError(e.reason, f"on edge {edge}: {e}") from e
 
 
 async def ensure_on_hub(
@@ -136,3 +141,61 @@ async def ensure_on_hub(
     """Create or update the hub's stream sourcing the edge's (the account must reserve its maxBytes)."""
     want = hub_stream_config(request, edge, replicas, issued)
     await nats_streams.ensure(admin, want, timeout, f"{request.key} from edge {edge}", REFUSALS)
+
+
+def uplink_silence(info: StreamInfo, name: str, now: float) -> float | None:
+    """Seconds since the hub's stream last heard from its source `name` (messages or heartbeats), counted
+    from the stream's creation when it never has; None when it does not source it."""
+    for source in info.sources or []:
+        if source.name == name:
+            if source.active is not None and source.active >= 0:
+                return source.active / 1e9
+            created = info.created.timestamp() if info.created else now
+            return max(0.0, now - created)
+    return None
+
+
+async def drift(
+    admin: Client, request: Request, edge: str, replicas: int, timeout: float, issued: int, silence: float
+) -> list[str]:
+    """How the hub's stream, its source (the uplink) and the edge's stream and consumer differ from the
+    request. The edge is asked only while its uplink is up (heard from within `silence` seconds)."""
+    name, domain = request.name, edges.domain(edge)
+    try:
+        info = await admin.jetstream(timeout=timeout).stream_info(name)
+    except nats.js.errors.NotFoundError:
+        return [f"stream {name} is missing on the hub"]
+    except (*TEMPORARY, nats.js.errors.APIError) as e:
+        raise TemporaryBackendError(f"NATS stream {request.key}: {error_text(e)}") from e
+    out = compared(info.config, hub_stream_config(request, edge, replicas, issued), issued, "on the hub")
+    quiet = uplink_silence(info, name, time.time())
+    if quiet is None:
+        return [*out, f"the hub's stream {name} does not source edge {edge}'s"]
+    for source in info.sources or []:
+        if source.name == name and source.error:
+            text = source.error.get("description") or source.error
+            out.append(f"the hub's stream {name} cannot source edge {edge}'s: {text}")
+    if quiet > silence:
+        return [*out, f"edge {edge} uplink down for {quiet:.0f} s (the hub has not heard from it since)"]
+    js = admin.jetstream(timeout=timeout, domain=domain)
+    try:
+        edge_info = await js.stream_info(name)
+        want = edge_stream_config(request, issued)
+        out += [d for d in compared(edge_info.config, want, issued, f"on edge {edge}") if d not in out]
+        await js.consumer_info(name, edges.SOURCING_CONSUMER)
+    except nats.js.errors.NotFoundError as e:
+        missing = "stream" if e.err_code == STREAM_NOT_FOUND else "sourcing consumer"
+        out.append(f"edge {edge}'s {missing} of channel {name} is missing")
+    except (*TEMPORARY, nats.js.errors.APIError) as e:
+        out.append(f"edge {edge} does not answer the hub: {error_text(e)}")
+    return out
+
+
+async def delete_on_edge(admin: Client, request: Request, edge: str, timeout: float) -> None:
+    """Delete the edge's stream with its sourcing consumer (after the hub's): a TemporaryBackendError naming
+    the edge while it is unreachable, so the deletion is retried."""
+    where = f"{request.key} on edge {edge}"
+    try:
+        await nats_streams.delete(admin, request.name, timeout, where, domain=edges.domain(edge))
+    except TemporaryBackendError as e:
+        raise unreachable(edge, e) from e

@@ -1,6 +1,7 @@
 """The black-box probe: a publish/consume round trip with a department's own credentials (its Secret).
 
-Only the credentials come from the Secret: the server is the operator's own (CITYHUB_NATS_URL). Whoever can
+Only the credentials come from the Secret: the server is the operator's own (CITYHUB_NATS_URL, or on an edge
+cluster the edge's, CITYHUB_NATS_EDGE_URL, where the edge's devices and apps publish). Whoever can
 write the Secret can change its `url`, and the operator must not connect wherever that says (SSRF); and
 credentials that are not the channel's own are refused before any connection is made."""
 

@@ -15,6 +15,10 @@ of them, one per channel, each with maxBytes, which the account also requires.)
     headroom nats-server checks the account's limit before a full stream discards its oldest message: with
              limits of exactly the sum, a full stream would refuse new messages instead of discarding old
              ones. Each stream adds room for one message (CITYHUB_NATS_ACCOUNT_PAYLOAD plus its subject).
+    leaf     the `leaf` limit (leaf node connections) is the serving operator's to set on its own
+             department's account: 0 on the hub, 1 on an edge (its edge's leaf node, driver/edges.py). A
+             change to another department's account (a share's import) keeps what that account has
+             (`leaf=None`), so neither the hub's operator nor an edge's undoes the other's.
 """
 
 from __future__ import annotations
@@ -86,24 +90,31 @@ class Reserved:
         disk = self.file + self.file_streams * message
         return max(FLOOR, disk), self.memory + self.memory_streams * message
 
-    def limits(self, limits: DepartmentLimits) -> dict[str, Any]:
-        return limits.account(*self.stores(limits))
+    def limits(self, limits: DepartmentLimits, leaf: int = 0) -> dict[str, Any]:
+        return limits.account(*self.stores(limits), leaf)
 
 
-def static(limits: DepartmentLimits) -> Change:
-    """The account's limits from the settings, its JetStream stores kept as they are."""
+def _leaf(have: dict[str, Any], leaf: int | None) -> int:
+    """`leaf`, or (None) the account's own leaf limit."""
+    return int(have.get("leaf", 0)) if leaf is None else leaf
+
+
+def static(limits: DepartmentLimits, leaf: int | None = None) -> Change:
+    """The account's limits from the settings, its JetStream stores kept as they are; its leaf limit
+    `leaf`, or (None) kept as it is."""
 
     def change(claims: dict[str, Any]) -> None:
         have = claims.get("limits") or {}
         file, memory = int(have.get("disk_storage", FLOOR)), int(have.get("mem_storage", 0))
-        claims["limits"] = limits.account(file, memory)  # -1 (an account from before) stays until reserved
+        # -1 (an account from before) stays until reserved
+        claims["limits"] = limits.account(file, memory, _leaf(have, leaf))
 
     return change
 
 
-def reserving(limits: DepartmentLimits, reserved: Reserved) -> Change:
+def reserving(limits: DepartmentLimits, reserved: Reserved, leaf: int | None = None) -> Change:
     def change(claims: dict[str, Any]) -> None:
-        claims["limits"] = reserved.limits(limits)
+        claims["limits"] = reserved.limits(limits, _leaf(claims.get("limits") or {}, leaf))
 
     return change
 
@@ -163,16 +174,18 @@ async def reserve(
     timeout: float,
     *,
     request: Request | None = None,
+    leaf: int | None = None,
 ) -> None:
-    """Make the account's JetStream limits `wanted`, applied by the server. When they grow past what the
-    server has room for, it keeps the old ones: then (for `request`) BackendRefused naming the room left."""
-    await accounts.modify(department, reserving(limits, wanted))
+    """Make the account's JetStream limits `wanted` (its leaf limit `leaf`, None: kept), applied by the
+    server. When they grow past what the server has room for, it keeps the old ones: then (for `request`)
+    BackendRefused naming the room left."""
+    await accounts.modify(department, reserving(limits, wanted, leaf))
     want = wanted.stores(limits)
     got = await applied(admin, timeout)
     if got == want:
         return
     # The claims may already say so while the server kept older limits (no room then): apply them again.
-    await accounts.modify(department, reserving(limits, wanted), force=True)
+    await accounts.modify(department, reserving(limits, wanted, leaf), force=True)
     got = await applied(admin, timeout)
     if got[0] >= want[0] and got[1] >= want[1]:
         return
@@ -188,4 +201,3 @@ async def reserve(
         f"JetStream {kind} store ({setting}) is reserved by the city's channels{room} — lower "
         "spec.limits.maxBytes",
     )
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,11 @@ from cityhub_nats.renewal import Lifetime
 NEW_SECRET_HINT = "random text (python -m component_types.messaging.local new-secret)"
 DAY = 86400
 LIFETIME = "CITYHUB_NATS_CREDENTIALS_LIFETIME"
+EDGE = "CITYHUB_NATS_EDGE"
+EDGE_URL = "CITYHUB_NATS_EDGE_URL"
+EDGE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+LEAF_NODES_ON_EDGE = 1
+"""Leaf node connections a department on an edge admits in its account on the hub: its edge's one."""
 
 
 def _limit(read: Env, name: str, kind: str, default: int, needs: str) -> int:
@@ -79,16 +85,18 @@ class DepartmentLimits:
             ),
         )
 
-    def account(self, file: int, memory: int) -> dict[str, Any]:
+    def account(self, file: int, memory: int, leaf: int = 0) -> dict[str, Any]:
         """The `limits` of the department's account JWT (nats-server's names), its JetStream stores being
-        `file` and `memory` bytes: what its streams reserve (driver/reservations.py), not the quotas above."""
+        `file` and `memory` bytes: what its streams reserve (driver/reservations.py), not the quotas above;
+        `leaf`: the leaf node connections it admits, 0 for a department on the hub, LEAF_NODES_ON_EDGE for
+        one on an edge cluster (its edge's leaf node joins the account on the hub)."""
         limits = jwt.unlimited_account_limits(jetstream=True)
         limits.update(
             {
                 "conn": self.connections,
                 "subs": self.subscriptions,
                 "payload": self.payload,
-                "leaf": 0,  # no leaf node may join the department's account
+                "leaf": leaf,
                 "disk_storage": file,
                 "mem_storage": memory,
                 "streams": self.streams,
@@ -98,6 +106,58 @@ class DepartmentLimits:
             }
         )
         return limits
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """An operator on an edge cluster (多级贯通): its departments' channels live in the edge's JetStream (the
+    edge's nats-server, a leaf node of the hub's) and the hub's streams source them
+    (component_types/messaging/edges.py). The operator still talks to the hub's nats-server
+    (CITYHUB_NATS_URL): accounts are made there, and the edge is reached through its leaf node."""
+
+    name: str
+    """CITYHUB_NATS_EDGE: the edge cluster's name (as in cityhub:clusters), which is its JetStream domain;
+    unset or empty: the operator serves the hub's departments."""
+    url: str
+    """CITYHUB_NATS_EDGE_URL: the edge nats-server's client URL, nats://host:port (comma-separated for
+    several): written into departments' Secrets, and where the operator's probes publish. Required with
+    CITYHUB_NATS_EDGE."""
+    silence: float = 30.0
+    """CITYHUB_NATS_EDGE_SILENCE: seconds without a word from the edge (its sourcing consumer sends a
+    heartbeat every second) after which `observe` reports the edge's uplink down, at least 2."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EdgeSettings | None:
+        """None when CITYHUB_NATS_EDGE is unset (a hub operator)."""
+        read = Env(env)
+        name, url = read.raw(EDGE), read.raw(EDGE_URL)
+        if name is None:
+            if url is not None:
+                raise SettingError(
+                    f"Invalid {EDGE_URL}={url}: needs {EDGE} set to the edge cluster's name as well "
+                    f"(or unset {EDGE_URL} for an operator of the hub)"
+                )
+            return None
+        if not EDGE_NAME.fullmatch(name):
+            raise SettingError(
+                f"Invalid {EDGE}={name}: needs to be the edge cluster's name as in cityhub:clusters "
+                "(lowercase letters, digits and '-', at most 63; it is the edge's JetStream domain), "
+                "or empty for the hub"
+            )
+        if url is None:
+            raise SettingError(
+                f"{EDGE_URL} is not set: needs to be nats://host:port of edge {name}'s nats-server "
+                f"(required with {EDGE}={name})"
+            )
+        return cls(
+            name=name,
+            url=read.url(EDGE_URL, schemes=("nats", "tls"), required=True, many=True),
+            silence=read.number("CITYHUB_NATS_EDGE_SILENCE", 30.0, minimum=2.0),
+        )
+
+    @property
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",")]
 
 
 @dataclass(frozen=True)
@@ -120,6 +180,9 @@ class NatsSettings:
     valid, e.g. 30d; the operator renews them every third of it, so revocations older than it are pruned."""
     limits: DepartmentLimits = field(default_factory=DepartmentLimits)
     """CITYHUB_NATS_ACCOUNT_*: what each department's account may use (DepartmentLimits)."""
+    edge: EdgeSettings | None = None
+    """CITYHUB_NATS_EDGE*: the edge cluster whose departments this operator serves (EdgeSettings); None:
+    the hub's."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NatsSettings:
@@ -138,6 +201,7 @@ class NatsSettings:
             replicas=read.integer("CITYHUB_NATS_REPLICAS", 1, minimum=1, maximum=5),
             credentials_lifetime=lifetime,
             limits=DepartmentLimits.from_env(env),
+            edge=EdgeSettings.from_env(env),
         )
 
     @property
@@ -147,3 +211,8 @@ class NatsSettings:
     @property
     def lifetime(self) -> Lifetime:
         return Lifetime(self.credentials_lifetime)
+
+    @property
+    def leaf_nodes(self) -> int:
+        """The leaf node connections each served department's account admits (DepartmentLimits.account)."""
+        return LEAF_NODES_ON_EDGE if self.edge is not None else 0

@@ -71,15 +71,21 @@ async def drift(admin: Client, request: Request, replicas: int, timeout: float, 
         return [f"stream {request.name} is missing"]
     except (*TEMPORARY, nats.js.errors.APIError) as e:
         raise TemporaryBackendError(f"NATS stream {request.key}: {error_text(e)}") from e
-    have = info.config.metadata or {}
-    diff = streams.differences(info.config, want)
+    return compared(info.config, want, issued)
+
+
+def compared(have: StreamConfig, want: StreamConfig, issued: int, where: str = "") -> list[str]:
+    """How stream `have` differs from `want`, and whether the credentials recorded in its metadata are due
+    for renewal (`where`: e.g. "on edge xihu-edge", after the stream's name)."""
+    recorded = have.metadata or {}
+    diff = streams.differences(have, want)
     out = []
-    if have.get(ISSUED) != str(issued):
+    if recorded.get(ISSUED) != str(issued):
         out.append("the channel's credentials are due for renewal")
-        if all(have.get(k) == v for k, v in (want.metadata or {}).items() if k != ISSUED):
+        if all(recorded.get(k) == v for k, v in (want.metadata or {}).items() if k != ISSUED):
             diff.remove("metadata")
     if diff:
-        out.append(f"stream {request.name} differs in {', '.join(diff)}")
+        out.append(f"stream {want.name}{' ' + where if where else ''} differs in {', '.join(diff)}")
     return out
 
 
