@@ -5,5 +5,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash hack/toolchain.sh
+# The peers the benchmarks compare cityhub with (NACK, Sloth, wrk, nginx): their short versions run in the tests
+# (tests/integration/test_peer_*.py). Built once from the registries here, pinned, cached; never by command 1.
+for peer in hack/peers/*.sh; do bash "$peer"; done
 .venv/bin/ruff check .
 .venv/bin/pytest "$@"
