@@ -45,6 +45,9 @@ from component_types.inference.routes import Route, RouteFiles, key_hash
 
 log = logging.getLogger("component_types.inference.gateway")
 FORWARDED_HEADERS = {"content-type"}
+UPSTREAM_KEEPALIVE = 4.0
+"""Seconds an idle connection to a model server is kept for reuse: under MLServer's (uvicorn's) 5 s, so the
+gateway never sends a call on a connection the server is closing (that call failed with 502)."""
 
 
 def _error(status: int, message: str, rule: str | None = None, **headers: str) -> web.Response:
@@ -88,7 +91,9 @@ class Gateway:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self.timeout,
-                connector=aiohttp.TCPConnector(limit=self.limits.max_concurrent, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(
+                    limit=self.limits.max_concurrent, keepalive_timeout=UPSTREAM_KEEPALIVE
+                ),
             )
         return self._session
 
@@ -174,7 +179,9 @@ class Gateway:
 
     async def forward(self, request: web.Request, call: Call, route: Route) -> web.StreamResponse:
         try:
-            body = await asyncio.wait_for(request.read(), self.limits.body_timeout)
+            # asyncio.timeout, not wait_for: wait_for wraps the read in a Task of its own on every call.
+            async with asyncio.timeout(self.limits.body_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._too_large()
         except TimeoutError:
