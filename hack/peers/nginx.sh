@@ -28,5 +28,11 @@ for pkg in "${want[@]}"; do
   }
   args+=("$pkg=$offer")
 done
+# The bench runs its own nginx; the package must not start the system's on port 80. Where no policy-rc.d
+# forbids service starts already, one does for the length of the install.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${args[@]}" >/dev/null
 nginx -v 2>&1 | head -1 >&2 || true
