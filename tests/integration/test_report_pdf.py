@@ -1,5 +1,6 @@
 """The report printed to PDF (headless Chromium, hack/browser.sh): read back with poppler as a reader would,
 the Chinese department names and the figures are text on the page, and the first page renders to pixels.
+CITYHUB_RENDER_REPORT=docs/img/report-page.png also writes that page for docs/report.md.
 
 The figures are the unit tests' fixed query results (tests/unit/test_report.py); the dashboard's integration
 test prints the same PDF from a real Prometheus through `cityhub report --format pdf`.
@@ -9,6 +10,7 @@ test prints the same PDF from a real Prometheus through `cityhub report --format
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,3 +68,9 @@ def test_the_pdf_shows_the_departments_in_chinese_with_their_figures(tmp_path: P
     )  # fmt: skip
     (png,) = tmp_path.glob("page*.png")
     assert png.stat().st_size > 20_000, "a blank first page"
+    if target := os.environ.get("CITYHUB_RENDER_REPORT"):  # docs/report.md's picture of the first page
+        subprocess.run(
+            ["pdftoppm", "-png", "-r", "90", "-singlefile", "-f", "1", "-l", "1",
+             str(pdf), target.removesuffix(".png")],
+            check=True, timeout=60,
+        )  # fmt: skip
