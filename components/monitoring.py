@@ -10,6 +10,9 @@ whichever Prometheus the city runs, chosen by the stack's `cityhub:monitoring.pr
                  with job name cityhub-operator and the static label cluster: <the cluster's name>)
     none         nothing (the default: a stack without Prometheus gets no orphan objects)
 
+`grafanaNamespace` puts that ConfigMap in the namespace Grafana's sidecar watches (default: the system
+namespace); the stack does not create that namespace, Grafana's installation does.
+
 Other keys of `cityhub:monitoring` tune the SLOs (monitoring_rules.with_overrides): probeObjective,
 provisioningObjective, provisioningThresholdSeconds, runbookBase, platformDepartment, interval.
 """
@@ -17,6 +20,7 @@ provisioningObjective, provisioningThresholdSeconds, runbookBase, platformDepart
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import pulumi
@@ -34,12 +38,16 @@ GRAFANA_SIDECAR_LABEL = ("grafana_dashboard", "1")
 labelValue); its searchNamespace must include the monitoring namespace (or be ALL)."""
 GRAFANA_FOLDER_ANNOTATION = ("grafana_folder", "cityhub")
 """The folder the dashboard goes to, when the sidecar's folderAnnotation is grafana_folder."""
+GRAFANA_NAMESPACE_KEY = "grafanaNamespace"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""A namespace name (RFC 1123 label), as in the schema's monitoring.grafanaNamespace."""
 
 
 @dataclass(frozen=True)
 class MonitoringArgs:
     settings: dict[str, object] = field(default_factory=dict)
-    """The stack's `cityhub:monitoring` object: `prometheus` (operator, standalone, none) and SLO tuning."""
+    """The stack's `cityhub:monitoring` object: `prometheus` (operator, standalone, none), `grafanaNamespace`
+    and SLO tuning."""
     departments: tuple[str, ...] = ()
     """Department slugs. Rules are per department by label, so a new department needs no new rule."""
     namespace: pulumi.Input[str] = SYSTEM_NAMESPACE
@@ -55,6 +63,20 @@ def mode_of(settings: dict[str, object]) -> str:
             f"Invalid cityhub:monitoring.prometheus={mode!r}: needs to be one of {', '.join(MODES)}"
         )
     return mode
+
+
+def grafana_namespace_of(settings: dict[str, object], default: pulumi.Input[str]) -> pulumi.Input[str]:
+    """Where the Grafana dashboard ConfigMap goes: `grafanaNamespace` when set (cities often run Grafana's
+    sidecar watching only Grafana's own namespace), else `default` (the system namespace, as before)."""
+    value = settings.get(GRAFANA_NAMESPACE_KEY)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not DNS_LABEL.match(value):
+        raise ValueError(
+            f"Invalid cityhub:monitoring.{GRAFANA_NAMESPACE_KEY}={value!r}: needs to be a namespace name "
+            "(a DNS label: lowercase letters, digits and '-', at most 63), e.g. monitoring"
+        )
+    return value
 
 
 def grafana_dashboard(
@@ -88,6 +110,7 @@ class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:monitoring:Monitoring", name, {}, opts)
         mode = mode_of(args.settings)
+        grafana_namespace = grafana_namespace_of(args.settings, args.namespace)  # refused in any mode
         params = monitoring_rules.with_overrides(monitoring_rules.RuleParams(), args.settings)
         child = pulumi.ResourceOptions(parent=self)
         common = {**labels.common(), labels.PART_OF: "cityhub"}
@@ -109,7 +132,7 @@ class Monitoring(pulumi.ComponentResource):
                 spec=rule["spec"],
                 opts=child,
             )
-            grafana_dashboard(name, params, args.namespace, common, child)
+            grafana_dashboard(name, params, grafana_namespace, common, child)
             monitor = monitoring_rules.service_monitor(params, "", common)
             monitor["spec"]["namespaceSelector"] = {"matchNames": [args.namespace]}
             for endpoint in monitor["spec"]["endpoints"]:

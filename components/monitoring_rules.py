@@ -366,6 +366,11 @@ def service_monitor(params: RuleParams, namespace: str, labels: dict[str, str]) 
     }
 
 
+DELIVERY_KEYS = ("prometheus", "grafanaNamespace")
+"""Keys of `cityhub:monitoring` about delivery (the Prometheus mode, the Grafana dashboard's namespace), read
+by components/monitoring.py; they change no rule."""
+
+
 def with_overrides(params: RuleParams, settings: dict[str, object]) -> RuleParams:
     """RuleParams from the stack's `cityhub:monitoring` object (camelCase keys); unknown keys are refused."""
     fields = {
@@ -378,11 +383,11 @@ def with_overrides(params: RuleParams, settings: dict[str, object]) -> RuleParam
     }
     changes: dict[str, Any] = {}
     for key, value in settings.items():
-        if key == "prometheus":  # the delivery mode: components/monitoring.py
+        if key in DELIVERY_KEYS:  # where and how the rules go: components/monitoring.py
             continue
         if key not in fields:
             raise ValueError(
-                f"Invalid cityhub:monitoring.{key}: unknown; known: prometheus, " + ", ".join(fields)
+                f"Invalid cityhub:monitoring.{key}: unknown; known: " + ", ".join((*DELIVERY_KEYS, *fields))
             )
         attr, kind = fields[key]
         try:

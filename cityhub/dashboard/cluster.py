@@ -1,11 +1,13 @@
-"""What the API server says: departments' namespaces (name, 平/急 priority) and every component request's
-Ready condition, read with the kubernetes client and the kubeconfig the CLI uses (the embedded default's,
-or $KUBECONFIG)."""
+"""What an API server says: departments' namespaces (name, 平/急 priority) and every component request's
+Ready condition, read with the kubernetes client and a kubeconfig (and context): the one the CLI uses for the
+hub (the embedded default's, or $KUBECONFIG), an edge cluster's own from the stack config (clusters.py)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cityhub_api import labels, registry
@@ -42,6 +44,8 @@ class ClusterState:
     """(namespace, component type) → its requests."""
     error: str | None = None
     """Why the API server could not be read (the page says so instead of showing zeros)."""
+    read_at: datetime | None = None
+    """When it was read (edge clusters are read less often than the hub: serve.EDGE_SECONDS)."""
 
     @property
     def mode_in_force(self) -> str | None:
@@ -63,14 +67,15 @@ def _ready(obj: dict[str, object]) -> bool:
     )
 
 
-def read(kubeconfig: Path, timeout: float = 10.0) -> ClusterState:
+def read(kubeconfig: Path, context: str | None = None, timeout: float = 10.0) -> ClusterState:
     """Departments and requests now; a ClusterState with `error` when the API server cannot be read."""
+    at = datetime.now(UTC).replace(microsecond=0)
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     try:
-        api = config.new_client_from_config(config_file=str(kubeconfig))
+        api = config.new_client_from_config(config_file=str(kubeconfig), context=context)
         items = (
             client.CoreV1Api(api)
             .list_namespace(label_selector=f"{labels.TENANT}=department", _request_timeout=timeout)
@@ -109,7 +114,14 @@ def read(kubeconfig: Path, timeout: float = 10.0) -> ClusterState:
                 counts[key][0] += 1
                 counts[key][1] += _ready(obj)
     except (ApiException, HTTPError, OSError, ValueError, TypeError, config.ConfigException) as e:
-        return ClusterState(error=f"API server not readable with {kubeconfig}: {str(e)[:300]}")
+        where = f"{kubeconfig} (context {context})" if context else str(kubeconfig)
+        return ClusterState(error=f"API server not readable with {where}: {str(e)[:300]}", read_at=at)
     return ClusterState(
-        namespaces=namespaces, requests={k: Requests(total, ready) for k, (total, ready) in counts.items()}
+        namespaces=namespaces,
+        requests={k: Requests(total, ready) for k, (total, ready) in counts.items()},
+        read_at=at,
     )
+
+
+Reader = Callable[[Path, str | None], ClusterState]
+"""How the dashboard reads one API server (kubeconfig, context): `read`, or a test's fake."""

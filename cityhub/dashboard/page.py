@@ -13,6 +13,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from cityhub.dashboard import page_clusters
+
 MODES = {
     "normal": ("平时", "normal"),
     "emergency": ("急时", "emergency"),
@@ -161,6 +163,14 @@ def _cards(s: dict[str, Any]) -> str:
     )
 
 
+def _unreadable(d: dict[str, Any]) -> str:
+    """The cell of a type a department on an unreadable cluster may have asked for: unknown, in red."""
+    error = d.get("clusterError")
+    if not error:
+        return ""
+    return f'<td class="bad" title="{_fig(error)}">不可读<span class="sub">unreachable</span></td>'
+
+
 def _matrix(s: dict[str, Any]) -> str:
     types = s["componentTypes"]
     head = "".join(
@@ -172,23 +182,28 @@ def _matrix(s: dict[str, Any]) -> str:
         for t in types:
             c = d["cells"].get(t["name"])
             if c is None:
-                cells.append('<td class="idle">—</td>')
+                cells.append(unreadable if (unreadable := _unreadable(d)) else '<td class="idle">—</td>')
                 continue
             down = c["components"]["down"]
-            cls = "bad" if c["unmet"] or down else "ok" if c["requests"] else "idle"
+            known = c["requests"] is not None  # None: its cluster's API server was not read
+            cls = "bad" if not known or c["unmet"] or down else "ok" if c["requests"] else "idle"
             avail = c["availability"]
+            counts = (
+                f'{c["ready"]} / {c["requests"]}<span class="sub">未满足 unmet {c["unmet"]} · '
+                if known
+                else '— / —<span class="sub">集群不可读 cluster unreachable · '
+            )
             cells.append(
                 f'<td class="{cls}" data-cell="{escape(d["label"])}/{escape(t["name"])}" '
-                f'data-requests="{c["requests"]}" data-ready="{c["ready"]}" data-unmet="{c["unmet"]}" '
-                f'data-down="{down}" data-availability="{_fig(avail)}">'
-                f'{c["ready"]} / {c["requests"]}<span class="sub">未满足 unmet {c["unmet"]} · '
-                f"故障 down {down}"
-                f"<br>可用性 {pct(avail)}</span></td>"
+                f'data-requests="{_fig(c["requests"])}" data-ready="{_fig(c["ready"])}" '
+                f'data-unmet="{_fig(c["unmet"])}" data-down="{down}" data-availability="{_fig(avail)}">'
+                f"{counts}故障 down {down}<br>可用性 {pct(avail)}</span></td>"
             )
         name = escape(d["name"] or d["label"])
+        edge = page_clusters.edge_of(s, d.get("cluster"))
         rows.append(
-            f'<tr data-department="{escape(d["label"])}"><td>{name}'
-            f'<span class="sub">{escape(d["label"])}</span></td>{"".join(cells)}</tr>'
+            f'<tr data-department="{escape(d["label"])}" data-cluster="{_fig(d.get("cluster"))}"><td>{name}'
+            f'<span class="sub">{escape(d["label"])}{edge}</span></td>{"".join(cells)}</tr>'
         )
     return (
         f'<table id="matrix"><thead><tr><th>部门<span class="sub">department</span></th>{head}</tr></thead>'
@@ -313,6 +328,8 @@ def fragment(s: dict[str, Any]) -> str:
             else ""
         )
         + f'<h2>总览 <span class="en">Overview</span></h2>{_cards(s)}'
+        + '<h2>集群 <span class="en">Clusters (多级贯通: hub and edges)</span></h2>'
+        + page_clusters.panel(s)
         + '<h2>部门 × 组件 <span class="en">Departments × components</span></h2>'
         + _matrix(s)
         + '<h2>服务等级目标与错误预算 <span class="en">SLOs and error budgets, '

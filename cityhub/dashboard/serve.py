@@ -11,8 +11,9 @@ Serves on 127.0.0.1 (stdlib http.server: the CLI uses no HTTP library):
 
 Figures come from the Prometheus that scrapes the operator (--prometheus, else CITYHUB_PROMETHEUS_URL, else
 on the embedded default one the dashboard starts next to the local operator: local.py) and the API server
-(--kubeconfig, else $KUBECONFIG, else the embedded cluster's); departments, city, 平/急 mode and objectives
-from the stack config.
+(--kubeconfig, else $KUBECONFIG, else the embedded cluster's); departments, city, 平/急 mode, objectives and
+clusters from the stack config (an edge cluster is read with its own kubeconfig and context, every
+EDGE_SECONDS).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from cityhub.dashboard import local, page
+from cityhub.dashboard.cluster import ClusterState
+from cityhub.dashboard.cluster import read as read_cluster
+from cityhub.dashboard.clusters import read_separately, topology
 from cityhub.dashboard.state import Sources, collect, maturity
 from cityhub.embedded_cluster.layout import kubeconfig_path
 from cityhub.report.command import ReportSettings, stack_facts
@@ -38,6 +42,9 @@ CACHE_SECONDS = 2.0
 """A state younger than this is served again: many open tabs cost Prometheus one set of queries."""
 MATURITY_SECONDS = 60.0
 """The maturity assessment reads the whole cluster and the stack; levels move over days, not seconds."""
+EDGE_SECONDS = MATURITY_SECONDS
+"""Clusters other than the dashboard's own (edges) are read this often: an unreachable one costs its timeout
+once a minute, not on every refresh."""
 
 
 class Dashboard:
@@ -48,7 +55,8 @@ class Dashboard:
         self._lock = threading.Lock()
         self._state: dict[str, Any] | None = None
         self._maturity: dict[str, Any] | None = None
-        self._at = self._maturity_at = 0.0
+        self._edges: dict[str, ClusterState] | None = None
+        self._at = self._maturity_at = self._edges_at = 0.0
 
     def state(self) -> dict[str, Any]:
         with self._lock:
@@ -57,8 +65,13 @@ class Dashboard:
                 src = self.sources
                 self._maturity = maturity(src.prometheus.url, src.kubeconfig, src.stack)
                 self._maturity_at = now
+            if self._edges is None or now - self._edges_at > EDGE_SECONDS:
+                src = self.sources
+                self._edges = read_separately(src.topology, src.kubeconfig, read_cluster)
+                self._edges_at = now
             if self._state is None or now - self._at > CACHE_SECONDS:
-                self._state, self._at = collect(self.sources, maturity_section=self._maturity), now
+                self._state = collect(self.sources, maturity_section=self._maturity, edges=self._edges)
+                self._at = now
             return self._state
 
 
@@ -126,7 +139,8 @@ def sources_of(ns: argparse.Namespace) -> Sources:
             f"Prometheus of the embedded default: {url} (`cityhub operator stop` stops it)", file=sys.stderr
         )
     kubeconfig = ns.kubeconfig or Env().path("KUBECONFIG", kubeconfig_path())
-    return Sources(Prometheus(url, settings.timeout), kubeconfig, ns.stack, stack_facts(ns.stack))
+    facts = stack_facts(ns.stack)
+    return Sources(Prometheus(url, settings.timeout), kubeconfig, ns.stack, facts, topology(ns.stack))
 
 
 def main(argv: list[str]) -> int:

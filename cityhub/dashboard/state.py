@@ -1,7 +1,8 @@
 """The dashboard's state, one JSON document (schema cityhub.io/dashboard/v1): departments x component types
 (requests Ready/unmet from the API server, components by state from Prometheus), SLOs and error budgets of the
-month so far (the report's own queries and model: the two never disagree), firing alerts, 平/急 mode, and the
-maturity self-assessment when cityhub/maturity.py provides one.
+month so far (the report's own queries and model: the two never disagree), firing alerts, 平/急 mode, the
+stack's clusters (多级贯通: hub and edges, each read with its own kubeconfig; clusters.py), and the maturity
+self-assessment when cityhub/maturity.py provides one.
 
 A source that cannot be read is named in `errors` and its figures are null, never zeros.
 """
@@ -13,13 +14,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cityhub.dashboard.cluster import ClusterState
+from cityhub.dashboard.cluster import ClusterState, Reader
 from cityhub.dashboard.cluster import read as read_cluster
+from cityhub.dashboard.clusters import Read, Topology, read_separately
 from cityhub.report import build
 from cityhub.report.command import StackFacts
 from cityhub.report.model import Figures, Report
@@ -42,6 +44,8 @@ class Sources:
     kubeconfig: Path
     stack: str
     facts: StackFacts
+    topology: Topology = field(default_factory=Topology)
+    """The stack's clusters and where its departments are placed (default: one ambient hub)."""
 
 
 def _num(value: float | None) -> float | None:
@@ -118,21 +122,28 @@ def maturity(prometheus_url: str, kubeconfig: Path, stack: str) -> dict[str, Any
     return {"available": True, **scores}
 
 
-def _mode(configured: str, cluster: ClusterState) -> dict[str, Any]:
-    responders = [n for n in cluster.namespaces if n.emergency_responder]
+def _mode(configured: str, read: Read) -> dict[str, Any]:
+    """In force on every cluster read: an edge's responders count as the hub's do (平急切换 is stack-wide)."""
+    every = ClusterState(namespaces=tuple(read.namespaces()))
+    responders = [n for n in every.namespaces if n.emergency_responder]
     return {
         "configured": configured,
-        "inForce": cluster.mode_in_force,
+        "inForce": every.mode_in_force,
         "responders": len(responders),
         "respondersAtEmergencyPriority": sum(n.at_emergency_priority for n in responders),
     }
 
 
 def collect(
-    src: Sources, now: datetime | None = None, maturity_section: dict[str, Any] | None = None
+    src: Sources,
+    now: datetime | None = None,
+    maturity_section: dict[str, Any] | None = None,
+    edges: Mapping[str, ClusterState] | None = None,
+    reader: Reader = read_cluster,
 ) -> dict[str, Any]:
-    """Everything the page shows, read now; `maturity_section` when the caller has a recent one (the model
-    reads the whole cluster: serve.Dashboard refreshes it less often than the rest)."""
+    """Everything the page shows, read now; `maturity_section` and `edges` (clusters.read_separately) when the
+    caller has recent ones (serve.Dashboard refreshes them less often than the rest); `reader` reads one API
+    server (a test's fake)."""
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     facts, errors = src.facts, []
     period = build.period_of(now.astimezone(build.CHINA_TIME).strftime("%Y-%m"), now)
@@ -157,9 +168,17 @@ def collect(
         alerts = [_alert_json(a) for a in src.prometheus.alerts() if a.get("state") == "firing"]
     except PrometheusError as e:
         errors.append({"source": "prometheus", "message": str(e)})
-    cluster = read_cluster(src.kubeconfig)
+    cluster = reader(src.kubeconfig, None)
     if cluster.error:
         errors.append({"source": "kubernetes", "message": cluster.error})
+    if edges is None:
+        edges = read_separately(src.topology, src.kubeconfig, reader)
+    read = Read(src.topology, src.kubeconfig, cluster, edges)
+    errors += read.errors()
+    if src.topology.error:
+        errors.append({"source": "stack", "message": src.topology.error})
+    requests, unreadable, placed = read.requests(), read.unreadable(), src.topology.placement()
+    namespaces = read.namespaces()
 
     figures = {
         (d.label, r.component_type): r.figures for d in (report.departments if report else ()) for r in d.rows
@@ -169,10 +188,10 @@ def collect(
         if report
         else {f"dept-{slug}": name for slug, name in facts.names.items()}
     )
-    order = list(names) + [n.label for n in cluster.namespaces if n.label not in names]
-    for n in cluster.namespaces:
+    order = list(names) + list(dict.fromkeys(n.label for n in namespaces if n.label not in names))
+    for n in namespaces:
         names[n.label] = names.get(n.label) or n.name
-    keys = set(figures) | set(components) | set(cluster.requests)
+    keys = set(figures) | set(components) | set(requests)
     types = registry.component_types()
     order += sorted({d for d, _ in keys} - set(order))
     departments = []
@@ -182,16 +201,24 @@ def collect(
             key = (label, ctype)
             if key not in keys:
                 continue
-            asked = cluster.requests.get(key)
+            asked = requests.get(key)
+            known = label not in unreadable  # its cluster was read: no request there is a 0, else unknown
             cells[ctype] = {
-                "requests": asked.total if asked else 0,
-                "ready": asked.ready if asked else 0,
-                "unmet": asked.unmet if asked else 0,
+                "requests": asked.total if asked else 0 if known else None,
+                "ready": asked.ready if asked else 0 if known else None,
+                "unmet": asked.unmet if asked else 0 if known else None,
                 "components": components.get(key, {"ready": 0, "down": 0, "pending": 0}),
                 **_figures_json(figures.get(key), facts.objectives.probe_objective),
             }
         departments.append(
-            {"label": label, "slug": label.removeprefix("dept-"), "name": names.get(label), "cells": cells}
+            {
+                "label": label,
+                "slug": label.removeprefix("dept-"),
+                "name": names.get(label),
+                "cluster": placed.get(label),
+                "clusterError": unreadable.get(label),
+                "cells": cells,
+            }
         )
     month = report.figures if report else None
     cells = [c for d in departments for c in d["cells"].values()]
@@ -203,7 +230,7 @@ def collect(
         "sources": {"prometheus": src.prometheus.url, "kubeconfig": str(src.kubeconfig)},
         "errors": errors,
         "operatorUp": operator_up,
-        "mode": _mode(facts.mode, cluster),
+        "mode": _mode(facts.mode, read),
         "period": {
             "label": period.label,
             "start": period.start.isoformat(),
@@ -215,11 +242,12 @@ def collect(
             "provisioningThresholdSeconds": facts.objectives.provisioning_threshold_seconds,
         },
         "componentTypes": [{"name": t.name, "displayName": t.display_name} for t in types.values()],
+        "clusters": read.panel(names),
         "departments": departments,
-        "totals": {
-            "requests": sum(c["requests"] for c in cells),
-            "ready": sum(c["ready"] for c in cells),
-            "unmet": sum(c["unmet"] for c in cells),
+        "totals": {  # of the clusters read (an unreadable one is named in `errors` and its clusters entry)
+            "requests": sum(c["requests"] or 0 for c in cells),
+            "ready": sum(c["ready"] or 0 for c in cells),
+            "unmet": sum(c["unmet"] or 0 for c in cells),
             "componentsDown": sum(c["components"]["down"] for c in cells),
             "firingAlerts": None if alerts is None else len(alerts),
             **{
