@@ -38,6 +38,11 @@ def working(stack: str) -> Path:
     return paths.state_dir() / "stacks" / f"Pulumi.{stack}.yaml"
 
 
+def readable(stack: str) -> Path | None:
+    """The stack file the report and the dashboard read: the tracked one, else this checkout's copy."""
+    return next((p for p in (tracked(stack), working(stack)) if p.exists()), None)
+
+
 def _load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {} if path.exists() else {}
 

@@ -68,14 +68,9 @@ class Topology:
         return {f"dept-{slug}": c.name for c in self.clusters for slug in c.departments}
 
 
-def stack_file(stack: str) -> Path | None:
-    """The file cityhub.report.command.stack_facts reads (tracked, else this checkout's working copy)."""
-    return next((p for p in (stack_config.tracked(stack), stack_config.working(stack)) if p.exists()), None)
-
-
 def topology(stack: str) -> Topology:
     """The clusters of `stack` and their departments; Topology(error=…) when the config cannot tell."""
-    path = stack_file(stack)
+    path = stack_config.readable(stack)
     if path is None:
         return Topology(error=f"no stacks/Pulumi.{stack}.yaml: the clusters are unknown")
     try:

@@ -74,7 +74,7 @@ def _share(settings: Mapping[str, Any], key: str, default: float) -> float:
 
 def stack_facts(stack: str) -> StackFacts:
     """The city, departments and objectives of `stack` (its tracked file, else this checkout's copy)."""
-    path = next((p for p in (stack_config.tracked(stack), stack_config.working(stack)) if p.exists()), None)
+    path = stack_config.readable(stack)
     if path is None:
         raise ValueError(f"Invalid --stack {stack}: no stacks/Pulumi.{stack}.yaml (names the departments)")
     config = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("config") or {}
