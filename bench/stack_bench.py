@@ -1,6 +1,11 @@
 """Benchmark: `pulumi preview` and a no-op `pulumi up` of the hub program for 10, 50 and 200 departments.
 
     .venv/bin/python bench/stack_bench.py [--departments 10 50 200] [--repeat 3] [--out bench/results.json]
+    .venv/bin/python bench/stack_bench.py --departments 50 --edges 0 3   # the hub alone, then with 3 edges
+
+--edges: each count is measured too; the edges are embedded clusters started beside the hub (`cityhub cluster
+up --name edge-<i>`), the first two claiming the city's two districts (their 区/街道 departments move there),
+the others a division with no department (their share of the stack is the system part alone).
 
 Runs against $KUBECONFIG if set, else starts a private embedded cluster and stops it afterwards. Each size
 gets its own copy of the project and its own file backend; the stack is created once (`up`, timed too,
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from city import city_config
 
 from cityhub import embedded_cluster, paths
+from cityhub.embedded_cluster.layout import layout
 from cityhub.pulumi_env import pulumi_env
 
 
@@ -48,23 +54,41 @@ def pulumi(root: Path, env: dict[str, str], *args: str, setup: bool = False) -> 
     return took
 
 
-def project(root: Path, departments: int) -> None:
+EDGE_DIVISIONS = ("330102", "330106", "330108", "330109", "330110", "330111", "330112", "330113")
+
+
+def edge_clusters(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"edge-{i + 1}",
+            "role": "edge",
+            "divisionCode": EDGE_DIVISIONS[i],
+            "kubeconfig": str(layout(f"edge-{i + 1}").kubeconfig),
+        }
+        for i in range(count)
+    ]
+
+
+def project(root: Path, departments: int, edges: int = 0) -> None:
     repo = paths.repo_root()
     shutil.copy(repo / "Pulumi.yaml", root / "Pulumi.yaml")
     shutil.copytree(
         repo / "stacks", root / "stacks", ignore=shutil.ignore_patterns("__pycache__", "Pulumi.*.yaml")
     )
     (root / ".venv").symlink_to(repo / ".venv")
-    stack = {"config": city_config(departments)}
+    config = city_config(departments)
+    if edges:
+        config["cityhub:clusters"] = [{"name": "hub", "role": "hub"}, *edge_clusters(edges)]
+    stack = {"config": config}
     (root / "stacks" / "Pulumi.bench.yaml").write_text(
         yaml.safe_dump(stack, allow_unicode=True), encoding="utf-8"
     )
 
 
-def measure(departments: int, repeat: int, kubeconfig: str, workdir: Path) -> dict[str, Any]:
-    root = workdir / f"d{departments}"
+def measure(departments: int, repeat: int, kubeconfig: str, workdir: Path, edges: int = 0) -> dict[str, Any]:
+    root = workdir / f"d{departments}-e{edges}"
     root.mkdir()
-    project(root, departments)
+    project(root, departments, edges)
     (root / "backend").mkdir()
     env = pulumi_env() | {
         "KUBECONFIG": kubeconfig,
@@ -73,7 +97,7 @@ def measure(departments: int, repeat: int, kubeconfig: str, workdir: Path) -> di
     }
     env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
     pulumi(root, env, "stack", "init")
-    row: dict[str, Any] = {"departments": departments}
+    row: dict[str, Any] = {"departments": departments, "edges": edges}
     row["create_up"] = pulumi(root, env, "up", "--yes", "--skip-preview", setup=True)
     state = json.loads(
         subprocess.run(
@@ -102,13 +126,13 @@ def measure(departments: int, repeat: int, kubeconfig: str, workdir: Path) -> di
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| departments | k8s resources | create `up` | `preview` best / median "
+        "| departments | edges | k8s resources | create `up` | `preview` best / median "
         "| no-op `up --yes` best / median | destroy |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['departments']} | {r['resources']} | {r['create_up']:.1f} s "
+            f"| {r['departments']} | {r.get('edges', 0)} | {r['resources']} | {r['create_up']:.1f} s "
             f"| {r['preview_best']:.1f} / {r['preview_median']:.1f} s "
             f"| {r['noop_up_best']:.1f} / {r['noop_up_median']:.1f} s | {r['destroy']:.1f} s |"
         )
@@ -121,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--departments", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--edges", type=int, nargs="+", default=[0], help="edge clusters beside the hub")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     ns = parser.parse_args(argv)
 
@@ -133,14 +158,21 @@ def main(argv: list[str] | None = None) -> int:
             if embedded_cluster.main(["up"]) != 0:
                 return 1
             kubeconfig = str(workdir / "state" / "cluster" / "kubeconfig")
+        edges = max(ns.edges)
+        if edges and not own_cluster:
+            raise SystemExit("--edges starts embedded edge clusters: run without $KUBECONFIG")
         try:
+            for i in range(edges):
+                if embedded_cluster.main(["up", "--name", f"edge-{i + 1}"]) != 0:
+                    return 1
             rows = []
             for n in ns.departments:
-                rows.append(measure(n, ns.repeat, str(kubeconfig), workdir))
-                print(json.dumps(rows[-1]), flush=True)
+                for e in ns.edges:
+                    rows.append(measure(n, ns.repeat, str(kubeconfig), workdir, e))
+                    print(json.dumps(rows[-1]), flush=True)
         finally:
             if own_cluster:
-                embedded_cluster.main(["down"])
+                embedded_cluster.main(["down", "--all"])
     print(table(rows))
     if ns.out:
         ns.out.write_text(
