@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -46,8 +47,9 @@ class Secrets:
         self,
         api: client.ApiClient | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
-        writers: int = 32,
+        writers: int = 0,
     ) -> None:
+        writers = writers or min(32, (os.cpu_count() or 1) + 4)  # 0: asyncio's default pool size
         self.core = client.CoreV1Api(api or api_client(connections=writers))
         self.timeout = timeout
         """(connect, read) seconds per call: a call on a dead connection fails (and the reconcile is retried)
