@@ -25,10 +25,13 @@ class Prometheus:
         *,
         records: supervisor.Supervisor | None = None,
         serves: str = "",
+        retention: str | None = None,
     ) -> None:
         """`rules`: a rule file's text; `scrape`: job name → targets (host:port); `records`: where to record
-        the process (else it is private to its caller); `serves`: what `cityhub operator status` says."""
+        the process (else it is private to its caller); `serves`: what `cityhub operator status` says;
+        `retention`: --storage.tsdb.retention.time (Prometheus's default 15d deletes older backfills)."""
         self.directory, self.port = directory, supervisor.free_port()
+        self.retention = retention
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "cityhub.rules.yaml").write_text(rules)
         config = {
@@ -58,8 +61,9 @@ class Prometheus:
                 f"--config.file={self.directory / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
+                *([f"--storage.tsdb.retention.time={self.retention}"] if self.retention else []),
             ],
-            ready=lambda: supervisor.http_ok(f"{self.url}/-/ready"),
+            ready=lambda: supervisor.http_ok(f"{self.url}/-/ready", timeout=5),
             timeout=timeout,
             log=self.directory / "prometheus.log",
             ports={"http": self.port},
