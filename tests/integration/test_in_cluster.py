@@ -109,6 +109,10 @@ def stack(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         # Requests first, while the operator still runs to release their finalizers; then the stack.
         project.kubectl("delete", "messagingchannels", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
         project.kubectl("delete", "pods", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
+        # The backends' data is a person's decision, not the stack's: a StatefulSet's claim outlives it, and
+        # the pre-provisioned volume it holds cannot go while it does (destroy waited 10 min for it). The test
+        # decides for its own throwaway data: the claim goes as soon as nats-0 does.
+        project.kubectl("delete", "pvc", "--all", "-n", "cityhub-system", "--wait=false", ok=False)
         project.pulumi("destroy", "--yes", "--skip-preview", ok=False)
 
 
