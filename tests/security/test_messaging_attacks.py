@@ -22,7 +22,6 @@ import nats.js.errors
 import nkeys
 import pytest
 from cityhub_operator.driver import PermanentBackendError, Request
-from nats.aio.client import RawCredentials
 
 from cityhub import supervisor
 from cityhub.testkit import settled
@@ -30,6 +29,7 @@ from cityhub_nats import jwt
 from component_types.messaging.driver import MessagingDriver, NatsSettings
 from component_types.messaging.driver.settings import DepartmentLimits
 from component_types.messaging.local import NatsServer
+from tests.security.messaging_apps import App, keeps_working
 
 pytestmark = pytest.mark.integration
 Ki, Mi = 2**10, 2**20
@@ -76,49 +76,6 @@ def run(server: NatsServer, body: Callable[[MessagingDriver], Awaitable[Any]], *
             await driver.close()
 
     return asyncio.run(main())
-
-
-class App:
-    """An application connected with a channel's credentials; records what the server told it."""
-
-    def __init__(self, conn: nats.aio.client.Client, errors: list[str]) -> None:
-        self.conn, self.errors = conn, errors
-
-    @classmethod
-    async def connect(cls, url: str, creds: str) -> App:
-        errors: list[str] = []
-
-        async def on_error(e: Exception) -> None:
-            errors.append(str(e))
-
-        conn = await nats.connect(
-            url,
-            user_credentials=RawCredentials(creds),
-            error_cb=on_error,
-            allow_reconnect=False,
-            connect_timeout=3,
-        )
-        return cls(conn, errors)
-
-    def told(self, text: str) -> bool:
-        seen = [*self.errors, str(self.conn.last_error or "")]
-        return any(text.lower() in e.lower() for e in seen)
-
-    async def close(self) -> None:
-        await self.conn.close()
-
-
-async def keeps_working(creds: str, url: str, dept: str, stream: str) -> None:
-    """B publishes into its stream and consumes it back."""
-    app = await App.connect(url, creds)
-    js = app.conn.jetstream(timeout=3)
-    token = uuid.uuid4().hex.encode()
-    assert (await js.publish(f"city.{dept}.{stream}.check", token)).stream == stream
-    sub = await js.pull_subscribe(f"city.{dept}.{stream}.check", durable=f"check-{uuid.uuid4().hex[:8]}")
-    got = [m.data for m in await sub.fetch(100, timeout=3)]
-    assert token in got
-    await sub.unsubscribe()
-    await app.close()
 
 
 async def refused(url: str, creds: str) -> str:
