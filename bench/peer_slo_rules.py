@@ -51,9 +51,10 @@ def sloth_binary() -> Path:
     return binary
 
 
-def cityhub_groups(interval: str) -> list[dict[str, Any]]:
-    """cityhub's groups for the probe SLO only, from the generator (same names, same expressions)."""
-    params = RuleParams(interval=interval)
+def cityhub_groups(interval: str, long_interval: str) -> list[dict[str, Any]]:
+    """cityhub's groups for the probe SLO only, from the generator (same names, same expressions, and the
+    windows of a day or more in their own group at long_interval)."""
+    params = RuleParams(interval=interval, long_interval=long_interval)
     keep: list[dict[str, Any]] = []
     for group in monitoring_rules.groups(params):
         rules = [

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,6 +68,12 @@ class RuleParams:
     kube-prometheus links runbooks.prometheus-operator.dev/runbooks/<group>/<alertname>). The stack sets it
     with cityhub:monitoring.runbookBase (a trailing / is fine); the default is docs/runbooks/cityhub/."""
     interval: str = "30s"
+    long_interval: str = "2m30s"
+    """Evaluation interval of the group holding the windows of a day or more (3d, the SLO period, the budgets,
+    the 1-day report series): a 30-day `rate()` over raw counters is most of a cycle's cost, and a budget or a
+    ticket that needs 1 h of burn loses nothing at 2.5-minute freshness. It stays under Prometheus's 5-minute
+    lookback, so an alert reading these series never finds them momentarily absent between two evaluations
+    (which would reset its `for`)."""
     component_down_for: str = "5m"
     operator_down_for: str = "5m"
     min_provisioning_events: int = 3
@@ -85,7 +92,25 @@ class RuleParams:
                 f"Invalid monitoring provisioning_threshold_seconds={self.provisioning_threshold_seconds}: "
                 f"needs to be one of the histogram's bounds {list(PROVISIONING_BUCKETS)}"
             )
+        if not 0 < duration_seconds(self.long_interval) < LOOKBACK_SECONDS:
+            raise ValueError(
+                f"Invalid monitoring long_interval={self.long_interval}: needs to be a Prometheus duration "
+                "under 5m (its lookback; a longer interval leaves the alerts gaps), e.g. 2m30s"
+            )
         return self
+
+
+LOOKBACK_SECONDS = 300
+"""Prometheus's default query lookback (--query.lookback-delta)."""
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(duration: str) -> float:
+    """A Prometheus duration ("2m30s") in seconds; 0 when it is not one."""
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        return 0
+    return sum(int(n) * _UNITS[u] for n, u in parts)
 
 
 def runbook_url(base: str, alert: str) -> str:
@@ -312,10 +337,27 @@ def alert_rules(params: RuleParams) -> list[dict[str, Any]]:
     return alerts
 
 
+LONG_WINDOWS = ("3d", "1d")
+"""Windows recorded in the long-interval group (with the SLO period)."""
+
+
+def _is_long(rule: dict[str, Any], params: RuleParams) -> bool:
+    name = rule["record"]
+    return name.endswith(("_rate" + params.slo_period, "budget:remaining")) or any(
+        name.endswith(("rate" + w, "increase" + w, "mean" + w)) for w in LONG_WINDOWS
+    )
+
+
 def groups(params: RuleParams | None = None) -> list[dict[str, Any]]:
+    """cityhub-sli (short windows) and cityhub-sli-long (a day or more, evaluated every long_interval) before
+    cityhub-alerts, which reads both."""
     params = (params or RuleParams()).validate()
+    recorded = recording_rules(params)
     return [
-        {"name": "cityhub-sli", "interval": params.interval, "rules": recording_rules(params)},
+        {"name": "cityhub-sli", "interval": params.interval,
+         "rules": [r for r in recorded if not _is_long(r, params)]},
+        {"name": "cityhub-sli-long", "interval": params.long_interval,
+         "rules": [r for r in recorded if _is_long(r, params)]},
         {"name": "cityhub-alerts", "interval": params.interval, "rules": alert_rules(params)},
     ]
 
@@ -380,6 +422,7 @@ def with_overrides(params: RuleParams, settings: dict[str, object]) -> RuleParam
         "runbookBase": ("runbook_base", str),
         "platformDepartment": ("platform_department", str),
         "interval": ("interval", str),
+        "longInterval": ("long_interval", str),
     }
     changes: dict[str, Any] = {}
     for key, value in settings.items():

@@ -49,7 +49,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 CITYHUB = str(Path(sys.executable).parent / "cityhub")
 EXAMPLES = REPO / "docs" / "examples" / "jiaotong"
-PARAMS = RuleParams(interval="2s", component_down_for="4s", operator_down_for="4s")
+PARAMS = RuleParams(interval="2s", long_interval="2s", component_down_for="4s", operator_down_for="4s")
 REFRESH = 2
 READ_DOM = """(() => {
   const cells = {};

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 SECRET = b"monitoring-integration-secret-0123456789-abcdefghijk"
 DEPARTMENTS = ("yingji", "jiaotong")
 # Test-only rule parameters: evaluated every second, alerts after 3 s instead of 5 min.
-PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3s")
+PARAMS = RuleParams(interval="1s", long_interval="1s", component_down_for="3s", operator_down_for="3s")
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = b"report-integration-secret-0123456789-abcdefghijklmno"
 DEPARTMENTS = {"dept-yingji": 4, "dept-jiaotong": 2}
 """Namespace (the dev stack's dept-<slug>) → the rating it gives its channel."""
-PARAMS = RuleParams(interval="1s", component_down_for="3s", operator_down_for="3s")
+PARAMS = RuleParams(interval="1s", long_interval="1s", component_down_for="3s", operator_down_for="3s")
 PRICE_SHEET = REPO / "docs" / "price-sheet.example.yaml"
 SCRAPE_SECONDS = 1.0
 """cityhub.local_prometheus scrapes every second."""

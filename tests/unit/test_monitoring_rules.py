@@ -177,3 +177,22 @@ def test_the_stacks_runbook_base_is_joined_with_one_separator(base: str) -> None
     params = monitoring_rules.with_overrides(RuleParams(), {"runbookBase": base})
     urls = {a["alert"]: a["annotations"]["runbook_url"] for a in monitoring_rules.alert_rules(params)}
     assert urls["CityhubOperatorDown"] == "https://ops.jianghai.gov.cn/runbooks/cityhub/cityhuboperatordown"
+
+
+def test_windows_of_a_day_or_more_are_evaluated_every_two_and_a_half_minutes() -> None:
+    """The 30-day rate over raw counters is most of a cycle's cost (bench/README.md, SLO rules vs Sloth):
+    its group runs 5x less often, under Prometheus's 5-minute lookback so the ticket never sees a gap."""
+    by_name = {g["name"]: g for g in monitoring_rules.groups()}
+    assert list(by_name) == ["cityhub-sli", "cityhub-sli-long", "cityhub-alerts"]
+    long_group = by_name["cityhub-sli-long"]
+    assert long_group["interval"] == "2m30s" and by_name["cityhub-sli"]["interval"] == "30s"
+    long_names = {r["record"] for r in long_group["rules"]}
+    assert {"cityhub:probe_errors:ratio_rate30d", "cityhub:probe_errors:ratio_rate3d",
+            "cityhub:probe_error_budget:remaining", "cityhub:incidents_opened:increase1d"} <= long_names
+    short_names = {r["record"] for r in by_name["cityhub-sli"]["rules"]}
+    assert "cityhub:probe_errors:ratio_rate6h" in short_names and not short_names & long_names
+    tuned = monitoring_rules.with_overrides(RuleParams(), {"longInterval": "4m"})
+    assert monitoring_rules.groups(tuned)[1]["interval"] == "4m"
+    for bad in ("5m", "10m", "2.5m", "soon"):
+        with pytest.raises(ValueError, match=rf"long_interval={bad}: .*under 5m"):
+            monitoring_rules.with_overrides(RuleParams(), {"longInterval": bad})
