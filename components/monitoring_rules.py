@@ -75,6 +75,9 @@ class RuleParams:
     lookback, so an alert reading these series never finds them momentarily absent between two evaluations
     (which would reset its `for`)."""
     component_down_for: str = "5m"
+    uplink_down_for: str = "1m"
+    """How long an edge's uplink must stay down before CityhubEdgeUplinkDown fires (the operator already
+    waits CITYHUB_NATS_EDGE_SILENCE, 30 s, before calling it down)."""
     operator_down_for: str = "5m"
     min_provisioning_events: int = 3
     """Provisioning burn alerts need this many requests in the long window: one slow request of an
@@ -279,6 +282,19 @@ def alert_rules(params: RuleParams) -> list[dict[str, Any]]:
             "Components of offering {{ $labels.offering }} that were Ready fail their black-box probe "
             "(or lost Ready): department {{ $labels.department }} cannot use them. An incident is open "
             "until they pass again.",
+        ),
+        _alert(
+            params,
+            "CityhubEdgeUplinkDown",
+            "min by (edge) (cityhub_edge_uplink_up) == 0",
+            params.uplink_down_for,
+            "page",
+            "Edge cluster {{ $labels.edge }} has lost its uplink to the hub (边缘集群上行链路中断)",
+            "The hub has not heard from edge cluster {{ $labels.edge }} through its channels' sourcing: "
+            "its departments keep publishing on the edge (its JetStream keeps the messages), but nothing "
+            "reaches the hub or other departments until the uplink returns, and the edge's requests report "
+            "Synced=False naming it. The hub catches up by itself once the uplink is back.",
+            department=platform,
         ),
         _alert(
             params,

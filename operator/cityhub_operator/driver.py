@@ -139,3 +139,16 @@ class Orphaner(Protocol):
         """Keep the request's data (streams, tables, models) but revoke its credentials and withdraw what it
         granted to others. Idempotent; succeeds when they are already gone."""
         ...
+
+
+@runtime_checkable
+class UplinkReporter(Protocol):
+    """Optional: a driver serving an edge cluster (多级贯通) that can tell whether the edge's uplink to the
+    hub works. The core asks every probe interval and exports cityhub_edge_uplink_up{edge}, which the hub's
+    CityhubEdgeUplinkDown alert names the edge by."""
+
+    async def uplinks(self) -> Mapping[str, bool]:
+        """Edge cluster name → whether its uplink carries traffic now. Empty when the driver has nothing to
+        judge by (no edge, or no component on it yet) or cannot reach its own backend on the hub: that
+        outage is the hub's, reported by its requests' conditions, not the edge's."""
+        ...

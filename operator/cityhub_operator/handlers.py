@@ -16,7 +16,7 @@ import prometheus_client
 
 from cityhub_api.api import FINALIZER, GROUP, OFFERING_PLURAL, VERSION
 from cityhub_api.registry import ComponentType
-from cityhub_operator import conditions, outcomes, persistence, probes, watchdog
+from cityhub_operator import conditions, outcomes, persistence, probes, uplinks, watchdog
 from cityhub_operator.conditions import READY, SYNCED
 from cityhub_operator.driver import Driver
 from cityhub_operator.reconcile import Emit, OfferingLookup, Reconciler, RetryLater, SecretStore
@@ -110,6 +110,7 @@ def register(
         request_of = lambda b, k=ctype.kind: reconcilers[k].request(b)  # noqa: E731  (filled at startup)
         probes.register(registry, ctype, drivers[ctype.name], request_of)
     probes.register_feedback(registry, [t.name for t in types])
+    uplinks.register(registry, drivers)
     return reconcilers
 
 

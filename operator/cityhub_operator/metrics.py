@@ -121,3 +121,12 @@ FEEDBACK_SUM = Gauge(
     "Sum of the ratings (1-5) of those ComponentFeedback objects: divide by cityhub_feedback_ratings.",
     ["department", "component_type"],
 )
+
+# -- edge clusters (多级贯通) --------------------------------------------------------------------------
+
+EDGE_UPLINK = Gauge(
+    "cityhub_edge_uplink_up",
+    "1 when the edge cluster's uplink to the hub carries its components' traffic, 0 when it does not "
+    "(reported by the operator serving that edge; one series per edge cluster of the city).",
+    ["edge"],
+)

@@ -153,6 +153,7 @@ async def scenario(hub: NatsServer, edge: EdgeNatsServer, proxy: TcpProxy) -> No
     other = request(STREET, OTHER)
     dispatch = request(BUREAU, "dispatch")
     clients: list[Client] = []
+    assert await on_edge.uplinks() == {}  # nothing on the edge yet: nothing to judge the uplink by
     try:
         # 1. The edge's operator provisions the channel; the first tries wait for the edge's leaf node to be
         #    admitted by the account and to connect (retried, as the operator would).
@@ -195,6 +196,9 @@ async def scenario(hub: NatsServer, edge: EdgeNatsServer, proxy: TcpProxy) -> No
         assert seen.in_sync, seen.drift
         await on_edge.probe(channel, made.credentials)
         assert (await on_hub.observe(dispatch)).drift == ()
+        # What cityhub_edge_uplink_up{edge} (the hub's CityhubEdgeUplinkDown) reads; a hub driver: nothing.
+        assert await on_edge.uplinks() == {EDGE: True}
+        assert await on_hub.uplinks() == {}
 
         # 2. The uplink is cut: the edge keeps working alone; what needs the hub's reach into it fails.
         proxy.blackhole()
@@ -208,6 +212,7 @@ async def scenario(hub: NatsServer, edge: EdgeNatsServer, proxy: TcpProxy) -> No
         print(f"observe after {time.monotonic() - cut:.1f} s of cut: {seen.drift}")
         assert not seen.in_sync
         assert any(d.startswith(f"edge {EDGE} uplink down for ") for d in seen.drift), seen.drift
+        assert await on_edge.uplinks() == {EDGE: False}
         assert len(received) == 10
 
         # 3. The uplink is back: in sync again, every message reaches the bureau, in order.
@@ -219,6 +224,7 @@ async def scenario(hub: NatsServer, edge: EdgeNatsServer, proxy: TcpProxy) -> No
         print(f"in sync and caught up {time.monotonic() - restored:.1f} s after the uplink returned")
         await asyncio.sleep(0.5)  # anything extra would have arrived by now
         assert received == published
+        assert await on_edge.uplinks() == {EDGE: True}
         await eventually(lambda: on_edge.ensure(other), within=30)
         assert (await on_edge.observe(other)).in_sync
 

@@ -39,6 +39,8 @@ class MessagingDriver:
         self.connections = Connections(settings.servers, self.keys, settings.timeout)
         self.accounts = Accounts(self.connections, self.keys, settings.timeout, self.limits.account(FLOOR, 0))
         self._reserving: dict[str, asyncio.Lock] = {}
+        self._on_edge: dict[str, tuple[str, str]] = {}
+        """Request key → (department, channel) of this edge's channels: what uplinks() judges by."""
 
     def user(self, request: Request) -> Key:
         """The request's user key (its credentials)."""
@@ -99,6 +101,8 @@ class MessagingDriver:
             payload=self.limits.payload,
             subs=self.limits.subscriptions,
         )
+        if self.edge is not None:
+            self._on_edge[request.key] = (dept, name)
         return Result(
             endpoints={
                 "url": self.edge.url if self.edge else self.settings.public_url,
@@ -146,6 +150,7 @@ class MessagingDriver:
         if self.edge is None:
             drift += await streams.drift(admin, request, replicas, timeout, window[0])
         else:
+            self._on_edge[request.key] = (dept, name)
             edge, silence = self.edge.name, self.edge.silence
             drift += await edges.drift(admin, request, edge, replicas, timeout, window[0], silence)
         return Observation(in_sync=not drift, drift=tuple(drift))
@@ -164,6 +169,17 @@ class MessagingDriver:
             await self._reserve(admin, system, dept, others)
         if self.edge is not None:
             await edges.delete_on_edge(admin, request, self.edge.name, timeout)
+            self._on_edge.pop(request.key, None)
+
+    async def uplinks(self) -> dict[str, bool]:
+        """The edge's uplink, judged by when the hub last heard from the edge through its channels' sourcing
+        (driver.UplinkReporter); nothing without an edge, or before any of its channels exists."""
+        if self.edge is None or not self._on_edge:
+            return {}
+        up = await edges.uplink_up(
+            self.connections.admin, list(self._on_edge.values()), self.edge.silence, self.settings.timeout
+        )
+        return {} if up is None else {self.edge.name: up}
 
     async def orphan(self, request: Request) -> None:
         """deletionPolicy Orphan: the stream and its messages stay (the department's other credentials still

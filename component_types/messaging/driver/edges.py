@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.js.errors
@@ -152,6 +153,31 @@ def uplink_silence(info: StreamInfo, name: str, now: float) -> float | None:
                 return source.active / 1e9
             created = info.created.timestamp() if info.created else now
             return max(0.0, now - created)
+    return None
+
+
+async def uplink_up(
+    admin_of: Callable[[str], Awaitable[Client]],
+    channels: list[tuple[str, str]],
+    silence: float,
+    timeout: float,
+    tries: int = 3,
+) -> bool | None:
+    """Whether the hub heard from the edge within `silence` seconds, read from the first of `channels`
+    (department, channel) whose hub stream exists; every channel's sourcing consumer beats once a second, so
+    one says it for all. None when no stream could tell (all missing) or the hub's own server does not
+    answer (that outage is the hub's, not the uplink's)."""
+    for dept, name in channels[:tries]:
+        try:
+            admin = await admin_of(dept)
+            info = await admin.jetstream(timeout=timeout).stream_info(name)
+        except nats.js.errors.NotFoundError:
+            continue
+        except (*TEMPORARY, nats.js.errors.APIError):
+            return None
+        quiet = uplink_silence(info, name, time.time())
+        if quiet is not None:
+            return quiet <= silence
     return None
 
 
