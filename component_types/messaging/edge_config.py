@@ -6,15 +6,20 @@ leaf credentials file per department (edge_credentials: a user key of that depar
 else). The master secret never reaches an edge.
 
     operator           the same trusted operator as the hub (cityhub_nats.keys)
-    resolver           MEMORY, with the system account and each department account preloaded
-                       (edges.edge_account_jwt). Why not a `cache` resolver fetching account JWTs from
-                       the hub through a system-account leaf remote: it knows only accounts looked up
-                       before the uplink failed, evicts them after its TTL and has none after a restart
-                       while the uplink is down, so devices could not connect exactly when the edge must
-                       work alone; and it would bridge the edge's system account into the hub's (the
-                       city's control plane reachable from a street office's machine). Preloaded JWTs
-                       always work; a change (a revoked user, new limits, a new department) is a
-                       re-render and `nats-server --signal reload`.
+    resolver           `full` (a directory of account JWTs, <store_dir>/accounts), with the system
+                       account and each department account preloaded (edges.edge_account_jwt). Why not a
+                       `cache` resolver fetching account JWTs from the hub through a system-account leaf
+                       remote: it knows only accounts looked up before the uplink failed, evicts them
+                       after its TTL and has none after a restart while the uplink is down, so devices
+                       could not connect exactly when the edge must work alone; and it would bridge the
+                       edge's system account into the hub's (the city's control plane reachable from a
+                       street office's machine). Preloaded JWTs always work. Why `full` and not MEMORY:
+                       the operator serving the edge pushes a department's account JWT to the edge
+                       ($SYS.REQ.CLAIMS.UPDATE, through the edge's own system account) the moment it
+                       revokes a user on the hub, so a deleted channel's credentials stop working on the
+                       edge at once, not at the next re-render; the directory keeps that JWT across
+                       restarts, and a preload never replaces a newer one (nats-server stores only
+                       newer JWTs). A new department is a re-render and `nats-server --signal reload`.
     jetstream          domain = the edge's name (edges.domain), store in <store_dir>/jetstream
     leafnodes.remotes  one per department, bound to its account, with that account's leaf credentials
                        (edges.leaf_creds), to the hub's leafnode listener; nats-server reconnects by itself
@@ -104,7 +109,11 @@ def edge_config(
         "}",
         f"operator: {_quoted(keys.operator_jwt())}",
         f"system_account: {_quoted(keys.system_account.public)}",
-        "resolver: MEMORY",
+        "resolver {",
+        "  type: full",
+        f"  dir: {_quoted(store_dir + '/accounts')}",
+        "  allow_delete: false",
+        "}",
         "resolver_preload {",
         *preload,
         "}",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
+import nats.errors
 import nats.js.errors
 import pytest
 from cityhub_operator.driver import Observation, Request, Result, TemporaryBackendError
@@ -236,7 +237,14 @@ async def scenario(hub: NatsServer, edge: EdgeNatsServer, proxy: TcpProxy) -> No
         assert not await stream_exists(admin, OTHER, None)
         proxy.restore()
         await eventually(lambda: on_edge.delete(other), within=30)
+        assert app.is_connected
         await on_edge.delete(channel)
+        # Its credentials stop working on the edge at once (revoked in the edge's copy of the account too, not
+        # at the edge's next configuration): the live connection is closed and a new one is refused.
+        assert await settled(lambda: not app.is_connected, timeout=10)
+        creds = RawCredentials(made.credentials["user.creds"])
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(edge.url, user_credentials=creds, allow_reconnect=False, connect_timeout=3)
         domain = edges.domain(EDGE)
         for name in (CHANNEL, OTHER):
             assert not await stream_exists(admin, name, None)

@@ -41,6 +41,12 @@ class MessagingDriver:
         self._reserving: dict[str, asyncio.Lock] = {}
         self._on_edge: dict[str, tuple[str, str]] = {}
         """Request key → (department, channel) of this edge's channels: what uplinks() judges by."""
+        self.edge_accounts: Accounts | None = None
+        """The departments' accounts as the edge has them (its system account, directly): revocations."""
+        if self.edge is not None:
+            edge_name = "cityhub-operator-edge"
+            on_edge = Connections(self.edge.servers, self.keys, settings.timeout, name=edge_name)
+            self.edge_accounts = Accounts(on_edge, self.keys, settings.timeout)
 
     def user(self, request: Request) -> Key:
         """The request's user key (its credentials)."""
@@ -52,6 +58,8 @@ class MessagingDriver:
 
     async def close(self) -> None:
         await self.connections.close()
+        if self.edge_accounts is not None:
+            await self.edge_accounts.connections.close()
 
     async def ensure(self, request: Request) -> Result:
         dept, name = request.department, request.name
@@ -214,6 +222,10 @@ class MessagingDriver:
             self._tidy(now, own=True),
         )
         await self.accounts.modify(dept, own, create=False)
+        if self.edge is not None and self.edge_accounts is not None:
+            user = self.user(request).public
+            at = int(((await self.accounts.nats_claims(dept)) or {}).get("revocations", {}).get(user, now))
+            await edges.revoke_on_edge(self.edge_accounts, dept, user, at, self.edge.name, self.lifetime, now)
         return True
 
     async def _stream(self, request: Request, issued: int) -> None:

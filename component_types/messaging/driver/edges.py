@@ -45,8 +45,9 @@ from nats.js.api import (
 )
 
 from cityhub_nats.client import streams as nats_streams
-from cityhub_nats.client.accounts import Change
+from cityhub_nats.client.accounts import Accounts, Change
 from cityhub_nats.client.errors import TEMPORARY, error_text
+from cityhub_nats.renewal import Lifetime
 from component_types.messaging import edges
 from component_types.messaging.driver.errors import REFUSALS
 from component_types.messaging.driver.streams import compared, stream_config
@@ -154,6 +155,24 @@ def uplink_silence(info: StreamInfo, name: str, now: float) -> float | None:
             created = info.created.timestamp() if info.created else now
             return max(0.0, now - created)
     return None
+
+
+async def revoke_on_edge(
+    accounts: Accounts, department: str, user: str, at: int, edge: str, lifetime: Lifetime, now: int
+) -> None:
+    """Revoke `user` in the department's account JWT on the edge as on the hub (`at`: the hub's entry), so
+    its credentials stop working there at once: the edge authenticates against its own copy of the account
+    (edge_config.py). `accounts` talk to the edge's system account directly (CITYHUB_NATS_EDGE_URL), not
+    through the leaf node, which carries no system traffic. Revocations older than a lifetime are pruned as
+    on the hub. A TemporaryBackendError naming the edge while it does not answer: the deletion is retried."""
+
+    def change(claims: dict[str, Any]) -> None:
+        claims["revocations"] = {**lifetime.prune(claims.get("revocations") or {}, now), user: at}
+
+    try:
+        await accounts.modify(department, change, create=False)
+    except TemporaryBackendError as e:
+        raise unreachable(edge, e) from e
 
 
 async def uplink_up(
