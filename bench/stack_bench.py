@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/stack_bench.py [--departments 10 50 200] [--repeat 3] [--out bench/results.json]
     .venv/bin/python bench/stack_bench.py --departments 50 --edges 0 3   # the hub alone, then with 3 edges
+    .venv/bin/python bench/stack_bench.py --noop-up up   # no-op `up` as `pulumi up --yes` (the 11-21 figures)
 
 --edges: each count is measured too; the edges are embedded clusters started beside the hub (`cityhub cluster
 up --name edge-<i>`), the first two claiming the city's two districts (their 区/街道 departments move there),
@@ -10,7 +11,9 @@ the others a division with no department (their share of the stack is the system
 Runs against $KUBECONFIG if set, else starts a private embedded cluster and stops it afterwards. Each size
 gets its own copy of the project and its own file backend; the stack is created once (`up`, timed too,
 without intermediate checkpoints), then measured with no changes, then destroyed. Times are wall-clock
-seconds, best and median of --repeat.
+seconds, best and median of --repeat. The no-op `up` is what `cityhub up` runs (cityhub.cli.UP_ARGS: no
+preview, a refresh) unless --noop-up up asks for a plain `pulumi up --yes` (a preview, then the update).
+Levers side by side, interleaved: bench/stack_levers.py.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from city import city_config
 
 from cityhub import embedded_cluster, paths
+from cityhub.cli import UP_ARGS
 from cityhub.embedded_cluster.layout import layout
 from cityhub.pulumi_env import pulumi_env
 
@@ -53,6 +57,9 @@ def pulumi(root: Path, env: dict[str, str], *args: str, setup: bool = False) -> 
         raise SystemExit(f"pulumi {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return took
 
+
+NOOP_UP: dict[str, tuple[str, ...]] = {"cityhub": UP_ARGS, "up": ("up", "--yes")}
+"""--noop-up: the arguments of the measured no-op `up` (--expect-no-changes is added)."""
 
 EDGE_DIVISIONS = ("330102", "330106", "330108", "330109", "330110", "330111", "330112", "330113")
 
@@ -85,7 +92,9 @@ def project(root: Path, departments: int, edges: int = 0) -> None:
     )
 
 
-def measure(departments: int, repeat: int, kubeconfig: str, workdir: Path, edges: int = 0) -> dict[str, Any]:
+def measure(
+    departments: int, repeat: int, kubeconfig: str, workdir: Path, edges: int = 0, noop_up: str = "cityhub"
+) -> dict[str, Any]:
     root = workdir / f"d{departments}-e{edges}"
     root.mkdir()
     project(root, departments, edges)
@@ -112,9 +121,9 @@ def measure(departments: int, repeat: int, kubeconfig: str, workdir: Path, edges
         1 for r in state["deployment"]["resources"] if r.get("custom") and "providers" not in r["type"]
     )
     previews = [pulumi(root, env, "preview", "--expect-no-changes") for _ in range(repeat)]
-    # `up --yes` previews and then updates, as `cityhub up` runs it.
-    noops = [pulumi(root, env, "up", "--yes", "--expect-no-changes") for _ in range(repeat)]
+    noops = [pulumi(root, env, *NOOP_UP[noop_up], "--expect-no-changes") for _ in range(repeat)]
     row |= {
+        "noop_up_args": " ".join(NOOP_UP[noop_up]),
         "preview_best": min(previews),
         "preview_median": statistics.median(previews),
         "noop_up_best": min(noops),
@@ -127,7 +136,7 @@ def measure(departments: int, repeat: int, kubeconfig: str, workdir: Path, edges
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| departments | edges | k8s resources | create `up` | `preview` best / median "
-        "| no-op `up --yes` best / median | destroy |",
+        "| no-op `up` best / median | destroy |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -146,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--departments", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--edges", type=int, nargs="+", default=[0], help="edge clusters beside the hub")
+    parser.add_argument(
+        "--noop-up", choices=list(NOOP_UP), default="cityhub", help="cityhub: `cityhub up`'s pulumi arguments"
+    )
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     ns = parser.parse_args(argv)
 
@@ -168,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             for n in ns.departments:
                 for e in ns.edges:
-                    rows.append(measure(n, ns.repeat, str(kubeconfig), workdir, e))
+                    rows.append(measure(n, ns.repeat, str(kubeconfig), workdir, e, ns.noop_up))
                     print(json.dumps(rows[-1]), flush=True)
         finally:
             if own_cluster:

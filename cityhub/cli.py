@@ -62,16 +62,24 @@ def select_stack(stack: str) -> None:
         run_pulumi(["stack", "init", stack])
 
 
+UP_ARGS = ("up", "--yes", "--skip-preview", "--refresh", "--continue-on-error")
+"""What `cityhub up` runs, before `--stack` and the user's extra arguments.
+
+--skip-preview: with --yes nobody reads a preview before the update starts, and the update runs the program
+and diffs every resource again, so the preview doubled the time of every `cityhub up` (a no-op one at 200
+departments: bench/stack-200.md). A bad configuration still fails before anything is declared (the program
+validates first). `cityhub pulumi preview` shows the plan; `cityhub up -- --skip-preview=false` restores it.
+--refresh: the stack's state may describe a cluster that is gone (an embedded cluster recreated after
+`cityhub cluster down`) or objects deleted out of band; reading the cluster first recreates them.
+--continue-on-error: an edge cluster that cannot be reached fails only its own resources; the other
+clusters are still brought up to date, and pulumi names the failed ones (exit code stays non-zero)."""
+
+
 def cmd_up(ns: argparse.Namespace) -> int:
     if Env().raw("KUBECONFIG") is None and embedded_cluster.main(["up"]) != 0:
         return 1
     select_stack(ns.stack)
-    # --refresh: the stack's state may describe a cluster that is gone (an embedded cluster recreated after
-    # `cityhub cluster down`) or objects deleted out of band; reading the cluster first recreates them.
-    # --continue-on-error: an edge cluster that cannot be reached fails only its own resources; the other
-    # clusters are still brought up to date, and pulumi names the failed ones (exit code stays non-zero).
-    argv = ["up", "--yes", "--refresh", "--continue-on-error", "--stack", ns.stack, *ns.pulumi_args]
-    return run_pulumi(argv, check=False)
+    return run_pulumi([*UP_ARGS, "--stack", ns.stack, *ns.pulumi_args], check=False)
 
 
 def cmd_destroy(ns: argparse.Namespace) -> int:
