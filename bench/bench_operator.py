@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from readiness import Watcher, cluster_for, metrics, pct
+from readiness import Watcher, cluster_for, metrics, metrics_up, pct
 
 from cityhub import testkit as testing
 from cityhub.supervisor import free_port
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         departments = [f"dept-{i:02d}" for i in range(args.departments)]
         testing.ensure_namespaces(kubeconfig, departments)
         operator.start()
-        testing.wait_for(lambda: _metrics_up(port), 60, "the operator's /metrics")
+        testing.wait_for(lambda: metrics_up(port), 60, "the operator's /metrics")
         api = testing.api(kubeconfig)
         watcher = Watcher(api, "messagingchannels")
         watcher.start()
@@ -173,14 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
-
-
-def _metrics_up(port: int) -> bool:
-    try:
-        metrics(port)
-        return True
-    except OSError:
-        return False
 
 
 def _rss(operator: testing.OperatorProcess) -> float:

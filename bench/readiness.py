@@ -75,6 +75,15 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
+def metrics_up(port: int) -> bool:
+    """Whether the operator's /metrics endpoint answers (it starts with the operator's startup handler)."""
+    try:
+        metrics(port)
+        return True
+    except OSError:
+        return False
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]

@@ -133,7 +133,10 @@ class FakeProber:
 
 
 def runner(
-    driver: FakeProber, secrets: dict[tuple[str, str], dict[str, str]], outcomes: Outcomes
+    driver: FakeProber,
+    secrets: dict[tuple[str, str], dict[str, str]],
+    outcomes: Outcomes,
+    settings: ProbeSettings | None = None,
 ) -> ProbeRunner:
     ctype = component_types()["messaging"]
 
@@ -142,7 +145,12 @@ def runner(
         return Request(meta["namespace"], meta["name"], meta["uid"], meta["namespace"], b["spec"], {})
 
     return ProbeRunner(
-        ctype, driver, request_of, ProbeSettings(1, 1), lambda ns, n: secrets.get((ns, n)), outcomes
+        ctype,
+        driver,
+        request_of,
+        settings or ProbeSettings(1, 1),
+        lambda ns, n: secrets.get((ns, n)),
+        outcomes,
     )
 
 
@@ -179,3 +187,68 @@ def test_probe_settings_say_what_a_bad_value_needs() -> None:
     with pytest.raises(ValueError, match=r"CITYHUB_PROBE_TIMEOUT=0: needs to be a number of seconds"):
         ProbeSettings.from_env({"CITYHUB_PROBE_TIMEOUT": "0"})
     assert probes.DEFAULT_APDEX_THRESHOLD == 0.5
+
+
+class SlowProber(FakeProber):
+    """Counts how many of its probes are under way at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = self.most = 0
+
+    async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
+        self.seen.append(request.name)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.02)
+        self.running -= 1
+
+
+def test_probes_of_many_components_take_turns_and_start_spread_over_an_interval() -> None:
+    """Thousands of Ready requests must not probe all at once: that starved the reconciles of new requests
+    and NATS refused the connection storm (bench/operator-scale.md)."""
+    driver, outcomes, dept = SlowProber(), Outcomes(), "pr-turns"
+    secrets = {(dept, f"c{i}-connection"): {"user.creds": "c"} for i in range(12)}
+    run = runner(driver, secrets, outcomes, ProbeSettings(30, 1, concurrency=3))
+
+    async def all_at_once() -> list[str | None]:
+        return await asyncio.gather(*(run.probe(body(dept, name=f"c{i}"), None) for i in range(12)))
+
+    assert asyncio.run(all_at_once()) == ["ready"] * 12
+    assert driver.most == 3
+    delays = [ProbeSettings(30, 1).first_delay() for _ in range(200)]
+    assert min(delays) >= 15 and max(delays) <= 45 and max(delays) - min(delays) > 15
+    with pytest.raises(ValueError, match=r"CITYHUB_PROBE_CONCURRENCY=0: needs to be"):
+        ProbeSettings.from_env({"CITYHUB_PROBE_CONCURRENCY": "0"})
+
+
+class Flag:
+    """Stands in for kopf's `stopped` flag of a timer."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+def test_a_probe_waiting_for_its_turn_gives_up_when_its_request_is_deleted() -> None:
+    """kopf keeps a deleted request's finalizer until its timers return: a queued probe must not hold it."""
+    driver, outcomes, dept = SlowProber(), Outcomes(), "pr-stop"
+    secrets = {(dept, f"c{i}-connection"): {"user.creds": "c"} for i in range(3)}
+    run = runner(driver, secrets, outcomes, ProbeSettings(30, 1, concurrency=1))
+
+    async def scenario() -> list[str | None]:
+        flag = Flag()
+        first = asyncio.ensure_future(run.probe(body(dept, name="c0"), None))
+        queued = asyncio.ensure_future(run.probe(body(dept, name="c1"), None, flag))
+        await asyncio.sleep(0)
+        flag.event.set()  # the request of the queued probe is deleted while c0 is probed
+        results = list(await asyncio.gather(first, queued))
+        return [*results, await run.probe(body(dept, name="c2"), None)]  # the turn was not lost
+
+    assert asyncio.run(scenario()) == ["ready", None, "ready"]
+    assert driver.seen == ["c0", "c2"] and driver.most == 1
