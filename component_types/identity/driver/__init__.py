@@ -5,6 +5,7 @@ The operator calls `create_driver(env)`; the modules, by concern:
     identity_driver.py   IdentityDriver: ensure, observe, delete against Keycloak's admin API
     model.py             what a request means in Keycloak (names, representations, checks; no I/O)
     admin.py             the admin REST client
+    slots.py             admin-call slots, handed out oldest operation first
     probe.py             the black-box probe with a department's Secret
     unconfigured.py      the stand-in when no identity provider is configured
 """

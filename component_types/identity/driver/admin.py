@@ -18,6 +18,8 @@ from urllib.parse import quote
 import aiohttp
 from cityhub_operator.driver import TemporaryBackendError
 
+from component_types.identity.driver.slots import OldestFirst
+
 
 class AdminError(Exception):
     """Keycloak answered a 4xx; `status` is the HTTP status, the message Keycloak's error text."""
@@ -46,7 +48,8 @@ class KeycloakAdmin:
         self._token_lock = asyncio.Lock()
         # Calls beyond this wait here rather than in Keycloak: an overloaded server answers none of many
         # concurrent calls within the timeout, and every timed-out call is retried, which only adds load.
-        self._slots = asyncio.Semaphore(concurrency)
+        # The calls of the operation that started first go first (see slots.py).
+        self._slots = OldestFirst(concurrency)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -58,9 +61,11 @@ class KeycloakAdmin:
             await self._session.close()
             self._session = None
 
-    async def _admin_token(self, *, renew: bool = False) -> str:
+    async def _admin_token(self, *, refused: str | None = None) -> str:
+        """The admin token, fetched when there is none, it is about to expire, or it is `refused` (a call got
+        401 with it: calls refused together renew it once)."""
         async with self._token_lock:
-            if self._token and not renew and time.monotonic() < self._expires:
+            if self._token and self._token != refused and time.monotonic() < self._expires:
                 return self._token
             url = f"{self.url}/realms/master/protocol/openid-connect/token"
             form = {
@@ -87,40 +92,51 @@ class KeycloakAdmin:
             return self._token
 
     async def call(
-        self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Any:
-        """One admin API call; returns the decoded JSON (or the Location header's last segment on 201)."""
+        """One admin API call; returns the decoded JSON (or the Location header's last segment on 201).
+        `timeout`: seconds for this call instead of CITYHUB_IDENTITY_TIMEOUT (a realm's creation)."""
+        limit = self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        refused: str | None = None
         for attempt in (0, 1):
-            token = await self._admin_token(renew=attempt == 1)
-            try:
-                async with (
-                    self._slots,
-                    self._http().request(
+            # The slot first, then the token: a call may wait long for its slot under load, and a token
+            # taken before the wait expired in it (a storm of 401s and renewals, measured).
+            async with self._slots.slot():
+                token = await self._admin_token(refused=refused)
+                try:
+                    async with self._http().request(
                         method,
                         f"{self.url}/admin{path}",
                         json=body,
                         params=params,
                         headers={"Authorization": f"Bearer {token}"},
-                    ) as resp,
-                ):
-                    if resp.status == 401 and attempt == 0:
-                        continue  # the admin token was revoked or the server restarted: renew once
-                    text = await resp.text()
-                    if resp.status >= 500 or resp.status in (401, 429):
-                        raise TemporaryBackendError(
-                            f"Keycloak {method} {path}: HTTP {resp.status} {_error_of(text)}".rstrip()
-                        )
-                    if resp.status >= 400:
-                        raise AdminError(resp.status, _error_of(text) or f"HTTP {resp.status}")
-                    if resp.status == 201 and "Location" in resp.headers:
-                        return resp.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
-                    if not text:
-                        return None
-                    return await resp.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise TemporaryBackendError(
-                    f"cannot reach Keycloak at {self.url} ({method} {path}): {_text(e)}"
-                ) from e
+                        timeout=limit,
+                    ) as resp:
+                        if resp.status == 401 and attempt == 0:
+                            refused = token  # revoked, or the server restarted: renew once
+                            continue
+                        text = await resp.text()
+                        if resp.status >= 500 or resp.status in (401, 429):
+                            raise TemporaryBackendError(
+                                f"Keycloak {method} {path}: HTTP {resp.status} {_error_of(text)}".rstrip()
+                            )
+                        if resp.status >= 400:
+                            raise AdminError(resp.status, _error_of(text) or f"HTTP {resp.status}")
+                        if resp.status == 201 and "Location" in resp.headers:
+                            return resp.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+                        if not text:
+                            return None
+                        return await resp.json(content_type=None)
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    raise TemporaryBackendError(
+                        f"cannot reach Keycloak at {self.url} ({method} {path}): {_text(e)}"
+                    ) from e
         raise TemporaryBackendError(f"Keycloak {method} {path}: admin token refused twice")
 
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:

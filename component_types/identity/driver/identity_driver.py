@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any
 
 from cityhub_operator.driver import (
@@ -30,12 +30,18 @@ from component_types.identity.driver import model
 from component_types.identity.driver.admin import AdminError, KeycloakAdmin, q
 from component_types.identity.driver.probe import TokenProbe
 from component_types.identity.driver.settings import IdentitySettings
+from component_types.identity.driver.slots import operation
 
 log = logging.getLogger("component_types.identity.driver")
 
 SCOPES_TTL = 30.0
-"""Seconds the realm's client-scope list is reused between ensures (a scope created meanwhile is found on
-the next look-up: an unknown name triggers one)."""
+"""Seconds the realm's client-scope list (and whether it has default groups) is reused between ensures (a
+scope created meanwhile is found on the next look-up: an unknown name triggers one)."""
+
+REALM_TIMEOUT = 120.0
+"""Seconds the realm's creation may take at least: Keycloak makes its default clients, roles, scopes and keys
+in one call, measured at 5 to over 10 s on a busy 2-core machine (the per-call timeout's default is 10 s,
+and a timed-out creation was retried from the start)."""
 
 
 class Vanished(TemporaryBackendError):
@@ -61,6 +67,9 @@ class IdentityDriver:
         self._known: dict[tuple[str, str], Any] = {}
         self._scopes_at = 0.0
         self._realm_lock = asyncio.Lock()
+        # client_ids this driver made or found: for the others a creation is tried first (one call instead
+        # of a look-up and a creation for a new request; a 409 falls back to the look-up).
+        self._existing: set[str] = set()
         self._probe = TokenProbe(settings.timeout)
 
     @property
@@ -74,18 +83,20 @@ class IdentityDriver:
     # -- the Driver interface ----------------------------------------------------------------------
 
     async def ensure(self, request: Request) -> Result:
-        for attempt in (0, 1):
-            try:
-                return await self._ensure(request)
-            except Vanished:
-                # What the cache remembered was deleted out of band (e.g. the whole realm): look everything
-                # up again at once, so a drift repair succeeds in one go.
-                self._known.clear()
-                if attempt:
+        # This ensure's calls queue by when it started, so the first of many requests are Ready first.
+        with operation():
+            for attempt in (0, 1):
+                try:
+                    return await self._ensure(request)
+                except Vanished:
+                    # What the cache remembered was deleted out of band (e.g. the whole realm): look
+                    # everything up again at once, so a drift repair succeeds in one go.
+                    self._known.clear()
+                    if attempt:
+                        raise
+                except BackendError:
+                    self._known.clear()
                     raise
-            except BackendError:
-                self._known.clear()
-                raise
         raise AssertionError("unreachable")
 
     async def _ensure(self, request: Request) -> Result:
@@ -103,17 +114,17 @@ class IdentityDriver:
             ]
         client, created = await self._ensure_client(request, scopes)
         cid = client["id"]
-        if not created:  # a new client got its mappers and scopes with its creation
-            await self._ensure_mappers(cid, request)
-            await self._ensure_client_scopes(cid, scopes, request)
-        await self._sync_roles(f"/clients/{cid}/scope-mappings/realm", roles)
+        # The client's own settings, its service account and its secret are separate objects in Keycloak:
+        # their calls go out together (a new confidential client waits for 3 calls in a row, not 10).
+        steps: list[Awaitable[Any]] = [self._sync_client(cid, request, scopes, roles, created)]
+        if model.is_confidential(request):
+            steps.append(self._sync_account(cid, request, group_id, roles, created))
+            steps.append(self._call("GET", f"/clients/{cid}/client-secret"))
+        done = await _together(*steps)
         credentials: dict[str, str] = {}
         if model.is_confidential(request):
-            user = await self._call("GET", f"/clients/{cid}/service-account-user")
-            await self._ensure_membership(user["id"], group_id, request.department)
-            await self._sync_roles(f"/users/{user['id']}/role-mappings/realm", roles)
-            secret = await self._call("GET", f"/clients/{cid}/client-secret")
-            credentials["client_secret"] = secret["value"]
+            credentials["client_secret"] = done[2]["value"]
+        self._existing.add(model.client_id(request))
         return Result(
             endpoints=model.endpoints(self.settings.issuer_base, self.settings.realm, request),
             credentials=credentials,
@@ -126,6 +137,14 @@ class IdentityDriver:
         )
 
     async def observe(self, request: Request) -> Observation:
+        with operation():
+            return await self._observe(request)
+
+    async def delete(self, request: Request) -> None:
+        with operation():
+            await self._delete(request)
+
+    async def _observe(self, request: Request) -> Observation:
         if await self.admin.get(self._realm) is None:
             return Observation(False, (f"realm {self.settings.realm} is missing",))
         client = await self._find_client(request)
@@ -162,10 +181,11 @@ class IdentityDriver:
                 drift.append(f"service account is not in group {request.department}")
         return Observation(in_sync=not drift, drift=tuple(drift))
 
-    async def delete(self, request: Request) -> None:
+    async def _delete(self, request: Request) -> None:
         client = await self._find_client(request)
         if client is None:
             return
+        self._existing.discard(client["clientId"])
         owner = (client.get("attributes") or {}).get(model.ATTR_REQUEST)
         if owner not in (None, request.key):
             log.warning("client %s belongs to %s, not %s: kept", client["clientId"], owner, request.key)
@@ -229,7 +249,8 @@ class IdentityDriver:
                 log.info("creating realm %s", self.settings.realm)
                 try:
                     realm = {"realm": self.settings.realm, **keycloak.REALM_DEFAULTS}
-                    await self.admin.call("POST", "/realms", realm)
+                    timeout = max(self.settings.timeout, REALM_TIMEOUT)
+                    await self.admin.call("POST", "/realms", realm, timeout=timeout)
                 except AdminError as e:
                     if e.status != 409:
                         raise PermanentBackendError(
@@ -242,8 +263,12 @@ class IdentityDriver:
         asked = request.spec.get("scopes") or []
         known: dict[str, str] = self._known.get(("scopes", ""), {})
         if time.monotonic() - self._scopes_at > SCOPES_TTL or any(s not in known for s in asked):
-            known = {s["name"]: s["id"] for s in await self._call("GET", "/client-scopes")}
+            scopes, defaults = await _together(
+                self._call("GET", "/client-scopes"), self._call("GET", "/default-groups")
+            )
+            known = {s["name"]: s["id"] for s in scopes}
             self._known[("scopes", "")], self._scopes_at = known, time.monotonic()
+            self._known[("default-groups", "")] = bool(defaults)
         unknown = [s for s in asked if s not in known]
         if unknown:
             raise PermanentBackendError(
@@ -304,7 +329,7 @@ class IdentityDriver:
     ) -> tuple[dict[str, Any], bool]:
         """The client as Keycloak has it after making it match, and whether it was created just now."""
         want = model.desired_client(request)
-        have = await self._find_client(request)
+        have = None if want["clientId"] not in self._existing else await self._find_client(request)
         if have is None:
             # Scopes and mappers go with the creation: Keycloak would otherwise attach the realm's default
             # scopes, which the later sync removes one call at a time.
@@ -320,7 +345,8 @@ class IdentityDriver:
             )
             if made:
                 return {**want, "id": made}, True
-            have = await self._find_client(request)  # made meanwhile by another reconcile (409)
+            # It exists: made by an earlier run of the operator, or meanwhile by another reconcile (409).
+            have = await self._find_client(request)
             if have is None:
                 raise TemporaryBackendError(f"Keycloak: client {want['clientId']} exists but cannot be found")
         diff = model.client_differences(have, want)
@@ -358,10 +384,39 @@ class IdentityDriver:
             for name in sorted(wanted[kind] - set(have)):
                 await self._call("PUT", f"{path}/{ids[name]}")
 
-    async def _sync_roles(self, path: str, want: list[dict[str, Any]]) -> None:
+    async def _sync_client(
+        self,
+        cid: str,
+        request: Request,
+        scopes: Mapping[str, str],
+        roles: list[dict[str, Any]],
+        created: bool,
+    ) -> None:
+        """The client's mappers, scopes and scope mappings (one after another: all change the client)."""
+        if not created:  # a new client got its mappers and scopes with its creation
+            await self._ensure_mappers(cid, request)
+            await self._ensure_client_scopes(cid, scopes, request)
+        # A new client maps no realm roles to its scope (full scope off): nothing to read back.
+        await self._sync_roles(f"/clients/{cid}/scope-mappings/realm", roles, fresh=created)
+
+    async def _sync_account(
+        self, cid: str, request: Request, group_id: str, roles: list[dict[str, Any]], created: bool
+    ) -> None:
+        """The service account: in the department's group only, holding exactly the client's roles."""
+        user = await self._call("GET", f"/clients/{cid}/service-account-user")
+        # A new client's account holds only the realm's default role, and is in the realm's default groups
+        # (the city's realm has none unless an administrator adds some): nothing to read back then.
+        no_defaults = self._known.get(("default-groups", "")) is False
+        await _together(
+            self._ensure_membership(user["id"], group_id, fresh=created and no_defaults),
+            self._sync_roles(f"/users/{user['id']}/role-mappings/realm", roles, fresh=created),
+        )
+
+    async def _sync_roles(self, path: str, want: list[dict[str, Any]], *, fresh: bool = False) -> None:
         """Make the realm roles at `path` (a scope mapping or a user's role mapping) exactly the department
-        roles wanted; roles without ':' (Keycloak's own defaults) are left alone."""
-        have = {r["name"]: r for r in await self._call("GET", path) or []}
+        roles wanted; roles without ':' (Keycloak's own defaults) are left alone. `fresh`: the mapping
+        belongs to an object made just now, so it holds no department role yet."""
+        have = {} if fresh else {r["name"]: r for r in await self._call("GET", path) or []}
         wanted = {r["name"] for r in want}
         extra = [{"id": r["id"], "name": n} for n, r in have.items() if ":" in n and n not in wanted]
         missing = [r for r in want if r["name"] not in have]
@@ -370,11 +425,26 @@ class IdentityDriver:
         if missing:
             await self._call("POST", path, missing)
 
-    async def _ensure_membership(self, user_id: str, group_id: str, department: str) -> None:
-        groups = await self._call("GET", f"/users/{user_id}/groups")
+    async def _ensure_membership(self, user_id: str, group_id: str, *, fresh: bool = False) -> None:
+        """`fresh`: the user was made just now in a realm without default groups, so it is in none."""
+        groups = [] if fresh else await self._call("GET", f"/users/{user_id}/groups")
         if not any(g["id"] == group_id for g in groups):
             await self._call("PUT", f"/users/{user_id}/groups/{group_id}")
         for g in groups:
             if g["id"] != group_id:
                 # A service account speaks for one department only.
                 await self._call("DELETE", f"/users/{user_id}/groups/{g['id']}")
+
+
+async def _together(*steps: Awaitable[Any]) -> list[Any]:
+    """Await independent steps at once; their results in order. The first failure is raised as itself (not
+    as an ExceptionGroup: the operator reads BackendError's kind) after the other steps are cancelled, so
+    no call of this ensure is still under way when it ends."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
