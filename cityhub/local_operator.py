@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from cityhub import login, paths, supervisor
+from cityhub import local_edge_operator, login, paths, supervisor
 from cityhub.embedded_cluster import sign_in
-from cityhub.embedded_cluster.layout import kubeconfig_path
+from cityhub.embedded_cluster.layout import HUB, kubeconfig_path
 from cityhub.local_backends import LocalBackend, LocalContext
 from cityhub.supervisor import ProcessFailed, Supervisor
 from cityhub_api import labels, registry
@@ -47,7 +47,7 @@ def _kubeconfig() -> Path:
     return path
 
 
-def _service_account_kubeconfig(admin: Path, out: Path) -> Path | None:
+def service_account_kubeconfig(admin: Path, out: Path) -> Path | None:
     """A kubeconfig for the operator's own ServiceAccount (created by the stack), so the local operator has
     exactly the permissions it has in the cluster, and admission lets it write request status. None when the
     ServiceAccount does not exist (the stack was not applied)."""
@@ -163,7 +163,7 @@ def start(drift_interval: str = "30", only: tuple[str, ...] = ()) -> int:
     if rec := sup.get(OPERATOR):
         print(f"operator already running (pid {rec.pid}, serving {rec.serves}); logs: {rec.log}")
         return 0
-    kubeconfig = _service_account_kubeconfig(_kubeconfig(), state / "kubeconfig")
+    kubeconfig = service_account_kubeconfig(_kubeconfig(), state / "kubeconfig")
     if kubeconfig is None:
         print(
             f"cityhub operator: ServiceAccount {SYSTEM_NAMESPACE}/{OPERATOR_ACCOUNT} not found; "
@@ -245,7 +245,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--components", default="", help="comma-separated component types to start (default: every type)"
     )
+    parser.add_argument(
+        "--cluster",
+        default=HUB,
+        help="start: the operator serving this edge cluster (多级贯通), beside the hub's, which must run",
+    )
     ns = parser.parse_args(argv)
+    if ns.action == "start" and ns.cluster != HUB:
+        if ns.components:
+            parser.error("--components: an edge's operator serves what the hub's serves")
+        return local_edge_operator.start(ns.cluster, _supervisor(), ns.drift_interval)
     if ns.action == "start":
         only = tuple(c.strip() for c in ns.components.split(",") if c.strip())
         unknown = [c for c in only if c not in registry.component_types()]

@@ -149,7 +149,9 @@ class ClusterHub(pulumi.ComponentResource):
         ComponentAdmission(
             name,
             AdmissionArgs(
-                departments=departments,
+                # Every department of the city, wherever it lives: a street office on an edge shares with a
+                # city bureau on the hub (the share is made in the hub's backends).
+                departments=config.departments,
                 zones=config.zones,
                 offerings=catalog_offerings(
                     {"metadata": {"name": o.name}, "spec": o.spec} for o in args.offerings

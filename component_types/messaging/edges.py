@@ -34,6 +34,8 @@ from cityhub_nats import jwt
 from cityhub_nats.keys import CONFIG_ISSUED_AT, Keys
 
 LEAF = "leaf"
+HUB_DOMAIN = "hub"
+"""The hub's JetStream domain when edges join it: named, so each edge's domain stays apart from it."""
 SOURCING_CONSUMER = "hub"
 """The durable consumer on each edge stream that the hub's stream sources through."""
 SOURCING_REPLIES = "$JSC.R.>"

@@ -1,7 +1,11 @@
 """The messaging backend in the embedded default: one nats-server (JetStream) as a local process.
 
     start(ctx)        `cityhub operator start` calls it: one nats-server in ctx.directory, trusting the
-                      keys of the checkout's messaging secret, reused while it runs (idempotent)
+                      keys of the checkout's messaging secret, reused while it runs (idempotent), with a
+                      leafnode listener for edge clusters
+    start_edge(ctx, edge, departments)
+                      `cityhub operator start --cluster <edge>` calls it: the edge's own nats-server, a
+                      leaf node of the hub's (local_edge.py)
     NatsServer        a nats-server on 127.0.0.1 in a directory, for the launcher, tests and benchmarks
 
     python -m component_types.messaging.local new-secret > secret                   a new master secret
@@ -22,11 +26,10 @@ from cityhub import supervisor
 from cityhub.local_backends import LocalBackend, LocalContext
 from cityhub_nats.local import BINARY, NatsServer, nats_server_binary
 from cityhub_nats.server_config import server_config
+from component_types.messaging import edges
+from component_types.messaging.local_edge import SECRET_PURPOSE, start_edge
 
-__all__ = ["NatsServer", "main", "nats_server_binary", "start"]
-
-SECRET_PURPOSE = "messaging"
-
+__all__ = ["NatsServer", "main", "nats_server_binary", "start", "start_edge"]
 
 def start(ctx: LocalContext) -> LocalBackend:
     """One nats-server for the operator's messaging driver; reused while it runs."""
@@ -36,9 +39,13 @@ def start(ctx: LocalContext) -> LocalBackend:
     if rec is None:
         # A server that stopped gets its port back (the operator may still hold its URL), when it is free.
         old = ctx.supervisor.record(name)
-        port = None
+        port, leafnode = None, 0
         if old is not None and old.ports:
             port = old.port if supervisor.port_released(old.port) else None
+            kept = old.ports.get("leafnode")
+            leafnode = kept if kept and supervisor.port_released(kept) else 0
+        # Edge clusters' leaf nodes join here (`cityhub operator start --cluster <edge>`): the listener, and a
+        # JetStream domain of the hub's own so that each edge's domain stays apart from it.
         server = NatsServer(
             ctx.directory,
             secret_file.read_text(encoding="utf-8").strip().encode(),
@@ -46,6 +53,8 @@ def start(ctx: LocalContext) -> LocalBackend:
             name=name,
             records=ctx.supervisor,
             binary=nats_server_binary(ctx.cache),
+            leafnode_port=leafnode,
+            jetstream_domain=edges.HUB_DOMAIN,
         ).start()
         assert server.record is not None
         rec = server.record

@@ -13,10 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cityhub import supervisor
-from cityhub.supervisor import Record, Supervisor
+from cityhub.local_backends import LocalBackend, LocalContext
+from cityhub.supervisor import ProcessFailed, Record, Supervisor
 from cityhub_nats.local import BINARY, START_TIMEOUT, nats_server_binary
 from component_types.messaging.edge_config import edge_config, edge_credentials
 
+SECRET_PURPOSE = "messaging"
+"""The master secret's name under the checkout's backend secrets (the hub's, local.py)."""
 DEPARTMENT_FILE_STORE = 1 << 30
 """JetStream file store each department's streams may reserve on a local edge by default (1Gi)."""
 
@@ -42,6 +45,7 @@ class EdgeNatsServer:
         name: str | None = None,
         records: Supervisor | None = None,
         binary: Path | None = None,
+        serves: str | None = None,
     ) -> None:
         """`departments`: the departments on the edge, or each -> its JetStream file store there (bytes)."""
         self.directory = Path(directory)
@@ -56,6 +60,7 @@ class EdgeNatsServer:
         self.max_file_store = max_file_store
         self.name = name or f"{BINARY}-{edge}"
         self.binary = binary
+        self.serves = serves or f"messaging leaf node of edge {edge}"
         self.process = supervisor.Managed(self.name, records)
 
     @property
@@ -106,7 +111,7 @@ class EdgeNatsServer:
             timeout=timeout,
             log=self.log,
             ports={"client": self.port},
-            serves=f"messaging leaf node of edge {self.edge}",
+            serves=self.serves,
             url=self.url,
         )
         return self
@@ -125,3 +130,46 @@ class EdgeNatsServer:
 
     def is_running(self) -> bool:
         return self.process.is_running()
+
+
+def start_edge(ctx: LocalContext, edge: str, departments: Sequence[str]) -> LocalBackend:
+    """The edge's nats-server for `cityhub operator start --cluster <edge>`, a leaf node of the hub's running
+    one (its record under ctx) for each of `departments`; the edge operator's CITYHUB_NATS_EDGE* settings.
+    Rendered again and restarted when it runs with other departments (a new department on the edge)."""
+    hub = ctx.supervisor.get(ctx.process_name(BINARY))
+    if hub is None or not hub.ports.get("leafnode"):
+        state = "is not running" if hub is None else "accepts no leaf nodes"
+        raise ProcessFailed(
+            f"the hub's nats-server {state}: start the hub's operator first "
+            "(`cityhub operator stop && cityhub operator start`)"
+        )
+    name = ctx.process_name(f"{BINARY}-{edge}")
+    old = ctx.supervisor.record(name)
+    wanted = ", ".join(sorted(departments))
+    serves = f"messaging leaf node of edge {edge} ({wanted or 'no department yet'})"
+    running = ctx.supervisor.get(name)
+    if running is not None and running.serves != serves:
+        ctx.supervisor.stop(name)
+        running = None
+    if running is None:
+        port = old.port if old is not None and old.ports and supervisor.port_released(old.port) else None
+        server = EdgeNatsServer(
+            ctx.directory / "edges" / edge,
+            ctx.secret(SECRET_PURPOSE).read_text(encoding="utf-8").strip().encode(),
+            edge,
+            list(departments),
+            [f"nats-leaf://{supervisor.HOST}:{hub.ports['leafnode']}"],
+            port,
+            name=name,
+            records=ctx.supervisor,
+            binary=nats_server_binary(ctx.cache),
+            serves=serves,
+        ).start()
+        assert server.record is not None
+        running = server.record
+    url = running.url or f"nats://{supervisor.HOST}:{running.port}"
+    return LocalBackend(
+        operator_env={"CITYHUB_NATS_EDGE": edge, "CITYHUB_NATS_EDGE_URL": url},
+        processes=(running,),
+        summary=f"nats-server of edge {edge} at {url}, leaf node of the hub's",
+    )

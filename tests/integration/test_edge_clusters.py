@@ -7,9 +7,13 @@ the cluster in CITYHUB_TEST_EDGE_KUBECONFIG when the hub is a real one (CITYHUB_
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +21,18 @@ from typing import Any
 import pytest
 import yaml
 
-from cityhub import embedded_cluster, supervisor
+from cityhub import embedded_cluster, paths, supervisor
 from cityhub.embedded_cluster.layout import layout
 from cityhub.embedded_cluster.state import load_state
+from cityhub.supervisor import Supervisor
+from cityhub.testkit import apply, kubectl, wait_for
 from tests.integration.test_hub_stack import Project, new_project
 
 pytestmark = pytest.mark.integration
 
 EDGE = "xihu-edge"
 STREET = "dept-xihu-hubin"  # 西湖区湖滨街道办事处, division 330106
+CITYHUB = str(Path(sys.executable).parent / "cityhub")
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +133,63 @@ def test_an_unreachable_edge_fails_only_its_own_part(city: Project, kubeconfig: 
         "--kubeconfig", str(edge), "get", "resourcequota", "compute", "-n", STREET, "-o", "json"
     )
     assert json.loads(out.stdout)["spec"]["hard"]["pods"] == "12"
+
+
+def cityhub(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [CITYHUB, *args], capture_output=True, text=True, timeout=600, cwd=paths.repo_root()
+    )
+    assert proc.returncode == 0, f"cityhub {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_a_street_office_requests_a_channel_on_its_edge(city: Project, kubeconfig: Path) -> None:
+    """The operator serving the edge (`cityhub operator start --cluster`) beside the hub's: the street office
+    applies a MessagingChannel on its own cluster and gets Ready, the Secret and the edge's nats-server there;
+    the hub's operator never sees it; the edge's uplink is reported as up."""
+    if os.environ.get("CITYHUB_TEST_EDGE_KUBECONFIG"):
+        pytest.skip("starts the operators as local processes: only with the embedded edge")
+    edge = layout(EDGE).kubeconfig
+    channel = {
+        "apiVersion": "hub.cityhub.io/v1alpha1",
+        "kind": "MessagingChannel",
+        "metadata": {"name": "water-level", "namespace": STREET},
+        "spec": {
+            "offering": "messaging",
+            "limits": {"maxBytes": "64Mi"},
+            "shareWith": [{"department": "dept-yingji", "purpose": "汛情联动"}],
+        },
+    }
+    try:
+        cityhub("operator", "start", "--components", "messaging", "--drift-interval", "5")
+        started = cityhub("operator", "start", "--cluster", EDGE, "--drift-interval", "5")
+        assert f"messaging on {EDGE}: nats-server of edge {EDGE}" in started.stdout, started.stdout
+        apply(edge, [channel])
+        kubectl(edge, "wait", "--for=condition=Ready", "--timeout=180s", "messagingchannel/water-level",
+                "-n", STREET)
+        got = kubectl(edge, "get", "messagingchannel", "water-level", "-n", STREET, "-o", "json").stdout
+        secret_name = json.loads(got)["status"]["connectionSecret"]
+        secret = json.loads(kubectl(edge, "get", "secret", secret_name, "-n", STREET, "-o", "json").stdout)
+        records = {r.name: r for r in Supervisor(paths.state_dir() / "processes").records()}
+        edge_nats = records[f"messaging-nats-server-{EDGE}"]
+        assert str(edge_nats.port) in base64.b64decode(secret["data"]["url"]).decode()
+        # Only on the edge: the hub has no such namespace, and its operator served nothing of it.
+        hub_log = (paths.state_dir() / "operator" / "operator.log").read_text()
+        assert "water-level" not in hub_log
+        metrics_url = records[f"operator@{EDGE}"].url or ""
+
+        def uplink() -> str:
+            with urllib.request.urlopen(metrics_url, timeout=5) as r:
+                text = r.read().decode()
+            return next((ln for ln in text.splitlines() if ln.startswith("cityhub_edge_uplink_up")), "")
+
+        wait_for(lambda: uplink().endswith(" 1.0"), 60, "cityhub_edge_uplink_up of the edge reported up")
+        assert f'edge="{EDGE}"' in uplink()
+        kubectl(edge, "delete", "messagingchannel", "water-level", "-n", STREET, "--timeout=120s")
+    finally:
+        # Whatever happened, nothing of the test may hold the street office's namespace on destroy.
+        kubectl(edge, "delete", "messagingchannel", "water-level", "-n", STREET, "--ignore-not-found",
+                "--timeout=60s", check=False)
+        kubectl(edge, "patch", "messagingchannel", "water-level", "-n", STREET, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False)
+        cityhub("operator", "stop")

@@ -27,7 +27,7 @@ from kubernetes import client
 from cityhub import supervisor
 from cityhub import testkit as testing
 from cityhub.config_model import Quota
-from cityhub.local_operator import _service_account_kubeconfig
+from cityhub.local_operator import service_account_kubeconfig
 from cityhub.testkit import OperatorProcess, TcpProxy, channel, condition, wait_for
 from cityhub_api import registry
 from cityhub_api.api import GROUP, VERSION
@@ -145,7 +145,7 @@ def cluster(kubeconfig: Path) -> Path:
 @pytest.fixture(scope="module")
 def operator_kubeconfig(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The operator's own identity: a token of its ServiceAccount, as `cityhub operator start` uses."""
-    path = _service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator") / "kubeconfig")
+    path = service_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator") / "kubeconfig")
     assert path is not None
     return path
 
