@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from readiness import Watcher, cluster_for, metrics, pct
+from readiness import Watcher, cluster_for, metrics, metrics_up, pct
 
 from cityhub import testkit as testing
 from cityhub.supervisor import free_port
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         departments = [f"dept-{i:02d}" for i in range(args.departments)]
         testing.ensure_namespaces(kubeconfig, departments)
         operator.start()
-        testing.wait_for(lambda: _metrics_up(port), 60, "the operator's /metrics")
+        testing.wait_for(lambda: metrics_up(port), 60, "the operator's /metrics")
         watcher = Watcher(testing.api(kubeconfig), PLURAL)
         watcher.start()
         first = batch(kubeconfig, watcher, "first", 1, departments, port, args.timeout)
@@ -165,14 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
-
-
-def _metrics_up(port: int) -> bool:
-    try:
-        metrics(port)
-        return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":
