@@ -21,12 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cityhub import paths, supervisor
+from cityhub import paths
 from cityhub.embedded_cluster.layout import check_name, kubeconfig_path
 from cityhub.local_backends import LocalContext
 from cityhub.supervisor import ProcessFailed, Supervisor
 from cityhub_api import labels, registry
-from cityhub_api.settings import Env
 
 START_EDGE = "start_edge"
 """The optional function of a type's local.py that starts its edge-local part."""
@@ -61,7 +60,7 @@ def edge_departments(admin: Path) -> list[str]:
 
 def start(edge: str, sup: Supervisor, drift_interval: str) -> int:
     """Start the operator serving edge cluster `edge`; 0 when it runs (or already ran), 1 otherwise."""
-    from cityhub.local_operator import OPERATOR, service_account_kubeconfig
+    from cityhub.local_operator import OPERATOR, launch, service_account_kubeconfig
 
     check_name(edge)
     name = record_name(edge)
@@ -98,29 +97,10 @@ def start(edge: str, sup: Supervisor, drift_interval: str) -> int:
             return 1
         print(f"{type_name} on {edge}: {backend.summary}")
         env.update(backend.operator_env)
-    health, metrics = supervisor.free_port(), supervisor.free_port()
-    env.update(
-        {
-            "KUBECONFIG": str(kubeconfig),
-            "CITYHUB_HEALTH_PORT": str(health),
-            "CITYHUB_METRICS_PORT": str(metrics),
-        }
-    )
-    (state / "env").write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
-    rec = sup.spawn(
-        name,
-        [sys.executable, "-m", "cityhub_operator"],
-        log=state / "operator.log",
-        env={**Env().env, **env},
-        cwd=paths.repo_root(),
-        ports={"health": health, "metrics": metrics},
-        serves=f"{', '.join(served)} on edge {edge} ({len(departments)} departments)",
-        url=f"http://127.0.0.1:{metrics}/metrics",
-    )
-    try:
-        supervisor.wait_ready(rec, lambda: supervisor.http_ok(f"http://127.0.0.1:{health}/healthz"), 60)
-    except ProcessFailed as e:
-        print(f"cityhub operator: {e}", file=sys.stderr)
+    env.update({"KUBECONFIG": str(kubeconfig), "CITYHUB_DRIFT_INTERVAL": drift_interval})
+    serves = f"{', '.join(served)} on edge {edge} ({len(departments)} departments)"
+    rec = launch(sup, name, state, env, serves)
+    if rec is None:
         return 1
     print(f"operator of {edge} pid {rec.pid} serving {rec.serves}; metrics {rec.url}; logs {rec.log}")
     return 0

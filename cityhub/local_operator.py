@@ -25,7 +25,7 @@ from cityhub import local_edge_operator, login, paths, supervisor
 from cityhub.embedded_cluster import sign_in
 from cityhub.embedded_cluster.layout import HUB, kubeconfig_path
 from cityhub.local_backends import LocalBackend, LocalContext
-from cityhub.supervisor import ProcessFailed, Supervisor
+from cityhub.supervisor import ProcessFailed, Record, Supervisor
 from cityhub_api import labels, registry
 from cityhub_api.labels import SYSTEM_NAMESPACE
 from cityhub_api.settings import Env
@@ -156,6 +156,31 @@ def set_up_sign_in(type_name: str, backend: LocalBackend, admin_kubeconfig: Path
         )
 
 
+def launch(sup: Supervisor, name: str, state: Path, env: dict[str, str], serves: str) -> Record | None:
+    """Start `python -m cityhub_operator` as process `name` with `env` plus health and metrics ports of its
+    own, its settings in <state>/env (no secrets) and its log in <state>/operator.log; wait until healthy.
+    None (the reason printed) when it does not come up. The hub's operator and every edge's start here."""
+    health, metrics = supervisor.free_port(), supervisor.free_port()
+    env = {**env, "CITYHUB_HEALTH_PORT": str(health), "CITYHUB_METRICS_PORT": str(metrics)}
+    (state / "env").write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+    rec = sup.spawn(
+        name,
+        [sys.executable, "-m", "cityhub_operator"],
+        log=state / "operator.log",
+        env={**Env().env, **env},
+        cwd=paths.repo_root(),
+        ports={"health": health, "metrics": metrics},
+        serves=serves,
+        url=f"http://127.0.0.1:{metrics}/metrics",
+    )
+    try:
+        supervisor.wait_ready(rec, lambda: supervisor.http_ok(f"http://127.0.0.1:{health}/healthz"), 60)
+    except ProcessFailed as e:
+        print(f"cityhub operator: {e}", file=sys.stderr)
+        return None
+    return rec
+
+
 def start(drift_interval: str = "30", only: tuple[str, ...] = ()) -> int:
     sup = _supervisor()
     state = paths.state_dir() / "operator"
@@ -179,32 +204,16 @@ def start(drift_interval: str = "30", only: tuple[str, ...] = ()) -> int:
         if backend.issuer is not None:
             set_up_sign_in(name, backend, _kubeconfig())
     served = sorted(backends)
-    health, metrics = supervisor.free_port(), supervisor.free_port()
     env = {
         "KUBECONFIG": str(kubeconfig),
         "CITYHUB_COMPONENTS": ",".join(served),
         "CITYHUB_LOG_FORMAT": "json",
         "CITYHUB_DRIFT_INTERVAL": drift_interval,
-        "CITYHUB_HEALTH_PORT": str(health),
-        "CITYHUB_METRICS_PORT": str(metrics),
     }
     for backend in backends.values():
         env.update(backend.operator_env)
-    (state / "env").write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
-    rec = sup.spawn(
-        OPERATOR,
-        [sys.executable, "-m", "cityhub_operator"],
-        log=state / "operator.log",
-        env={**Env().env, **env},
-        cwd=paths.repo_root(),
-        ports={"health": health, "metrics": metrics},
-        serves=", ".join(served),
-        url=f"http://127.0.0.1:{metrics}/metrics",
-    )
-    try:
-        supervisor.wait_ready(rec, lambda: supervisor.http_ok(f"http://127.0.0.1:{health}/healthz"), 60)
-    except ProcessFailed as e:
-        print(f"cityhub operator: {e}", file=sys.stderr)
+    rec = launch(sup, OPERATOR, state, env, ", ".join(served))
+    if rec is None:
         return 1
     print(f"operator pid {rec.pid} serving {', '.join(served)}; metrics {rec.url}; logs {rec.log}")
     if failed:
