@@ -97,6 +97,38 @@ def batch(
     }
 
 
+def messaging_operator(
+    work: Path, kubeconfig: Path, extra: dict[str, str] | None = None
+) -> tuple[NatsServer, testing.OperatorProcess, int]:
+    """A nats-server (started) and the operator serving MessagingChannels from it (not started yet), with its
+    metrics port: what the operator benches (this one, soak_operator.py) measure."""
+    secret = b"bench-secret-" + os.urandom(24).hex().encode()
+    nats = NatsServer(work / "nats", secret).start()
+    (work / "secret").write_text(secret.decode())
+    port = free_port()
+    env = {
+        "CITYHUB_COMPONENTS": "messaging",
+        "CITYHUB_NATS_URL": nats.url,
+        "CITYHUB_NATS_SECRET_FILE": str(work / "secret"),
+        "CITYHUB_METRICS_PORT": str(port),
+        "CITYHUB_LOG_FORMAT": "json",
+        **(extra or {}),
+    }
+    return nats, testing.OperatorProcess(kubeconfig, env, work / "operator.log"), port
+
+
+def serve(kubeconfig: Path, operator: testing.OperatorProcess, port: int, departments: int) -> list[str]:
+    """CRDs, the messaging offering and `departments` department namespaces; then the operator, up when its
+    /metrics answers. Returns the namespaces."""
+    testing.install_crds(kubeconfig)
+    testing.apply(kubeconfig, [OFFERING])
+    names = [f"dept-{i:02d}" for i in range(departments)]
+    testing.ensure_namespaces(kubeconfig, names)
+    operator.start()
+    testing.wait_for(lambda: metrics_up(port), 60, "the operator's /metrics")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1,100,1000", help="batch sizes, run in order")
@@ -113,30 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if started is None:
         return 1
     kubeconfig, stop_cluster = started
-    secret = b"bench-secret-" + os.urandom(24).hex().encode()
-    nats = NatsServer(work / "nats", secret).start()
-    (work / "secret").write_text(secret.decode())
-    port = free_port()
-    operator = testing.OperatorProcess(
-        kubeconfig,
-        {
-            "CITYHUB_COMPONENTS": "messaging",
-            "CITYHUB_NATS_URL": nats.url,
-            "CITYHUB_NATS_SECRET_FILE": str(work / "secret"),
-            "CITYHUB_METRICS_PORT": str(port),
-            "CITYHUB_LOG_FORMAT": "json",
-            "CITYHUB_DRIFT_INTERVAL": "600",
-        },
-        work / "operator.log",
-    )
+    nats, operator, port = messaging_operator(work, kubeconfig, {"CITYHUB_DRIFT_INTERVAL": "600"})
     results: dict[str, Any] = {"batches": [], "rss": []}
     try:
-        testing.install_crds(kubeconfig)
-        testing.apply(kubeconfig, [OFFERING])
-        departments = [f"dept-{i:02d}" for i in range(args.departments)]
-        testing.ensure_namespaces(kubeconfig, departments)
-        operator.start()
-        testing.wait_for(lambda: metrics_up(port), 60, "the operator's /metrics")
+        departments = serve(kubeconfig, operator, port, args.departments)
         api = testing.api(kubeconfig)
         watcher = Watcher(api, "messagingchannels")
         watcher.start()

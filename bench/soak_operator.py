@@ -33,14 +33,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from bench_operator import OFFERING
+from bench_operator import messaging_operator, serve
 from kubernetes import client, watch
-from readiness import cluster_for, metrics_up, pct
+from readiness import cluster_for, pct
 
 from cityhub import testkit as testing
-from cityhub.supervisor import free_port
 from cityhub_api.api import GROUP, VERSION
-from component_types.messaging.local import NatsServer
 
 PLURAL = "messagingchannels"
 
@@ -213,29 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     if started is None:
         return 1
     kubeconfig, stop_cluster = started
-    secret = b"soak-secret-" + os.urandom(24).hex().encode()
-    nats = NatsServer(work / "nats", secret).start()
-    (work / "secret").write_text(secret.decode())
-    port = free_port()
-    operator = testing.OperatorProcess(
-        kubeconfig,
-        {
-            "CITYHUB_COMPONENTS": "messaging",
-            "CITYHUB_NATS_URL": nats.url,
-            "CITYHUB_NATS_SECRET_FILE": str(work / "secret"),
-            "CITYHUB_METRICS_PORT": str(port),
-            "CITYHUB_LOG_FORMAT": "json",
-        },
-        work / "operator.log",
-    )
+    nats, operator, port = messaging_operator(work, kubeconfig)
     tracker: Tracker | None = None
     try:
-        testing.install_crds(kubeconfig)
-        testing.apply(kubeconfig, [OFFERING])
-        departments = [f"dept-{i:02d}" for i in range(args.departments)]
-        testing.ensure_namespaces(kubeconfig, departments)
-        operator.start()
-        testing.wait_for(lambda: metrics_up(port), 60, "the operator's /metrics")
+        departments = serve(kubeconfig, operator, port, args.departments)
         api = testing.api(kubeconfig)
         tracker = Tracker(api)
         tracker.start()
