@@ -107,7 +107,11 @@ def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
         "the time to resolve to be recorded",
     )
     assert time_to_resolve is not None and 0 < time_to_resolve < 120, time_to_resolve
-    assert prom.value(ready % "yingji") == 1
+    # Under load a probe can still fail while the restarted server recovers its JetStream state (CI once
+    # saw the channel not Ready right after the incident resolved): the user-visible claim is that it is
+    # Ready again, without the alert firing again.
+    wait_for(lambda: prom.value(ready % "yingji") == 1, 30, "yingji's channel to be ready again")
+    assert not prom.alerts("CityhubComponentDown")
     print(f"\nalert fired {fired_after:.1f}s after the outage; resolved {resolved_after:.1f}s after restore;"
           f" incident time to resolve {time_to_resolve:.1f}s")  # fmt: skip
 
