@@ -7,7 +7,8 @@ there with failCgroupV1: false; a pure cgroup v2 host is not supported yet).
 The node is `cityhub-real-0`, tainted `cityhub.io/real-node=true:NoSchedule` (a pod tolerates it and selects
 `cityhub.io/node=real` to run there), with images built offline and imported into its containerd: the pause
 sandbox and busybox (see `real_node_config.image_name`). Pods get addresses from a /24 of the pod range on
-a bridge whose address is the node's.
+a bridge whose address is the node's. NetworkPolicies are enforced on its pods' packets by the node's own
+engine (netpol.py, iptables), started after kube-proxy and before the node reports Ready.
 
 What it creates is recorded in <cluster>/real-node/node.json *before* it is created, so `down` (also after
 a failed or interrupted `up`) removes all of it: the kubelet and containerd (by PID, through
@@ -47,7 +48,7 @@ from cityhub.embedded_cluster.real_node_config import (
 )
 from cityhub_api.settings import Env
 
-PROCESSES = ("containerd", "kubelet", "kube-proxy", "coredns")
+PROCESSES = ("containerd", "kubelet", "kube-proxy", "coredns", "netpol")
 SHIM_SOCKET_DIR = Path("/run/containerd/s")
 """Where containerd's runc shims put their sockets, whatever containerd's state directory is."""
 
@@ -161,8 +162,10 @@ def up(lay: Layout, server: str, timeout: float) -> float:
         services.write_proxy_config(np, pki, server, proxy_ports["healthz"], proxy_ports["metrics"])
         dns_ports = {"health": supervisor.free_port(), "ready": supervisor.free_port()}
         services.write_dns_config(np, pki, server, dns_ports["health"], dns_ports["ready"])
-    with step("real node: DNS access"):
-        services.ensure_dns_access(lay.kubeconfig)
+        netpol_config = services.netpol_kubeconfig(np, pki, server)
+        netpol_port = supervisor.free_port()
+    with step("real node: DNS and NetworkPolicy engine access"):
+        services.ensure_access(lay.kubeconfig)
     start_containerd(lay, np, state, timeout)
     import_images(np)
     start_kubelet(lay, np, state, kubelet_port, healthz_port, timeout)
@@ -185,6 +188,17 @@ def up(lay: Layout, server: str, timeout: float) -> float:
         services.dns_argv(np),
         dns_ports,
         f"http://127.0.0.1:{dns_ports['ready']}/ready",
+        timeout,
+    )
+    # Policies are enforced from the first pod on: the engine answers /healthz once its rules are applied.
+    start_service(
+        lay,
+        np,
+        state,
+        "netpol",
+        services.netpol_argv(np, netpol_config, netpol_port),
+        {"health": netpol_port},
+        f"http://127.0.0.1:{netpol_port}/healthz",
         timeout,
     )
     took = wait_node_ready(lay, timeout)
@@ -317,9 +331,9 @@ def down(lay: Layout) -> list[str]:
         return []
     problems: list[str] = []
     containerd = state.find("containerd")
-    # The kubelet first: it would restart the pods removed below. kube-proxy and CoreDNS next: the proxy
-    # would rewrite the iptables chains removed below.
-    for name in ("kubelet", "kube-proxy", "coredns"):
+    # The kubelet first: it would restart the pods removed below. The policy engine, kube-proxy and CoreDNS
+    # next: the engine and the proxy would rewrite the iptables chains removed below.
+    for name in ("kubelet", "netpol", "kube-proxy", "coredns"):
         rec = state.find(name)
         if rec is not None:
             problems += _stop(rec)

@@ -39,7 +39,7 @@ SYSCTLS = (
 )
 IPTABLES = ("iptables", "ip6tables")
 TABLES = ("filter", "nat", "mangle")
-CHAIN_PREFIXES = ("KUBE-", "CNI-")
+CHAIN_PREFIXES = ("KUBE-", "CNI-", "CITYHUB-NP")
 
 
 def run(argv: list[str], step: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -267,8 +267,8 @@ def iptables_chains() -> dict[str, list[str]]:
 
 
 def remove_added_chains(before: dict[str, list[str]]) -> list[str]:
-    """Delete the KUBE-*/CNI-* chains that did not exist before the node started, and the rules jumping to
-    them from other chains; nothing else is touched."""
+    """Delete the KUBE-*/CNI-*/CITYHUB-NP* chains that did not exist before the node started, and the
+    rules jumping to them from other chains; nothing else is touched."""
     problems = []
     for key, chains in iptables_chains().items():
         cmd, table = key.split()

@@ -6,11 +6,13 @@ names to the host's resolvers. Both run as host processes of the node, like the 
 
 Each has its own client certificate: kube-proxy as `system:kube-proxy` (bound to `system:node-proxier` by
 the API server's default RBAC), CoreDNS as DNS_USER with the read-only rules CoreDNS documents
-(DNS_RULES), applied by `ensure_dns_access`.
+(DNS_RULES), and the NetworkPolicy engine (netpol.py) as NETPOL_USER reading what its rules depend on
+(NETPOL_RULES); `ensure_access` applies the roles.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import yaml
@@ -25,7 +27,6 @@ CLUSTER_DOMAIN = "cluster.local"
 DNS_PORT = 53
 PROXY_USER = "system:kube-proxy"
 DNS_USER = "cityhub:real-node-dns"
-DNS_ROLE = "cityhub:real-node-dns"
 DNS_RULES = [
     {
         "apiGroups": [""],
@@ -35,6 +36,12 @@ DNS_RULES = [
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
 ]
 """What CoreDNS's kubernetes plugin reads (its documented ClusterRole `system:coredns`)."""
+NETPOL_USER = "cityhub:real-node-netpol"
+NETPOL_RULES = [
+    {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch"]},
+]
+"""What the NetworkPolicy engine reads: nothing else, and it writes nothing to the API."""
 
 
 def _client_kubeconfig(np: NodePaths, pki: Pki, server: str, user: str, name: str) -> Path:
@@ -114,28 +121,44 @@ def dns_argv(np: NodePaths) -> list[str]:
     return [str(paths.tool("coredns")), "-conf", str(np.conf("Corefile"))]
 
 
-def ensure_dns_access(kubeconfig: Path) -> None:
-    """The ClusterRole and binding CoreDNS's identity reads Services and EndpointSlices with (idempotent)."""
+def netpol_kubeconfig(np: NodePaths, pki: Pki, server: str) -> Path:
+    return _client_kubeconfig(np, pki, server, NETPOL_USER, "netpol")
+
+
+def netpol_argv(np: NodePaths, kubeconfig: Path, health_port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cityhub.embedded_cluster.netpol",
+        f"--kubeconfig={kubeconfig}",
+        f"--node={NODE_NAME}",
+        f"--health-port={health_port}",
+    ]
+
+
+def ensure_access(kubeconfig: Path) -> None:
+    """The ClusterRoles and bindings of the node's host services' identities (idempotent)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     from cityhub.embedded_cluster.nodes import api_client
 
-    role = {"metadata": {"name": DNS_ROLE}, "rules": DNS_RULES}
-    binding = {
-        "metadata": {"name": DNS_ROLE},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DNS_ROLE},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": DNS_USER}],
-    }
     with api_client(kubeconfig) as api:
         rbac = client.RbacAuthorizationV1Api(api)
-        for create, replace, body in (
-            (rbac.create_cluster_role, rbac.replace_cluster_role, role),
-            (rbac.create_cluster_role_binding, rbac.replace_cluster_role_binding, binding),
-        ):
-            try:
-                create(body)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                replace(DNS_ROLE, body)
+        for user, rules in ((DNS_USER, DNS_RULES), (NETPOL_USER, NETPOL_RULES)):
+            role = {"metadata": {"name": user}, "rules": rules}
+            binding = {
+                "metadata": {"name": user},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            }
+            for create, replace, body in (
+                (rbac.create_cluster_role, rbac.replace_cluster_role, role),
+                (rbac.create_cluster_role_binding, rbac.replace_cluster_role_binding, binding),
+            ):
+                try:
+                    create(body)
+                except ApiException as e:
+                    if e.status != 409:
+                        raise
+                    replace(user, body)
