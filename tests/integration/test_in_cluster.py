@@ -268,3 +268,165 @@ def test_pods_reach_the_api_server_and_services_by_name(stack: Project, cluster:
     result = stack.kubectl("-n", DEPARTMENT, "exec", "api-probe", "--", "python", "-c", probe, ok=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("v1.36"), result.stdout
+
+
+# -- network isolation by packets (the node's NetworkPolicy engine, cityhub/embedded_cluster/netpol.py) --
+
+BUSYBOX = image_name("busybox")
+PORTS = (443, 8080)
+MAPS_DOOR = 3000
+"""The maps front door's target port: a stand-in pod carries its selector (maps has no backend here)."""
+# Who is where in the dev stack: zones egov (yingji, chengguan), private (dashuju), internet (jiaotong,
+# public); flows internet→egov:443 and egov→private:443; messaging open to all three zones, maps to egov
+# and internet.
+SERVERS = {
+    "yingji-a": "dept-yingji",
+    "yingji-b": "dept-yingji",
+    "chengguan": "dept-chengguan",
+    "dashuju": "dept-dashuju",
+    "jiaotong": "dept-jiaotong",
+    "maps-door": SYSTEM,
+}
+ALLOWED = {
+    # source: the (target, port) flows that must connect; every other flow in the matrix must be dropped
+    "yingji-a": {
+        ("yingji-b", 443),
+        ("yingji-b", 8080),
+        ("dashuju", 443),
+        ("nats", 4222),
+        ("maps-door", 3000),
+    },
+    "chengguan": {("dashuju", 443), ("nats", 4222), ("maps-door", 3000)},
+    "dashuju": {("nats", 4222)},
+    "jiaotong": {
+        ("yingji-a", 443),
+        ("yingji-b", 443),
+        ("chengguan", 443),
+        ("nats", 4222),
+        ("maps-door", 3000),
+    },
+    # The hub's own namespace has no egress policy, and its pods reach each other; departments let it in
+    # nowhere (it is not a zone, and its addresses are private, so not "outside" for the public zone either).
+    "maps-door": {("nats", 4222), ("nats", 8222)},
+}
+
+
+def server_pod(name: str, namespace: str, ports: tuple[int, ...], labels: dict[str, str]) -> dict[str, Any]:
+    """A busybox pod answering HTTP on `ports` (443 too: the safe sysctl lets a non-root user bind it)."""
+    listen = " && ".join(f"httpd -p {p} -h /w" for p in ports)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"np-{name}",
+            "namespace": namespace,
+            "labels": {"cityhub.io/np-test": name, **labels},
+        },
+        "spec": {
+            "nodeSelector": {"cityhub.io/node": "real"},
+            "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "seccompProfile": {"type": "RuntimeDefault"},
+                "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+            },
+            "containers": [
+                {
+                    "name": "server",
+                    "image": BUSYBOX,
+                    "command": ["sh", "-c", f"echo ok > /w/index.html && {listen} && exec sleep 86400"],
+                    "resources": {"limits": {"cpu": "50m", "memory": "16Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "w", "mountPath": "/w"}],
+                }
+            ],
+            "volumes": [{"name": "w", "emptyDir": {"sizeLimit": "1Mi"}}],
+        },
+    }
+
+
+def connect(
+    project: Project, source: str, targets: list[tuple[str, str, int]], timeout: int = 2
+) -> dict[Any, str]:
+    """From the source pod, one connection to each (name, ip, port) at once: "allowed" (the server
+    answered), "dropped" (timed out: no reply at all, not even a refusal), or what nc said."""
+    script = " ".join(
+        f"(r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {ip} {port} 2>&1 | head -1);"
+        f' echo "{name} {port} $r") &'
+        for name, ip, port in targets
+    )
+    result = project.kubectl(
+        "-n", SERVERS[source], "exec", f"np-{source}", "--", "sh", "-c", f"{script} wait"
+    )
+    outcomes: dict[Any, str] = {}
+    for line in result.stdout.splitlines():
+        name, port, said = [*line.split(" ", 2), ""][:3]
+        # An answer is the server's first line (HTTP's status, NATS's INFO); nc's own words are an error.
+        answered = said and not said.startswith("nc:")
+        outcomes[(name, int(port))] = (
+            "allowed" if answered else "dropped" if "timed out" in said else said or "no answer"
+        )
+    return outcomes
+
+
+def test_network_isolation_is_enforced_on_packets(stack: Project) -> None:
+    nats = ready_pod(stack, SYSTEM, "cityhub.io/service=messaging")
+    maps_labels = {"cityhub.io/service": "maps"}
+    t0 = time.monotonic()
+    for name, namespace in SERVERS.items():
+        ports = (MAPS_DOOR, 8080) if name == "maps-door" else PORTS
+        stack.apply(server_pod(name, namespace, ports, maps_labels if name == "maps-door" else {}))
+    ips = {"nats": nats["status"]["podIP"]}
+    for name, namespace in SERVERS.items():
+        ips[name] = ready_pod(stack, namespace, f"cityhub.io/np-test={name}", timeout=120)["status"]["podIP"]
+    print(f"\n[network] {len(SERVERS)} pods in 5 namespaces Ready in {time.monotonic() - t0:.1f}s")
+    targets = [(n, ips[n], p) for n in SERVERS if n != "maps-door" for p in PORTS]
+    targets += [("nats", ips["nats"], 4222), ("nats", ips["nats"], 8222)]
+    targets += [("maps-door", ips["maps-door"], MAPS_DOOR), ("maps-door", ips["maps-door"], 8080)]
+    wrong, counts = [], {"allowed": 0, "dropped": 0}
+    t0 = time.monotonic()
+    for source, allowed in ALLOWED.items():
+        # A pod reaching its own address never leaves it: not a flow between pods.
+        tried = [t for t in targets if t[0] != source]
+        outcomes = connect(stack, source, tried)
+        for name, _, port in tried:
+            want = "allowed" if (name, port) in allowed else "dropped"
+            got = outcomes.get((name, port), "no answer")
+            counts[want] += got == want
+            if got != want:
+                wrong.append(f"{source} → {name}:{port}: {got}, expected {want}")
+    total = sum(len([t for t in targets if t[0] != s]) for s in ALLOWED)
+    print(
+        f"[network] {total} flows tried from {len(ALLOWED)} pods in {time.monotonic() - t0:.1f}s: "
+        f"{counts['allowed']} allowed and {counts['dropped']} dropped as the zones say"
+    )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_new_policy_is_enforced_within_a_second(stack: Project) -> None:
+    """A namespace without policies is open; its default-deny drops the next connection soon after."""
+    namespace = "np-latency"
+    stack.kubectl("create", "namespace", namespace, ok=False)
+    stack.apply(server_pod("latency", namespace, (8080,), {}))
+    ip = ready_pod(stack, namespace, "cityhub.io/np-test=latency", timeout=120)["status"]["podIP"]
+    ready_pod(stack, SYSTEM, "cityhub.io/np-test=maps-door", timeout=120)
+    assert connect(stack, "maps-door", [("latency", ip, 8080)]) == {("latency", 8080): "allowed"}
+    deny = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "default-deny", "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+    t0 = time.monotonic()
+    stack.apply(deny)
+    wait_for(
+        lambda: (
+            connect(stack, "maps-door", [("latency", ip, 8080)], timeout=1) == {("latency", 8080): "dropped"}
+        ),
+        20,
+        "the new default-deny to drop the connection",
+    )
+    # The poll itself waits 1 s for a dropped connection: the figure is an upper bound.
+    print(f"\n[network] NetworkPolicy applied → connections dropped within {time.monotonic() - t0:.1f}s")
+    stack.kubectl("delete", "namespace", namespace, "--wait=false", ok=False)
