@@ -4,7 +4,10 @@ write, so a driver takes only credentials from it, never an endpoint (driver.Pro
 
 Each probe yields success or failure (cityhub_probe_total), its duration (cityhub_probe_duration_seconds),
 an Apdex zone against the offering's thresholds (catalog spec.apdex), and moves the component between
-ready and down (outcomes.py: incidents). Settings, from the environment:
+ready and down (outcomes.py: incidents). The department sees it too, with `kubectl get` alone: a failed
+probe turns Ready to False with reason ProbeFailed and the error (only on that change: one status write per
+transition), and the next passing probe turns it back to True — a ProbeFailed request keeps being probed.
+Settings, from the environment:
 
     CITYHUB_PROBE_INTERVAL     seconds between probes of one component (default 30; 0 turns probes off)
     CITYHUB_PROBE_TIMEOUT      seconds a probe may take before it counts as failed (default 10)
@@ -25,7 +28,7 @@ import base64
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +45,8 @@ from cityhub_operator.outcomes import OUTCOMES, Outcomes, labels_of
 log = logging.getLogger("cityhub_operator.probes")
 DEFAULT_APDEX_THRESHOLD = 0.5
 """Seconds; used when an offering sets no spec.apdex.thresholdSeconds."""
+PROBE_FAILED = "ProbeFailed"
+"""Ready's reason while the component fails its probe (it was provisioned, and is probed again)."""
 
 
 @dataclass(frozen=True)
@@ -144,16 +149,24 @@ class ProbeRunner:
         return True
 
     async def probe(
-        self, body: Mapping[str, Any], offering: Mapping[str, Any] | None, stopped: Any = None
+        self,
+        body: Mapping[str, Any],
+        offering: Mapping[str, Any] | None,
+        stopped: Any = None,
+        patch: MutableMapping[str, Any] | None = None,
     ) -> str | None:
-        """Probe one request if it is Ready; returns its state afterwards, or None when not probed (also
-        when `stopped`, kopf's stop flag of the timer, is set before its turn comes)."""
+        """Probe one request if it is Ready (or failed its last probe); returns its state afterwards, or
+        None when not probed (also when `stopped`, kopf's stop flag of the timer, is set before its turn
+        comes). A change of Ready goes to `patch` (the request's status patch)."""
         status, meta = body.get("status") or {}, body["metadata"]
-        if meta.get("deletionTimestamp") or not conditions.is_true(status.get("conditions"), READY):
+        ready = conditions.get(status.get("conditions"), READY) or {}
+        failing = ready.get("status") == "False" and ready.get("reason") == PROBE_FAILED
+        if meta.get("deletionTimestamp") or not (ready.get("status") == "True" or failing):
             return None
         if not isinstance(self.driver, Prober):
             return None
         labels = labels_of(self.ctype.name, body)
+        secret_name = status.get("connectionSecret") or f"{meta['name']}-connection"
         apdex = (offering or {}).get("apdex") or {}
         metrics.APDEX_THRESHOLD.labels(labels[1], labels[2]).set(
             float(apdex.get("thresholdSeconds") or DEFAULT_APDEX_THRESHOLD)
@@ -164,7 +177,6 @@ class ProbeRunner:
             started = time.perf_counter()
             error: str | None = None
             try:
-                secret_name = status.get("connectionSecret") or f"{meta['name']}-connection"
                 secret = await asyncio.to_thread(self.secrets, labels[0], secret_name)
                 if secret is None:
                     raise BackendError(f"Secret {secret_name} is missing")
@@ -186,11 +198,28 @@ class ProbeRunner:
             metrics.APDEX.labels(*labels, "frustrated").inc()
         before = self.outcomes.state(self.ctype.name, labels[0], meta["name"])
         after = self.outcomes.probed(self.ctype.name, body, error is None)
+        if patch is not None and (error is None) == failing:
+            patch["conditions"] = self._ready_condition(body, secret_name, error)
         if error is not None and before != after:
             log.warning("probe of %s %s/%s failed: %s", self.ctype.kind, labels[0], meta["name"], error)
         elif error is None and before != after and before is not None:
             log.info("probe of %s %s/%s passes again", self.ctype.kind, labels[0], meta["name"])
         return after
+
+    def _ready_condition(
+        self, body: Mapping[str, Any], secret: str, error: str | None
+    ) -> list[dict[str, Any]]:
+        generation = int(body["metadata"].get("generation") or 0)
+        old = (body.get("status") or {}).get("conditions")
+        kind = self.ctype.kind
+        if error is None:
+            message = f"{kind} is ready; endpoints and credentials are in Secret {secret}"
+            return conditions.with_condition(old, READY, True, "Available", message, generation)
+        message = (
+            f"{kind} does not work with the credentials in Secret {secret}: {error}. The operator probes it "
+            f"again every {self.settings.interval:g}s; Ready returns when a probe passes."
+        )
+        return conditions.with_condition(old, READY, False, PROBE_FAILED, message[:1024], generation)
 
 
 def register(
@@ -216,11 +245,16 @@ def register(
         initial_delay=settings.first_delay,
     )
     async def probe(
-        body: kopf.Body, offerings: kopf.Index[str, Any], stopped: kopf.DaemonStopped, **_: Any
+        body: kopf.Body,
+        patch: kopf.Patch,
+        offerings: kopf.Index[str, Any],
+        stopped: kopf.DaemonStopped,
+        **_: Any,
     ) -> None:
-        """Use the component as its department does; the outcome goes to metrics, not to status."""
+        """Use the component as its department does; the outcome goes to metrics, a change of Ready to
+        the status."""
         offering = next(iter(offerings.get((body.get("spec") or {}).get("offering", ""), [])), None)
-        await runner.probe(body, offering, stopped)
+        await runner.probe(body, offering, stopped, patch.status)
 
     return runner
 

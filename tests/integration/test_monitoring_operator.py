@@ -7,6 +7,7 @@ department; start it again → the alert resolves and the incident's time to res
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,15 @@ def stack(
         yield operator, prometheus
 
 
+def ready_condition(kubeconfig: Path, namespace: str, reason: str) -> Any:
+    """The alerts channel's Ready condition if its reason is `reason`, else None."""
+    got = json.loads(
+        testing.kubectl(kubeconfig, "get", "messagingchannel", "alerts", "-n", namespace, "-o", "json").stdout
+    )
+    cond = testing.condition(got, "Ready")
+    return cond if cond.get("reason") == reason else None
+
+
 def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
     stack: tuple[OperatorProcess, Prometheus], cluster: Path, nats_server: NatsServer
 ) -> None:
@@ -93,6 +103,11 @@ def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
         assert alert["annotations"]["summary"] == "1 messaging component(s) of yingji are down"
         assert alert["annotations"]["runbook_url"].endswith("/runbooks/cityhub/cityhubcomponentdown")
         assert prom.value('cityhub_incidents_opened_total{department="yingji"}') == 1
+        # The department sees it with kubectl alone: Ready=False, the reason and the error.
+        down = wait_for(
+            lambda: ready_condition(cluster, "yingji", "ProbeFailed"), 30, "Ready=False ProbeFailed"
+        )
+        assert down["status"] == "False" and "alerts-connection" in down["message"], down
     finally:
         nats_server.start()
     up_at = time.monotonic()
@@ -111,6 +126,7 @@ def test_backend_outage_fires_the_departments_alert_and_resolves_as_an_incident(
     # saw the channel not Ready right after the incident resolved): the user-visible claim is that it is
     # Ready again, without the alert firing again.
     wait_for(lambda: prom.value(ready % "yingji") == 1, 30, "yingji's channel to be ready again")
+    wait_for(lambda: ready_condition(cluster, "yingji", "Available"), 10, "Ready=True again in the status")
     assert not prom.alerts("CityhubComponentDown")
     print(f"\nalert fired {fired_after:.1f}s after the outage; resolved {resolved_after:.1f}s after restore;"
           f" incident time to resolve {time_to_resolve:.1f}s")  # fmt: skip

@@ -252,3 +252,27 @@ def test_a_probe_waiting_for_its_turn_gives_up_when_its_request_is_deleted() -> 
 
     assert asyncio.run(scenario()) == ["ready", None, "ready"]
     assert driver.seen == ["c0", "c2"] and driver.most == 1
+
+
+def test_the_department_sees_a_failing_probe_as_ready_false_and_its_recovery_as_ready_true() -> None:
+    driver, outcomes, dept = FakeProber(TemporaryBackendError("connection refused")), Outcomes(), "pr-status"
+    run = runner(driver, {(dept, "events-connection"): {"user.creds": "c"}}, outcomes)
+    ready = body(dept)
+    outcomes.condition("messaging", ready, {})
+    patch: dict[str, Any] = {}
+    assert asyncio.run(run.probe(ready, None, patch=patch)) == "down"
+    cond = next(c for c in patch["conditions"] if c["type"] == "Ready")
+    assert (cond["status"], cond["reason"]) == ("False", "ProbeFailed")
+    assert "connection refused" in cond["message"] and "Secret events-connection" in cond["message"]
+    # Still failing: probed again, no second status write.
+    failing = {**ready, "status": {**ready["status"], "conditions": patch["conditions"]}}
+    again: dict[str, Any] = {}
+    assert asyncio.run(run.probe(failing, None, patch=again)) == "down" and again == {}
+    # The backend is back: the next probe turns Ready to True.
+    driver.error = None
+    back: dict[str, Any] = {}
+    assert asyncio.run(run.probe(failing, None, patch=back)) == "ready"
+    cond = next(c for c in back["conditions"] if c["type"] == "Ready")
+    assert (cond["status"], cond["reason"]) == ("True", "Available")
+    # A request that is not Ready for another reason (not provisioned yet, refused) is not probed.
+    assert asyncio.run(run.probe(body(dept, name="new", ready=False), None, patch={})) is None
