@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from cityhub import paths
+from cityhub import testkit as testing
 from cityhub.embedded_cluster.real_node_config import (
     COMPONENT_IMAGES,
     NODE_NAME,
@@ -31,6 +34,7 @@ from cityhub.embedded_cluster.real_node_config import (
     image_name,
 )
 from cityhub.testkit import channel, condition, wait_for
+from tests.integration.network_matrix import ALLOWED, MAPS_DOOR, PORTS, SERVERS, connect, server_pod
 from tests.integration.test_hub_stack import Project, new_project
 from tests.integration.test_real_node import Cluster, cluster, run_pod, skip_unless_buildable
 
@@ -42,6 +46,7 @@ SYSTEM = "cityhub-system"
 DEPARTMENT = "dept-yingji"
 STORAGE_CLASSES = ("cityhub-standard", "cityhub-encrypted", "cityhub-core")
 VOLUMES_PER_CLASS = 2
+RESILIENCE_DEPARTMENTS = ("yingji", "chengguan", "dashuju", "jiaotong")
 RUN_AS = 65532
 """The images' user (hack/images.sh): the hostPath volumes are made its own, as a provisioner would."""
 
@@ -50,6 +55,21 @@ def skip_unless_images() -> None:
     missing = [f"real-node/images/{n}.oci.tar" for n in COMPONENT_IMAGES if not archive(n).is_file()]
     if missing:
         pytest.skip(f"component images not built ({', '.join(missing)}): run bash hack/images.sh")
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    """The pods must run the code under test: hack/images.sh rebuilds the layers whose inputs changed (the
+    app layer after any source change; nothing when nothing changed) before the node imports them."""
+    skip_unless_buildable()
+    skip_unless_images()
+    t0 = time.monotonic()
+    built = subprocess.run(
+        ["bash", str(paths.repo_root() / "hack" / "images.sh")], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        pytest.fail(f"hack/images.sh failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}")
+    print(f"\n[in cluster] images up to date (hack/images.sh) in {time.monotonic() - t0:.1f}s")
 
 
 def in_cluster_config(project: Project, volumes: Path) -> None:
@@ -65,8 +85,17 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         # Only messaging has a backend here. operator.components would also have to leave every other type's
         # offering out, which cityhub_api.catalog refuses before applying operator.catalog: run only the
         # messaging driver instead (the operator's env overrides the stack's CITYHUB_COMPONENTS).
-        "env": {"CITYHUB_COMPONENTS": "messaging"},
+        # Probes every 3 s (2 s timeout), so the backend outage below shows in the requests' status soon.
+        "env": {
+            "CITYHUB_COMPONENTS": "messaging",
+            "CITYHUB_PROBE_INTERVAL": "3",
+            "CITYHUB_PROBE_TIMEOUT": "2",
+        },
     }
+    # The resilience test's 100 requests: 25 in each of four departments (the default quota is 10 a type).
+    for dept in config["cityhub:departments"]:
+        if dept["slug"] in RESILIENCE_DEPARTMENTS:
+            dept.setdefault("quota", {})["components"] = 30
     config["cityhub:backends"] = {
         "deploy": ["messaging"],
         "messaging": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
@@ -89,9 +118,8 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    skip_unless_buildable()
-    skip_unless_images()
+def stack(images: None, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """`images` first: the cluster imports the images when it comes up."""
     root = tmp_path_factory.mktemp("in-cluster")
     (root / "project").mkdir()
     project = new_project(root / "project", cluster.kubeconfig)
@@ -107,7 +135,7 @@ def stack(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield project
     finally:
         # Requests first, while the operator still runs to release their finalizers; then the stack.
-        project.kubectl("delete", "messagingchannels", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
+        project.kubectl("delete", "messagingchannels", "--all", "-A", "--timeout=120s", ok=False)
         project.kubectl("delete", "pods", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
         # The backends' data is a person's decision, not the stack's: a StatefulSet's claim outlives it, and
         # the pre-provisioned volume it holds cannot go while it does (destroy waited 10 min for it). The test
@@ -270,106 +298,6 @@ def test_pods_reach_the_api_server_and_services_by_name(stack: Project, cluster:
     assert result.stdout.strip().startswith("v1.36"), result.stdout
 
 
-# -- network isolation by packets (the node's NetworkPolicy engine, cityhub/embedded_cluster/netpol.py) --
-
-BUSYBOX = image_name("busybox")
-PORTS = (443, 8080)
-MAPS_DOOR = 3000
-"""The maps front door's target port: a stand-in pod carries its selector (maps has no backend here)."""
-# Who is where in the dev stack: zones egov (yingji, chengguan), private (dashuju), internet (jiaotong,
-# public); flows internet→egov:443 and egov→private:443; messaging open to all three zones, maps to egov
-# and internet.
-SERVERS = {
-    "yingji-a": "dept-yingji",
-    "yingji-b": "dept-yingji",
-    "chengguan": "dept-chengguan",
-    "dashuju": "dept-dashuju",
-    "jiaotong": "dept-jiaotong",
-    "maps-door": SYSTEM,
-}
-ALLOWED = {
-    # source: the (target, port) flows that must connect; every other flow in the matrix must be dropped
-    "yingji-a": {
-        ("yingji-b", 443),
-        ("yingji-b", 8080),
-        ("dashuju", 443),
-        ("nats", 4222),
-        ("maps-door", 3000),
-    },
-    "chengguan": {("dashuju", 443), ("nats", 4222), ("maps-door", 3000)},
-    "dashuju": {("nats", 4222)},
-    "jiaotong": {
-        ("yingji-a", 443),
-        ("yingji-b", 443),
-        ("chengguan", 443),
-        ("nats", 4222),
-        ("maps-door", 3000),
-    },
-    # The hub's own namespace has no egress policy, and its pods reach each other; departments let it in
-    # nowhere (it is not a zone, and its addresses are private, so not "outside" for the public zone either).
-    "maps-door": {("nats", 4222), ("nats", 8222)},
-}
-
-
-def server_pod(name: str, namespace: str, ports: tuple[int, ...], labels: dict[str, str]) -> dict[str, Any]:
-    """A busybox pod answering HTTP on `ports` (443 too: the safe sysctl lets a non-root user bind it)."""
-    listen = " && ".join(f"httpd -p {p} -h /w" for p in ports)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"np-{name}",
-            "namespace": namespace,
-            "labels": {"cityhub.io/np-test": name, **labels},
-        },
-        "spec": {
-            "nodeSelector": {"cityhub.io/node": "real"},
-            "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-            "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "seccompProfile": {"type": "RuntimeDefault"},
-                "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
-            },
-            "containers": [
-                {
-                    "name": "server",
-                    "image": BUSYBOX,
-                    "command": ["sh", "-c", f"echo ok > /w/index.html && {listen} && exec sleep 86400"],
-                    "resources": {"limits": {"cpu": "50m", "memory": "16Mi"}},
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                    "volumeMounts": [{"name": "w", "mountPath": "/w"}],
-                }
-            ],
-            "volumes": [{"name": "w", "emptyDir": {"sizeLimit": "1Mi"}}],
-        },
-    }
-
-
-def connect(
-    project: Project, source: str, targets: list[tuple[str, str, int]], timeout: int = 2
-) -> dict[Any, str]:
-    """From the source pod, one connection to each (name, ip, port) at once: "allowed" (the server
-    answered), "dropped" (timed out: no reply at all, not even a refusal), or what nc said."""
-    script = " ".join(
-        f"(r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {ip} {port} 2>&1 | head -1);"
-        f' echo "{name} {port} $r") &'
-        for name, ip, port in targets
-    )
-    result = project.kubectl(
-        "-n", SERVERS[source], "exec", f"np-{source}", "--", "sh", "-c", f"{script} wait"
-    )
-    outcomes: dict[Any, str] = {}
-    for line in result.stdout.splitlines():
-        name, port, said = [*line.split(" ", 2), ""][:3]
-        # An answer is the server's first line (HTTP's status, NATS's INFO); nc's own words are an error.
-        answered = said and not said.startswith("nc:")
-        outcomes[(name, int(port))] = (
-            "allowed" if answered else "dropped" if "timed out" in said else said or "no answer"
-        )
-    return outcomes
-
-
 def test_network_isolation_is_enforced_on_packets(stack: Project) -> None:
     nats = ready_pod(stack, SYSTEM, "cityhub.io/service=messaging")
     maps_labels = {"cityhub.io/service": "maps"}
@@ -430,3 +358,120 @@ def test_a_new_policy_is_enforced_within_a_second(stack: Project) -> None:
     # The poll itself waits 1 s for a dropped connection: the figure is an upper bound.
     print(f"\n[network] NetworkPolicy applied → connections dropped within {time.monotonic() - t0:.1f}s")
     stack.kubectl("delete", "namespace", namespace, "--wait=false", ok=False)
+
+
+# -- resilience on the real node --------------------------------------------------------------------------
+
+
+def channels_ready(project: Project, prefix: str) -> list[dict[str, Any]]:
+    items = project.get("messagingchannels", "-A")["items"]
+    return [
+        o
+        for o in items
+        if o["metadata"]["name"].startswith(prefix) and condition(o, "Ready").get("status") == "True"
+    ]
+
+
+def streams_named(nats_ip: str, prefix: str) -> list[str]:
+    """Every JetStream stream whose name starts with `prefix`, in every account, from nats-server's monitoring
+    port (the node reaches its pods; host traffic is not a pod-to-pod flow)."""
+    import urllib.request
+
+    url = f"http://{nats_ip}:8222/jsz?accounts=true&streams=true"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        data = json.load(response)
+    return [
+        s["name"]
+        for a in data.get("account_details") or []
+        for s in a.get("stream_detail") or []
+        if s["name"].startswith(prefix)
+    ]
+
+
+def test_the_operator_pod_deleted_mid_provisioning_is_replaced_and_finishes_the_100_requests(
+    stack: Project,
+) -> None:
+    old = ready_pod(stack, SYSTEM, "app.kubernetes.io/component=operator")
+    nats = ready_pod(stack, SYSTEM, "cityhub.io/service=messaging")
+    names = [(f"dept-{d}", f"rs-{d}-{j:02d}") for d in RESILIENCE_DEPARTMENTS for j in range(25)]
+    docs = [channel(ns, n, limits={"maxBytes": "2Mi"}) for ns, n in names]
+    api = testing.api(stack.kubeconfig)
+
+    def ready_now() -> int:
+        items = testing.list_requests(api)
+        return sum(
+            o["metadata"]["name"].startswith("rs-") and condition(o, "Ready").get("status") == "True"
+            for o in items
+        )
+
+    t0 = time.monotonic()
+    # Applied in the background: the operator keeps up with one client, so the pod is deleted (no grace, as
+    # when its node fails) while the requests are still arriving and being provisioned.
+    kubectl = [str(paths.tool("kubectl")), "--kubeconfig", str(stack.kubeconfig), "apply", "-f", "-"]
+    applying = subprocess.Popen(kubectl, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert applying.stdin is not None
+    applying.stdin.write(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    applying.stdin.close()
+    wait_for(lambda: ready_now() >= 1, 60, "the first request to be Ready", interval=0.02)
+    stack.kubectl("-n", SYSTEM, "delete", "pod", old["metadata"]["name"], "--grace-period=0", "--force")
+    killed = time.monotonic()
+    in_flight = len(names) - ready_now()
+    assert applying.wait(120) == 0, "kubectl apply of the 100 requests failed"
+    assert in_flight > 0, "all 100 were Ready before the operator pod went; nothing was in flight"
+
+    def replaced() -> dict[str, Any] | None:
+        pods = stack.get("pods", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator")["items"]
+        fresh = [p for p in pods if p["metadata"]["uid"] != old["metadata"]["uid"]]
+        return next((p for p in fresh if condition(p, "Ready").get("status") == "True"), None)
+
+    new = wait_for(replaced, 120, "a new operator pod to be Ready")
+    replaced_after = time.monotonic() - killed
+    wait_for(lambda: len(channels_ready(stack, "rs-")) == len(names), 300, "all 100 requests to be Ready")
+    print(
+        f"\n[resilience] operator pod deleted with {in_flight} of 100 requests in flight; new pod Ready "
+        f"after {replaced_after:.1f}s; all 100 Ready {time.monotonic() - killed:.1f}s after the deletion "
+        f"({time.monotonic() - t0:.1f}s after they were applied)"
+    )
+    assert new["spec"]["nodeName"] == NODE_NAME
+    # Nothing duplicated, nothing missing: one stream per request, one Secret per request owned by it.
+    streams = streams_named(nats["status"]["podIP"], "rs-")
+    assert sorted(streams) == sorted(n for _, n in names), sorted(streams)
+    for ns, _ in names[::25]:
+        secrets = stack.get("secrets", "-n", ns)["items"]
+        owned = [s for s in secrets if s["metadata"]["name"].startswith("rs-")]
+        assert len(owned) == 25, [s["metadata"]["name"] for s in owned]
+        assert all(len(s["metadata"].get("ownerReferences") or []) == 1 for s in owned)
+
+
+def test_a_backend_outage_shows_as_ready_false_and_the_requests_recover_when_it_returns(
+    stack: Project,
+) -> None:
+    ready_pod(stack, SYSTEM, "cityhub.io/service=messaging")
+    watched = "rs-yingji-00"
+    wait_for(
+        lambda: any(o["metadata"]["name"] == watched for o in channels_ready(stack, "rs-")), 300, watched
+    )
+    total = len(channels_ready(stack, "rs-"))
+    stack.kubectl("-n", SYSTEM, "scale", "statefulset/nats", "--replicas=0")
+    down_at = time.monotonic()
+
+    def probe_failed() -> dict[str, Any] | None:
+        got = stack.get("messagingchannel", watched, "-n", "dept-yingji")
+        cond = condition(got, "Ready")
+        return dict(cond) if cond.get("reason") == "ProbeFailed" else None
+
+    try:
+        cond = wait_for(probe_failed, 120, f"{watched} to report Ready=False ProbeFailed")
+        seen_after = time.monotonic() - down_at
+        assert cond["status"] == "False" and f"Secret {watched}-connection" in cond["message"], cond
+    finally:
+        stack.kubectl("-n", SYSTEM, "scale", "statefulset/nats", "--replicas=1")
+    up_at = time.monotonic()
+    ready_pod(stack, SYSTEM, "cityhub.io/service=messaging", timeout=120)
+    backend_back = time.monotonic() - up_at
+    wait_for(lambda: len(channels_ready(stack, "rs-")) == total, 180, "every request to be Ready again")
+    print(
+        f"\n[resilience] nats scaled to 0: {watched} Ready=False/ProbeFailed after {seen_after:.1f}s; "
+        f"nats-0 back after {backend_back:.1f}s; all {total} Ready again {time.monotonic() - up_at:.1f}s "
+        f"after the scale-up"
+    )
