@@ -39,6 +39,10 @@ def derive(master: str, purpose: str) -> str:
     return hmac.new(master.encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
 
+IMAGE_USER = 65532
+"""The user of the images hack/images.sh builds (operator, nats): backend pods run as it."""
+
+
 @dataclass(frozen=True)
 class BackendArgs:
     """What the stack gives every type's backend."""
@@ -73,6 +77,18 @@ class BackendArgs:
     @property
     def mount(self) -> str:
         return f"{BACKENDS_MOUNT}/{self.ctype.name}"
+
+    @property
+    def pod_security(self) -> dict[str, Any]:
+        """The pod securityContext of the backend's workloads: Pod Security `restricted`, as the images'
+        user; fsGroup makes the workload's volumes that user's own."""
+        return {
+            "runAsNonRoot": True,
+            "runAsUser": IMAGE_USER,
+            "runAsGroup": IMAGE_USER,
+            "fsGroup": IMAGE_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
 
     def pod_labels(self, component: str) -> dict[str, str]:
         """Labels of the pods that serve the type's front door (`component` names the workload)."""

@@ -8,7 +8,7 @@
     cityhub-messaging-backend Secret: `secret`, the master secret (args.key("nats")), which the operator
                               mounts at args.mount and derives the same keys from
 
-Runs where cityhub:systemPlacement says (args.placement), as user RUN_AS, the user of the image
+Runs where cityhub:systemPlacement says (args.placement), as the user of the image
 hack/images.sh builds from the pinned nats-server (registry.cityhub.local/cityhub/nats:<version>).
 
 Settings (cityhub:backends.messaging): image, storageSize, maxFileStore, credentialsLifetime and
@@ -32,7 +32,6 @@ STORE = "/data"
 SECRET_KEY = "secret"
 """The master secret's key in the backend Secret (a file under args.mount for the operator)."""
 IMAGE = "docker.io/library/nats:2.11.9-alpine"
-RUN_AS = 65532
 STORAGE_SIZE = "20Gi"
 MAX_FILE_STORE = "18G"
 DEPARTMENT_LIMITS = {
@@ -107,14 +106,7 @@ class Backend(pulumi.ComponentResource):
                     "metadata": {"labels": args.pod_labels(NAME)},
                     "spec": {
                         **args.placement,
-                        # The user of the image hack/images.sh builds; fsGroup makes the volume its own.
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": RUN_AS,
-                            "runAsGroup": RUN_AS,
-                            "fsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": args.pod_security,
                         "containers": [
                             {
                                 "name": "nats",

@@ -126,7 +126,8 @@ class Backend(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": args.pod_labels(GATEWAY)},
                     "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+                        **args.placement,
+                        "securityContext": args.pod_security,
                         "containers": [
                             {
                                 "name": "gateway",
@@ -165,8 +166,9 @@ class Backend(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
+                        **args.placement,
                         "automountServiceAccountToken": False,
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+                        "securityContext": args.pod_security,
                         "containers": [
                             {
                                 "name": "relay",

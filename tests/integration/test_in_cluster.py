@@ -1,9 +1,11 @@
 """The in-cluster path on the embedded cluster's real node: `pulumi up` of a stack with operator.deploy and
-backends.deploy [messaging], placed on the real node by cityhub:systemPlacement, runs the operator and
-nats-server as pods from the images hack/images.sh built offline; a department's MessagingChannel becomes
-Ready, and a workload pod in the department's namespace (Pod Security `restricted`) publishes and consumes
-through the channel's connection Secret, reaching the backend through its Service name (CoreDNS and
-kube-proxy of the node) as a department's application does.
+backends.deploy [messaging, sensing], placed on the real node by cityhub:systemPlacement, runs the operator,
+nats-server, the MQTT gateway and its relay as pods from the images hack/images.sh built offline (rebuilt
+first when a source changed). A department's MessagingChannel and SensorFleet become Ready, and workload pods
+in the department's namespace (Pod Security `restricted`) use them through their connection Secrets, reaching
+the backends through their Service names (CoreDNS and kube-proxy of the node) as a department's apps do.
+The zones' NetworkPolicies hold on packets (network_matrix.py); the operator pod deleted mid-provisioning
+and a backend outage are survived.
 
 Needs root, the real-node toolchain and the images (`bash hack/real-node.sh`); skipped with the reason
 otherwise. The stack is a private copy of the project with its own Pulumi backend (tests/integration/
@@ -34,6 +36,9 @@ from cityhub.embedded_cluster.real_node_config import (
     image_name,
 )
 from cityhub.testkit import channel, condition, wait_for
+from cityhub_api import registry
+from components.backends import IMAGE_USER
+from tests.integration.in_cluster_apps import CONNECTION, app_pod, run_to_completion
 from tests.integration.network_matrix import ALLOWED, MAPS_DOOR, PORTS, SERVERS, connect, server_pod
 from tests.integration.test_hub_stack import Project, new_project
 from tests.integration.test_real_node import Cluster, cluster, run_pod, skip_unless_buildable
@@ -45,10 +50,8 @@ __all__ = ["cluster"]  # the real node's module-scoped cluster fixture, shared w
 SYSTEM = "cityhub-system"
 DEPARTMENT = "dept-yingji"
 STORAGE_CLASSES = ("cityhub-standard", "cityhub-encrypted", "cityhub-core")
-VOLUMES_PER_CLASS = 2
+VOLUMES_PER_CLASS = 3
 RESILIENCE_DEPARTMENTS = ("yingji", "chengguan", "dashuju", "jiaotong")
-RUN_AS = 65532
-"""The images' user (hack/images.sh): the hostPath volumes are made its own, as a provisioner would."""
 
 
 def skip_unless_images() -> None:
@@ -82,12 +85,12 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         "deploy": True,
         "replicas": 1,
         "image": image_name("operator"),
-        # Only messaging has a backend here. operator.components would also have to leave every other type's
-        # offering out, which cityhub_api.catalog refuses before applying operator.catalog: run only the
-        # messaging driver instead (the operator's env overrides the stack's CITYHUB_COMPONENTS).
+        # Only messaging and sensing have backends here. operator.components would also have to leave every
+        # other type's offering out, which cityhub_api.catalog refuses before applying operator.catalog: run
+        # only their drivers instead (the operator's env overrides the stack's CITYHUB_COMPONENTS).
         # Probes every 3 s (2 s timeout), so the backend outage below shows in the requests' status soon.
         "env": {
-            "CITYHUB_COMPONENTS": "messaging",
+            "CITYHUB_COMPONENTS": "messaging,sensing",
             "CITYHUB_PROBE_INTERVAL": "3",
             "CITYHUB_PROBE_TIMEOUT": "2",
         },
@@ -97,8 +100,10 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         if dept["slug"] in RESILIENCE_DEPARTMENTS:
             dept.setdefault("quota", {})["components"] = 30
     config["cityhub:backends"] = {
-        "deploy": ["messaging"],
+        "deploy": ["messaging", "sensing"],
         "messaging": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
+        # The MQTT gateway is a nats-server too (same image); its relay runs from the operator's image.
+        "sensing": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
     }
     config["cityhub:systemPlacement"] = {
         "nodeSelector": {"cityhub.io/node": "real"},
@@ -114,7 +119,7 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         for i in range(VOLUMES_PER_CLASS):
             directory = volumes / f"{cls}-{i:03d}"
             directory.mkdir(parents=True, exist_ok=True)
-            os.chown(directory, RUN_AS, RUN_AS)
+            os.chown(directory, IMAGE_USER, IMAGE_USER)  # as a provisioner with fsGroup would
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +189,7 @@ def test_operator_and_nats_run_as_pods_on_the_real_node(stack: Project) -> None:
 
 WORKLOAD = r"""
 import asyncio, nats, pathlib, sys
-secret = pathlib.Path("/var/run/connection")
+secret = pathlib.Path("/var/run/connection")  # in_cluster_apps.CONNECTION
 url = (secret / "url").read_text()
 async def main():
     nc = await nats.connect(url, user_credentials=str(secret / "user.creds"), connect_timeout=10)
@@ -215,45 +220,9 @@ def test_department_channel_is_ready_and_a_workload_pod_uses_it(stack: Project) 
         raise AssertionError(f"not Ready: {json.dumps(got.get('status'))}\n{logs}") from None
     print(f"\n[in cluster] MessagingChannel created -> Ready: {time.monotonic() - t0:.1f}s")
 
-    # A department's application: the operator image has a NATS client (any image with one would do).
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "alerts-client", "namespace": DEPARTMENT},
-        "spec": {
-            "nodeSelector": {"cityhub.io/node": "real"},
-            "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": "client",
-                    "image": image_name("operator"),
-                    "command": ["python", "-c", WORKLOAD],
-                    "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}},
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "readOnlyRootFilesystem": True,
-                    },
-                    "volumeMounts": [{"name": "connection", "mountPath": "/var/run/connection"}],
-                }
-            ],
-            "volumes": [{"name": "connection", "secret": {"secretName": "alerts-connection"}}],
-        },
-    }
-    t0 = time.monotonic()
-    stack.apply(pod)
-
-    def finished() -> str | None:
-        got = stack.get("pod", "alerts-client", "-n", DEPARTMENT)
-        phase = got["status"].get("phase")
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_for(finished, 120, "the workload pod to finish")
-    logs = stack.kubectl("-n", DEPARTMENT, "logs", "alerts-client", ok=False).stdout
-    print(f"[in cluster] workload pod created -> finished: {time.monotonic() - t0:.1f}s")
+    pod = app_pod("alerts-client", DEPARTMENT, ["python", "-c", WORKLOAD], secret="alerts-connection")
+    phase, logs, took = run_to_completion(stack, pod)
+    print(f"[in cluster] workload pod created -> finished: {took:.1f}s")
     assert phase == "Succeeded", logs
     assert "got city.dept-yingji.alerts.typhoon 台风红色预警" in logs, logs
 
@@ -268,34 +237,57 @@ def test_pods_reach_the_api_server_and_services_by_name(stack: Project, cluster:
         " headers={'Authorization': 'Bearer ' + open(sa + '/token').read()});"
         "print(json.load(urllib.request.urlopen(req, context=ctx, timeout=10))['gitVersion'])"
     )
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "api-probe", "namespace": DEPARTMENT},
-        "spec": {
-            "nodeSelector": {"cityhub.io/node": "real"},
-            "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": "probe",
-                    "image": image_name("operator"),
-                    "command": ["python", "-c", "import time; time.sleep(3600)"],
-                    "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "readOnlyRootFilesystem": True,
-                    },
-                }
-            ],
-        },
-    }
+    pod = app_pod("api-probe", DEPARTMENT, ["python", "-c", "import time; time.sleep(3600)"], once=False)
     took, _ = run_pod(cluster.kubeconfig, pod)
     print(f"\n[in cluster] operator-image pod created -> Ready: {took:.1f}s")
     result = stack.kubectl("-n", DEPARTMENT, "exec", "api-probe", "--", "python", "-c", probe, ok=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("v1.36"), result.stdout
+
+
+DEVICE_AND_APP = r"""
+import asyncio, json, pathlib, sys, urllib.parse
+import nats, paho.mqtt.client as mqtt
+s = pathlib.Path(sys.argv[1])
+read = lambda key: (s / key).read_text()
+async def main():
+    # The department's app reads the fleet's stream; the device publishes over MQTT with its own credential.
+    nc = await nats.connect(read("natsUrl"), user_credentials=str(s / "creds"), connect_timeout=10)
+    sub = await nc.jetstream().pull_subscribe(read("subjects"), stream=read("stream"))
+    url = urllib.parse.urlsplit(read("mqttUrl"))
+    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gauge-001")
+    device.username_pw_set("gauge-001", read("device-gauge-001"))
+    device.connect(url.hostname, url.port or 1883)
+    device.loop_start()
+    device.publish("ingest/river-levels/gauge-001/level", json.dumps({"米": 3.2}), qos=1).wait_for_publish(10)
+    (msg,) = await sub.fetch(1, timeout=15)
+    print("got", msg.subject, msg.data.decode(), flush=True)
+    device.disconnect()
+    await nc.drain()
+asyncio.run(main())
+"""
+
+
+def test_a_sensor_fleet_is_ready_and_a_device_publishes_what_the_app_reads(stack: Project) -> None:
+    for selector in ("cityhub.io/service=sensing", "app.kubernetes.io/name=sensing-relay"):
+        pod = ready_pod(stack, SYSTEM, selector)
+        assert pod["spec"]["nodeName"] == NODE_NAME, (selector, pod["spec"].get("nodeName"))
+    example = registry.DEFAULT_ROOT / "sensing" / "examples" / "sensor-fleet.yaml"
+    t0 = time.monotonic()
+    stack.kubectl("apply", "-f", str(example))
+
+    def ready() -> bool:
+        got = stack.get("sensorfleets", "river-levels", "-n", DEPARTMENT)
+        return condition(got, "Ready").get("status") == "True"
+
+    wait_for(ready, 180, "SensorFleet river-levels Ready")
+    print(f"\n[in cluster] SensorFleet created -> Ready: {time.monotonic() - t0:.1f}s")
+    command = ["python", "-c", DEVICE_AND_APP, CONNECTION]
+    pod = app_pod("river-levels-app", DEPARTMENT, command, secret="river-levels-connection")
+    phase, logs, took = run_to_completion(stack, pod)
+    print(f"[in cluster] device + app pod created -> finished: {took:.1f}s")
+    assert phase == "Succeeded", logs
+    assert 'got telemetry.river-levels.gauge-001.level {"米": 3.2}' in logs, logs
 
 
 def test_network_isolation_is_enforced_on_packets(stack: Project) -> None:
