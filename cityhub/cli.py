@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cityhub import embedded_cluster, paths, stack_config
+from cityhub import cluster_reach, embedded_cluster, paths, stack_config
 from cityhub.pulumi_env import pulumi_env
 from cityhub_api.settings import Env
 
@@ -72,14 +72,18 @@ validates first). `cityhub pulumi preview` shows the plan; `cityhub up -- --skip
 --refresh: the stack's state may describe a cluster that is gone (an embedded cluster recreated after
 `cityhub cluster down`) or objects deleted out of band; reading the cluster first recreates them.
 --continue-on-error: an edge cluster that cannot be reached fails only its own resources; the other
-clusters are still brought up to date, and pulumi names the failed ones (exit code stays non-zero)."""
+clusters are still brought up to date, and pulumi names the failed ones (exit code stays non-zero). A
+refresh has no such option, so when a cluster does not answer, `cityhub up` leaves --refresh out
+(cluster_reach.py)."""
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
     if Env().raw("KUBECONFIG") is None and embedded_cluster.main(["up"]) != 0:
         return 1
     select_stack(ns.stack)
-    return run_pulumi([*UP_ARGS, "--stack", ns.stack, *ns.pulumi_args], check=False)
+    clusters = cluster_reach.stack_clusters(stack_config.sync(ns.stack))
+    args = cluster_reach.up_args(UP_ARGS, clusters, paths.repo_root())
+    return run_pulumi([*args, "--stack", ns.stack, *ns.pulumi_args], check=False)
 
 
 def cmd_destroy(ns: argparse.Namespace) -> int:

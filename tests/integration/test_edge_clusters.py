@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cityhub import embedded_cluster, paths, supervisor
+from cityhub import cluster_reach, embedded_cluster, paths, supervisor
+from cityhub.cli import UP_ARGS
 from cityhub.embedded_cluster.layout import layout
 from cityhub.embedded_cluster.state import load_state
 from cityhub.supervisor import Supervisor
@@ -119,7 +120,12 @@ def test_an_unreachable_edge_fails_only_its_own_part(city: Project, kubeconfig: 
     city.pulumi("config", "set", "--path", "cityhub:departments[5].quota.pods", "12")
     stop_edge_apiserver()
     try:
-        result = city.pulumi("up", "--yes", "--skip-preview", "--continue-on-error", ok=False)
+        # What `cityhub up` runs: it finds the edge silent and leaves --refresh out (a refresh of every
+        # cluster would fail the whole update, the hub's part too).
+        clusters = cluster_reach.stack_clusters(city.root / "stacks" / "Pulumi.dev.yaml")
+        args = cluster_reach.up_args(UP_ARGS, clusters, city.root)
+        assert "--refresh" in UP_ARGS and "--refresh" not in args
+        result = city.pulumi(*args, ok=False)
         output = result.stdout + result.stderr
         assert result.returncode != 0
         assert EDGE in output, output  # the failure names the edge
@@ -127,7 +133,9 @@ def test_an_unreachable_edge_fails_only_its_own_part(city: Project, kubeconfig: 
         assert quota["spec"]["hard"]["pods"] == "60"  # the hub was still updated
     finally:
         assert embedded_cluster.main(["up", "--name", EDGE]) == 0  # restarts the stopped apiserver
-    city.pulumi("up", "--yes", "--skip-preview")  # the edge catches up
+    clusters = cluster_reach.stack_clusters(city.root / "stacks" / "Pulumi.dev.yaml")
+    assert cluster_reach.up_args(UP_ARGS, clusters, city.root) == UP_ARGS  # every cluster answers again
+    city.pulumi(*UP_ARGS)  # the edge catches up
     edge = layout(EDGE).kubeconfig
     out = city.kubectl(
         "--kubeconfig", str(edge), "get", "resourcequota", "compute", "-n", STREET, "-o", "json"
@@ -165,8 +173,15 @@ def test_a_street_office_requests_a_channel_on_its_edge(city: Project, kubeconfi
         started = cityhub("operator", "start", "--cluster", EDGE, "--drift-interval", "5")
         assert f"messaging on {EDGE}: nats-server of edge {EDGE}" in started.stdout, started.stdout
         apply(edge, [channel])
-        kubectl(edge, "wait", "--for=condition=Ready", "--timeout=180s", "messagingchannel/water-level",
-                "-n", STREET)
+        kubectl(
+            edge,
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=180s",
+            "messagingchannel/water-level",
+            "-n",
+            STREET,
+        )
         got = kubectl(edge, "get", "messagingchannel", "water-level", "-n", STREET, "-o", "json").stdout
         secret_name = json.loads(got)["status"]["connectionSecret"]
         secret = json.loads(kubectl(edge, "get", "secret", secret_name, "-n", STREET, "-o", "json").stdout)
@@ -188,8 +203,27 @@ def test_a_street_office_requests_a_channel_on_its_edge(city: Project, kubeconfi
         kubectl(edge, "delete", "messagingchannel", "water-level", "-n", STREET, "--timeout=120s")
     finally:
         # Whatever happened, nothing of the test may hold the street office's namespace on destroy.
-        kubectl(edge, "delete", "messagingchannel", "water-level", "-n", STREET, "--ignore-not-found",
-                "--timeout=60s", check=False)
-        kubectl(edge, "patch", "messagingchannel", "water-level", "-n", STREET, "--type=merge",
-                "-p", '{"metadata":{"finalizers":null}}', check=False)
+        kubectl(
+            edge,
+            "delete",
+            "messagingchannel",
+            "water-level",
+            "-n",
+            STREET,
+            "--ignore-not-found",
+            "--timeout=60s",
+            check=False,
+        )
+        kubectl(
+            edge,
+            "patch",
+            "messagingchannel",
+            "water-level",
+            "-n",
+            STREET,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
         cityhub("operator", "stop")
