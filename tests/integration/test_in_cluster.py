@@ -453,7 +453,7 @@ def test_a_backend_outage_shows_as_ready_false_and_the_requests_recover_when_it_
         return dict(cond) if cond.get("reason") == "ProbeFailed" else None
 
     try:
-        cond = wait_for(probe_failed, 120, f"{watched} to report Ready=False ProbeFailed")
+        cond = wait_for(probe_failed, 180, f"{watched} to report Ready=False ProbeFailed")
         seen_after = time.monotonic() - down_at
         assert cond["status"] == "False" and f"Secret {watched}-connection" in cond["message"], cond
     finally:
