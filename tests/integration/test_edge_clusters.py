@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,6 +113,27 @@ def stop_edge_apiserver() -> Any:
     return rec
 
 
+def wait_admission_ready(kubeconfig: Path) -> None:
+    """After an API server restart its admission policies refuse every request ("failed to find resource
+    referenced by paramKind") until it has discovered the AdmissionParams CRD again: wait for that, as a user
+    would retry (a server-side dry run of a request; any other answer means admission is evaluating)."""
+    request = {
+        "apiVersion": "hub.cityhub.io/v1alpha1",
+        "kind": "MessagingChannel",
+        "metadata": {"name": "admission-ready", "namespace": STREET},
+        "spec": {"offering": "messaging"},
+    }
+    t0 = time.monotonic()
+
+    def evaluating() -> bool:
+        args = ("apply", "--dry-run=server", "-f", "-")
+        result = kubectl(kubeconfig, *args, stdin=json.dumps(request), check=False)
+        return "paramKind" not in result.stderr
+
+    wait_for(evaluating, 120, "the restarted API server's admission to find AdmissionParams", interval=1)
+    print(f"\n[edge] admission evaluating again {time.monotonic() - t0:.1f}s after the restart")
+
+
 def test_an_unreachable_edge_fails_only_its_own_part(city: Project, kubeconfig: Path) -> None:
     if os.environ.get("CITYHUB_TEST_EDGE_KUBECONFIG"):
         pytest.skip("stops the edge's API server: only on the embedded edge")
@@ -133,6 +155,7 @@ def test_an_unreachable_edge_fails_only_its_own_part(city: Project, kubeconfig: 
         assert quota["spec"]["hard"]["pods"] == "60"  # the hub was still updated
     finally:
         assert embedded_cluster.main(["up", "--name", EDGE]) == 0  # restarts the stopped apiserver
+        wait_admission_ready(layout(EDGE).kubeconfig)
     clusters = cluster_reach.stack_clusters(city.root / "stacks" / "Pulumi.dev.yaml")
     assert cluster_reach.up_args(UP_ARGS, clusters, city.root) == UP_ARGS  # every cluster answers again
     city.pulumi(*UP_ARGS)  # the edge catches up

@@ -280,7 +280,13 @@ def test_a_sensor_fleet_is_ready_and_a_device_publishes_what_the_app_reads(stack
         got = stack.get("sensorfleets", "river-levels", "-n", DEPARTMENT)
         return condition(got, "Ready").get("status") == "True"
 
-    wait_for(ready, 180, "SensorFleet river-levels Ready")
+    try:
+        wait_for(ready, 180, "SensorFleet river-levels Ready")
+    except TimeoutError:
+        got = stack.get("sensorfleets", "river-levels", "-n", DEPARTMENT)
+        logs = stack.kubectl("-n", SYSTEM, "logs", "deploy/cityhub-operator", "--tail=40", ok=False).stdout
+        pods = stack.kubectl("-n", SYSTEM, "get", "pods", "-o", "wide", ok=False).stdout
+        raise AssertionError(f"not Ready: {json.dumps(got.get('status'))}\n{logs}\n{pods}") from None
     print(f"\n[in cluster] SensorFleet created -> Ready: {time.monotonic() - t0:.1f}s")
     command = ["python", "-c", DEVICE_AND_APP, CONNECTION]
     pod = app_pod("river-levels-app", DEPARTMENT, command, secret="river-levels-connection")
