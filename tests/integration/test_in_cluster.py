@@ -103,7 +103,8 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         "deploy": ["messaging", "sensing"],
         "messaging": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
         # The MQTT gateway is a nats-server too (same image); its relay runs from the operator's image.
-        "sensing": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
+        # 900M: a fleet of the standard plan reserves twice its default 256Mi (+ a message) on the gateway.
+        "sensing": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "900M"},
     }
     config["cityhub:systemPlacement"] = {
         "nodeSelector": {"cityhub.io/node": "real"},
@@ -140,7 +141,8 @@ def stack(images: None, cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
         yield project
     finally:
         # Requests first, while the operator still runs to release their finalizers; then the stack.
-        project.kubectl("delete", "messagingchannels", "--all", "-A", "--timeout=120s", ok=False)
+        for plural in ("messagingchannels", "sensorfleets"):
+            project.kubectl("delete", plural, "--all", "-A", "--timeout=120s", ok=False)
         project.kubectl("delete", "pods", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
         # The backends' data is a person's decision, not the stack's: a StatefulSet's claim outlives it, and
         # the pre-provisioned volume it holds cannot go while it does (destroy waited 10 min for it). The test
@@ -259,7 +261,8 @@ async def main():
     device.username_pw_set("gauge-001", read("device-gauge-001"))
     device.connect(url.hostname, url.port or 1883)
     device.loop_start()
-    device.publish("ingest/river-levels/gauge-001/level", json.dumps({"米": 3.2}), qos=1).wait_for_publish(10)
+    reading = json.dumps({"米": 3.2}, ensure_ascii=False)
+    device.publish("ingest/river-levels/gauge-001/level", reading, qos=1).wait_for_publish(10)
     (msg,) = await sub.fetch(1, timeout=15)
     print("got", msg.subject, msg.data.decode(), flush=True)
     device.disconnect()
