@@ -1,4 +1,5 @@
-"""The maps backend in the embedded default: PostGIS and martin as local processes.
+"""The maps backend in the embedded default: PostGIS and martin as local processes (martin's in
+local_martin.py, what both share in local_common.py).
 
     start(ctx)       `cityhub operator start` calls it: PostGIS (initdb in ctx.directory, the catalog
                      bootstrapped) and martin, reused while they run (idempotent)
@@ -25,70 +26,24 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from cityhub import supervisor
 from cityhub.local_backends import LocalBackend, LocalContext
 from cityhub.supervisor import ProcessFailed, Record, Supervisor
-from cityhub_api.settings import Env, cache_dir
+from cityhub_api.settings import Env
 from component_types.maps.catalog_sql import bootstrap_script, quote_ident, quote_literal
 from component_types.maps.credentials import Credentials
-from component_types.maps.martin_config import martin_config
+from component_types.maps.local_common import OS_USER, START_TIMEOUT, Binaries, previous_port, spawn
+from component_types.maps.local_martin import MartinServer
 from component_types.maps.naming import DATABASE, SUPERUSER, TILES_ROLE
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-OS_USER = "postgres"
-"""The system user PostgreSQL runs as when the caller is root (Debian's postgresql package creates it)."""
 SECRET_PURPOSE = "maps"
 POSTGRES_PURPOSE = "maps-postgres"
 """ctx.secret purposes, as the stack's args.key(...): the master secret and the superuser's password."""
-START_TIMEOUT = 60.0
-INSTALL = "component_types/maps/install.sh"
 
-
-@dataclass(frozen=True)
-class Binaries:
-    """Where PostgreSQL's programs and martin are."""
-
-    pg_bin: Path
-    """CITYHUB_PG_BIN: PostgreSQL 15's programs (initdb, postgres, psql, pg_isready); default Debian's
-    /usr/lib/postgresql/15/bin."""
-    martin: Path
-    """CITYHUB_MARTIN_BIN: martin; default <cache>/bin/martin (component_types/maps/install.sh builds it)."""
-
-    @classmethod
-    def from_env(cls, env: Env, cache: Path | None = None) -> Binaries:
-        cache = cache or cache_dir(env.env)
-        return cls(
-            pg_bin=env.path("CITYHUB_PG_BIN", PG_BIN),
-            martin=env.path("CITYHUB_MARTIN_BIN", cache / "bin" / "martin"),
-        )
-
-    def require(self) -> None:
-        """ProcessFailed naming what is missing and how to install it (PostgreSQL + PostGIS, martin)."""
-        missing = [str(p) for p in (self.pg_bin / "postgres", self.pg_bin / "psql") if not p.exists()]
-        if not missing and not self.postgis_control().exists():
-            missing.append(str(self.postgis_control()))
-        if not (self.martin.is_file() and os.access(self.martin, os.X_OK)):
-            missing.append(str(self.martin))
-        if missing:
-            raise ProcessFailed(
-                f"the maps backend is not installed (missing {', '.join(missing)}): run {INSTALL} "
-                "(hack/toolchain.sh runs it)"
-            )
-
-    def postgis_control(self) -> Path:
-        """PostGIS's extension file in this PostgreSQL's share directory."""
-        try:
-            found = subprocess.run(
-                [str(self.pg_bin / "pg_config"), "--sharedir"], capture_output=True, text=True, timeout=10
-            )
-            share = Path(found.stdout.strip()) if found.returncode == 0 else None
-        except OSError:
-            share = None
-        return (share or Path("/usr/share/postgresql/15")) / "extension" / "postgis.control"
+__all__ = ["Binaries", "LocalMaps", "MartinServer", "PostgisServer", "scratch_directory", "start"]
 
 
 def _as_os_user() -> list[str]:
@@ -113,19 +68,6 @@ def scratch_directory(prefix: str = "cityhub-maps-") -> Path:
     directory = Path(tempfile.mkdtemp(prefix=prefix))
     directory.chmod(0o711)
     return directory
-
-
-def _spawn(records: Supervisor | None, name: str, argv: list[str], **how: object) -> Record:
-    if records is not None:
-        return records.spawn(name, argv, **how)
-    return supervisor.spawn(name, argv, **how)  # type: ignore[arg-type]
-
-
-def _previous_port(records: Supervisor | None, name: str, key: str) -> int | None:
-    """The port of a stopped server's record when it is free again: a restarted server gets it back."""
-    old = records.record(name) if records is not None else None
-    port = old.ports.get(key) if old is not None else None
-    return port if port is not None and supervisor.port_released(port) else None
 
 
 class PostgisServer:
@@ -176,7 +118,7 @@ class PostgisServer:
             self.port, self.reused = self.record.ports["postgres"], True
             return self
         self.reused = False
-        self.port = self.port or _previous_port(self.records, self.name, "postgres") or supervisor.free_port()
+        self.port = self.port or previous_port(self.records, self.name, "postgres") or supervisor.free_port()
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
         argv = [
@@ -198,7 +140,7 @@ class PostgisServer:
             "-c",
             "shared_buffers=128MB",
         ]
-        self.record = _spawn(
+        self.record = spawn(
             self.records,
             self.name,
             argv,
@@ -298,91 +240,6 @@ class PostgisServer:
 
     def kill(self) -> str:
         """SIGKILL, like a crash (the next start recovers from the WAL)."""
-        if self.record is None:
-            return "not started"
-        return supervisor.kill(self.record)
-
-    def is_running(self) -> bool:
-        return self.record is not None and supervisor.is_running(self.record)
-
-
-class MartinServer:
-    """martin on 127.0.0.1 connected as the tiles role; its config and log in `directory`.
-
-    With `records`, the process is recorded there under `name`; a running one is reused when it was started
-    with the same configuration, and restarted otherwise (e.g. PostGIS came back on another port).
-    """
-
-    def __init__(
-        self,
-        directory: Path,
-        database_url: str,
-        *,
-        port: int | None = None,
-        name: str = "maps-martin",
-        records: Supervisor | None = None,
-        binaries: Binaries | None = None,
-    ) -> None:
-        self.directory = Path(directory)
-        self.database_url = database_url
-        self.port = port
-        self.name = name
-        self.records = records
-        self.binaries = binaries or Binaries.from_env(Env())
-        self.record: Record | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{supervisor.HOST}:{self.port}"
-
-    @property
-    def config_file(self) -> Path:
-        return self.directory / "martin.yaml"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "martin.log"
-
-    def _config(self, port: int) -> str:
-        return martin_config(self.database_url, listen=f"{supervisor.HOST}:{port}")
-
-    def start(self, timeout: float = START_TIMEOUT, *, restart: bool = False) -> MartinServer:
-        """Start it (or adopt the running one of `records`) and wait until /health answers; `restart` stops
-        a running one first (its database connections went with a restarted PostGIS)."""
-        running = self.records.get(self.name) if self.records is not None else None
-        running = running or (self.record if self.is_running() else None)
-        if running is not None:
-            port = running.ports["http"]
-            same = self.config_file.exists() and self.config_file.read_text() == self._config(port)
-            if same and not restart:
-                self.record, self.port = running, port
-                return self
-            supervisor.stop(running)
-        self.port = self.port or _previous_port(self.records, self.name, "http") or supervisor.free_port()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.config_file.touch(mode=0o600)
-        self.config_file.chmod(0o600)  # it holds the tiles role's password
-        self.config_file.write_text(self._config(self.port))
-        self.record = _spawn(
-            self.records,
-            self.name,
-            [str(self.binaries.martin), "--config", str(self.config_file)],
-            log=self.log,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "martin=warn")},
-            cwd=self.directory,
-            ports={"http": self.port},
-            serves="maps backend (martin tiles)",
-            url=self.url,
-        )
-        supervisor.wait_ready(self.record, lambda: supervisor.http_ok(f"{self.url}/health"), timeout)
-        return self
-
-    def stop(self) -> str:
-        if self.record is None:
-            return "not started"
-        return supervisor.stop(self.record)
-
-    def kill(self) -> str:
         if self.record is None:
             return "not started"
         return supervisor.kill(self.record)
