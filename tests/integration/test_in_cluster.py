@@ -165,6 +165,24 @@ def ready_pod(project: Project, namespace: str, selector: str, timeout: float = 
         raise AssertionError(f"no Ready pod {selector} in {namespace}:\n{described[-4000:]}") from None
 
 
+def wait_request_ready(
+    project: Project, plural: str, name: str, namespace: str, timeout: float = 180.0
+) -> None:
+    """Wait for a component request's Ready; when it does not come, fail with its status, the operator's log
+    and the hub's pods."""
+
+    def ready() -> bool:
+        return condition(project.get(plural, name, "-n", namespace), "Ready").get("status") == "True"
+
+    try:
+        wait_for(ready, timeout, f"{plural} {namespace}/{name} Ready")
+    except TimeoutError:
+        got = project.get(plural, name, "-n", namespace)
+        logs = project.kubectl("-n", SYSTEM, "logs", "deploy/cityhub-operator", "--tail=40", ok=False).stdout
+        pods = project.kubectl("-n", SYSTEM, "get", "pods", "-o", "wide", ok=False).stdout
+        raise AssertionError(f"not Ready: {json.dumps(got.get('status'))}\n{logs}\n{pods}") from None
+
+
 def started_seconds(pod: dict[str, Any]) -> float:
     """Seconds from the pod's creation to its Ready condition (the API server's clock both times)."""
     from datetime import datetime
@@ -210,16 +228,7 @@ def test_department_channel_is_ready_and_a_workload_pod_uses_it(stack: Project) 
     t0 = time.monotonic()
     stack.apply(channel(DEPARTMENT, "alerts"))
 
-    def ready() -> bool:
-        got = stack.get("messagingchannels", "alerts", "-n", DEPARTMENT)
-        return condition(got, "Ready").get("status") == "True"
-
-    try:
-        wait_for(ready, 180, "MessagingChannel alerts Ready")
-    except AssertionError:
-        got = stack.get("messagingchannels", "alerts", "-n", DEPARTMENT)
-        logs = stack.kubectl("-n", SYSTEM, "logs", "deploy/cityhub-operator", "--tail=60", ok=False).stdout
-        raise AssertionError(f"not Ready: {json.dumps(got.get('status'))}\n{logs}") from None
+    wait_request_ready(stack, "messagingchannels", "alerts", DEPARTMENT)
     print(f"\n[in cluster] MessagingChannel created -> Ready: {time.monotonic() - t0:.1f}s")
 
     pod = app_pod("alerts-client", DEPARTMENT, ["python", "-c", WORKLOAD], secret="alerts-connection")
@@ -279,17 +288,7 @@ def test_a_sensor_fleet_is_ready_and_a_device_publishes_what_the_app_reads(stack
     t0 = time.monotonic()
     stack.kubectl("apply", "-f", str(example))
 
-    def ready() -> bool:
-        got = stack.get("sensorfleets", "river-levels", "-n", DEPARTMENT)
-        return condition(got, "Ready").get("status") == "True"
-
-    try:
-        wait_for(ready, 180, "SensorFleet river-levels Ready")
-    except TimeoutError:
-        got = stack.get("sensorfleets", "river-levels", "-n", DEPARTMENT)
-        logs = stack.kubectl("-n", SYSTEM, "logs", "deploy/cityhub-operator", "--tail=40", ok=False).stdout
-        pods = stack.kubectl("-n", SYSTEM, "get", "pods", "-o", "wide", ok=False).stdout
-        raise AssertionError(f"not Ready: {json.dumps(got.get('status'))}\n{logs}\n{pods}") from None
+    wait_request_ready(stack, "sensorfleets", "river-levels", DEPARTMENT)
     print(f"\n[in cluster] SensorFleet created -> Ready: {time.monotonic() - t0:.1f}s")
     command = ["python", "-c", DEVICE_AND_APP, CONNECTION]
     pod = app_pod("river-levels-app", DEPARTMENT, command, secret="river-levels-connection")
