@@ -14,9 +14,13 @@
 #             project's .venv (pip freeze as constraints), in /usr/lib/python3/dist-packages
 #       app   the project's wheel (pip wheel of a copy of the sources) in /usr/local/lib/python3.11/dist-packages
 #             and schemas/ in /usr/local/share/cityhub/schemas (CITYHUB_SCHEMAS_DIR); user 65532
+#   <cache>/real-node/images/keycloak.oci.tar  $KEYCLOAK_IMAGE: Java 17 from Debian, busybox, the Keycloak
+#                                              distribution install.sh pre-built (component_types/identity/
+#                                              image.sh); user 1000
 #   Push to a city's registry, e.g. with skopeo:
 #     skopeo copy oci-archive:<cache>/real-node/images/operator.oci.tar docker://registry.example.gov.cn/cityhub/operator:0.1.0
-#   and set cityhub:operator.image (and cityhub:backends.messaging.image for nats) to those references.
+#   and set cityhub:operator.image (cityhub:backends.messaging.image and .sensing.image for nats,
+#   cityhub:backends.identity.image for keycloak) to those references.
 #
 # Needs root for nothing but the smoke test (chroot into the assembled root to import the operator).
 set -uo pipefail
@@ -51,11 +55,12 @@ tree_digest() {
 }
 fresh() { [ -s "$1" ] && [ "$(cat "$2" 2>/dev/null)" = "$3" ]; }
 
-passwd_files() {  # $1: root directory
+passwd_files() {  # $1: root directory; $2: the image's user (default $APP_USER), named cityhub
+  local uid=${2:-$APP_USER}
   mkdir -p "$1/etc" "$1/tmp" && chmod 1777 "$1/tmp"
   printf 'root:x:0:0:root:/root:/sbin/nologin\ncityhub:x:%s:%s:cityhub:/tmp:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' \
-    $APP_USER $APP_USER >"$1/etc/passwd"
-  printf 'root:x:0:\ncityhub:x:%s:\nnogroup:x:65534:\n' $APP_USER >"$1/etc/group"
+    "$uid" "$uid" >"$1/etc/passwd"
+  printf 'root:x:0:\ncityhub:x:%s:\nnogroup:x:65534:\n' "$uid" >"$1/etc/group"
 }
 
 build_nats() {
@@ -73,33 +78,47 @@ build_nats() {
   log "  nats image built in $((SECONDS - t0))s"
 }
 
-# base: Debian's python3.11, unpacked. Prints nothing; fills $WORK/base/rootfs.
-operator_base() {
-  local dir=$WORK/base pkg version versions=() want
-  for pkg in "${BASE_PACKAGES[@]}"; do
+# The candidate versions of Debian packages, as pkg=version in DEB_VERSIONS (apt-get update once when one is
+# unknown); DEB_WANT: those and this script's digest, what a layer made of them records in its .inputs.
+deb_versions() {
+  local pkg version
+  DEB_VERSIONS=()
+  for pkg in "$@"; do
     version=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/{print $2}')
     if [ -z "$version" ] || [ "$version" = "(none)" ]; then
       apt-get update -qq >&2 || true
       version=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/{print $2}')
     fi
     [ -n "$version" ] && [ "$version" != "(none)" ] || { log "apt knows no $pkg"; return 1; }
-    versions+=("$pkg=$version")
+    DEB_VERSIONS+=("$pkg=$version")
   done
-  want="${versions[*]} $(digest <"${BASH_SOURCE[0]}")"
-  [ -d "$dir/rootfs" ] && [ "$(cat "$dir/.inputs" 2>/dev/null)" = "$want" ] && return 0
-  log "operator base: ${#versions[@]} Debian packages (python3.11 $(printf '%s\n' "${versions[@]}" | sed -n 's/^python3.11-minimal=//p'))"
+  DEB_WANT="${DEB_VERSIONS[*]} $(digest <"${BASH_SOURCE[0]}")"
+}
+
+# $1/rootfs made anew from the packages $2... (pkg=version): unpacked with dpkg -x, so no maintainer scripts
+# run and no apt, dpkg or shell comes along; documentation dropped.
+deb_unpack() {
+  local dir=$1 deb
+  shift
   rm -rf "$dir" && mkdir -p "$dir/debs" "$dir/rootfs" || return 1
-  (cd "$dir/debs" && apt-get download -q -o APT::Sandbox::User=root "${versions[@]}" >&2) || return 1
-  local deb
+  (cd "$dir/debs" && apt-get download -q -o APT::Sandbox::User=root "$@" >&2) || return 1
   for deb in "$dir"/debs/*.deb; do dpkg -x "$deb" "$dir/rootfs" || return 1; done
-  # Documentation, manuals and lintian overrides are not needed to run anything.
   rm -rf "$dir/rootfs/usr/share/"{doc,man,info,lintian,bug} "$dir/rootfs/etc/"{init.d,cron.daily}
+}
+
+# base: Debian's python3.11, unpacked. Prints nothing; fills $WORK/base/rootfs.
+operator_base() {
+  local dir=$WORK/base
+  deb_versions "${BASE_PACKAGES[@]}" || return 1
+  [ -d "$dir/rootfs" ] && [ "$(cat "$dir/.inputs" 2>/dev/null)" = "$DEB_WANT" ] && return 0
+  log "operator base: ${#DEB_VERSIONS[@]} Debian packages (python3.11 $(printf '%s\n' "${DEB_VERSIONS[@]}" | sed -n 's/^python3.11-minimal=//p'))"
+  deb_unpack "$dir" "${DEB_VERSIONS[@]}" || return 1
   ln -sf python3.11 "$dir/rootfs/usr/bin/python3" && ln -sf python3.11 "$dir/rootfs/usr/bin/python"
   passwd_files "$dir/rootfs"
   # The host's 3.11 writes the same .pyc format; hash-based, so the bytes do not depend on file times.
   "$PYTHON" -m compileall -q -j 0 --invalidation-mode unchecked-hash -s "$dir/rootfs" -p / \
     "$dir/rootfs/usr/lib/python3.11" >&2 || return 1
-  echo "$want" >"$dir/.inputs"
+  echo "$DEB_WANT" >"$dir/.inputs"
 }
 
 # The operator's requirements: pyproject's dependencies without the stack's pulumi*, and each type's extras.
@@ -190,8 +209,12 @@ build_operator() {
   log "  operator image built in $((SECONDS - t0))s"
 }
 
+# Each component type's own image, where it has one beside nats and the operator.
+# shellcheck source=component_types/identity/image.sh
+source "$ROOT/component_types/identity/image.sh"
+
 if [ "${1:-}" = "--versions" ]; then
-  for name in nats operator; do
+  for name in nats operator keycloak; do
     printf '%-28s %s\n' "$name image" "$( [ -s "$IMAGES/$name.oci.tar" ] \
       && echo "$(cut -d' ' -f1 "$IMAGES/.$name.version") $(du -h "$IMAGES/$name.oci.tar" | cut -f1)" \
       || echo 'not built')"
@@ -202,6 +225,7 @@ fi
 t0=$SECONDS
 build_nats
 build_operator
+build_keycloak
 log "images done in $((SECONDS - t0))s"
 if [ ${#FAILED[@]} -gt 0 ]; then
   printf '  - %s\n' "${FAILED[@]}" >&2

@@ -32,7 +32,7 @@ TAINT_KEY = "cityhub.io/real-node"
 NODE_LABELS = {"type": "real", "cityhub.io/node": "real", "topology.kubernetes.io/zone": "zone-a"}
 IMAGE_ARCHIVES = ("pause", "busybox")
 """<cache>/real-node/images/<name>.oci.tar, built by hack/real-node.sh; pause is the pod sandbox."""
-COMPONENT_IMAGES = ("nats", "operator")
+COMPONENT_IMAGES = ("nats", "operator", "keycloak")
 """The components' images (hack/images.sh), imported too when built: a stack deploys them by the reference
 they carry (cityhub:operator.image, cityhub:backends.messaging.image)."""
 RUN_ROOT = Path("/run/cityhub")

@@ -11,7 +11,9 @@
                                from which Keycloak creates that client on its first start; db-password, the
                                external database's password (set the database user's password to it)
 
-Settings (cityhub:backends.identity, schema.json x-cityhub.backendSettings): publicUrl, databaseUrl,
+Runs where cityhub:systemPlacement says (args.placement), as keycloak.USER.
+
+Settings (cityhub:backends.identity, schema.json x-cityhub.backendSettings): image, publicUrl, databaseUrl,
 databaseUsername.
 """
 
@@ -44,6 +46,7 @@ class Backend(pulumi.ComponentResource):
         super().__init__("cityhub:backends:IdentityBackend", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         ns, door = args.namespace, args.ctype.front_door
+        image = str(args.settings.get("image") or keycloak.IMAGE)
         public_url = str(args.settings.get("publicUrl") or "")
         database_url = str(args.settings.get("databaseUrl") or "")
         database_username = str(args.settings.get("databaseUsername") or "keycloak")
@@ -99,15 +102,18 @@ class Backend(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": pod_labels},
                     "spec": {
+                        **args.placement,
                         "securityContext": {
                             "runAsNonRoot": True,
-                            "fsGroup": 1000,
+                            "runAsUser": keycloak.USER,
+                            "runAsGroup": keycloak.USER,
+                            "fsGroup": keycloak.USER,
                             "seccompProfile": {"type": "RuntimeDefault"},
                         },
                         "containers": [
                             {
                                 "name": NAME,
-                                "image": keycloak.IMAGE,
+                                "image": image,
                                 "args": keycloak.cluster_args(
                                     door.target_port,
                                     public_url=public_url,

@@ -14,6 +14,10 @@ from cityhub_api.settings import Env
 VERSION = "26.0.8"
 """26.0.x is the newest line that runs on Java 17 (26.1+ need Java 21). install.sh pins the same."""
 IMAGE = f"quay.io/keycloak/keycloak:{VERSION}"
+"""The default image; cityhub:backends.identity.image overrides it (e.g. with hack/images.sh's)."""
+USER = 1000
+"""The user of the upstream image and of hack/images.sh's (component_types/identity/image.sh): the pod runs
+as it, so either image finds its files its own."""
 ADMIN_CLIENT_ID = "cityhub-operator"
 """The master-realm service-account client the driver calls the admin API with."""
 DEFAULT_REALM = "city"

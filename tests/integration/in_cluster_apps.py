@@ -57,3 +57,57 @@ def run_to_completion(project: Project, pod: dict[str, Any], timeout: float = 12
     phase = wait_for(finished, timeout, f"pod {namespace}/{name} to finish")
     logs = project.kubectl("-n", namespace, "logs", name, ok=False).stdout
     return phase, logs, time.monotonic() - t0
+
+
+# What the workload pods run (python -c), reading the connection Secret at CONNECTION.
+CHANNEL_CLIENT = r"""
+import asyncio, nats, pathlib, sys
+secret = pathlib.Path("/var/run/connection")  # in_cluster_apps.CONNECTION
+url = (secret / "url").read_text()
+async def main():
+    nc = await nats.connect(url, user_credentials=str(secret / "user.creds"), connect_timeout=10)
+    sub = await nc.subscribe("city.dept-yingji.alerts.typhoon")
+    await nc.publish("city.dept-yingji.alerts.typhoon", "台风红色预警".encode())
+    msg = await sub.next_msg(timeout=10)
+    print("got", msg.subject, msg.data.decode(), flush=True)
+    await nc.drain()
+asyncio.run(main())
+"""
+
+DEVICE_AND_APP = r"""
+import asyncio, json, pathlib, sys, urllib.parse
+import nats, paho.mqtt.client as mqtt
+s = pathlib.Path(sys.argv[1])
+read = lambda key: (s / key).read_text()
+async def main():
+    # The department's app reads the fleet's stream; the device publishes over MQTT with its own credential.
+    nc = await nats.connect(read("natsUrl"), user_credentials=str(s / "creds"), connect_timeout=10)
+    sub = await nc.jetstream().pull_subscribe(read("subjects"), stream=read("stream"))
+    url = urllib.parse.urlsplit(read("mqttUrl"))
+    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gauge-001")
+    device.username_pw_set("gauge-001", read("device-gauge-001"))
+    device.connect(url.hostname, url.port or 1883)
+    device.loop_start()
+    reading = json.dumps({"米": 3.2}, ensure_ascii=False)
+    device.publish("ingest/river-levels/gauge-001/level", reading, qos=1).wait_for_publish(10)
+    (msg,) = await sub.fetch(1, timeout=15)
+    print("got", msg.subject, msg.data.decode(), flush=True)
+    device.disconnect()
+    await nc.drain()
+asyncio.run(main())
+"""
+
+TOKEN_CLIENT = r"""
+import base64, json, pathlib, urllib.parse, urllib.request
+s = pathlib.Path("/var/run/connection")  # CONNECTION
+read = lambda key: (s / key).read_text()
+form = {"grant_type": "client_credentials", "client_id": read("client_id")}
+form["client_secret"] = read("client_secret")
+body = urllib.parse.urlencode(form).encode()
+with urllib.request.urlopen(urllib.request.Request(read("token_endpoint"), data=body), timeout=20) as r:
+    token = json.load(r)["access_token"]
+payload = token.split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+print("azp", claims["azp"], "iss", claims["iss"], flush=True)
+print("roles", json.dumps(claims, ensure_ascii=False), flush=True)
+"""

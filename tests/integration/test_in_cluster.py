@@ -1,7 +1,8 @@
 """The in-cluster path on the embedded cluster's real node: `pulumi up` of a stack with operator.deploy and
-backends.deploy [messaging, sensing], placed on the real node by cityhub:systemPlacement, runs the operator,
-nats-server, the MQTT gateway and its relay as pods from the images hack/images.sh built offline (rebuilt
-first when a source changed). A department's MessagingChannel and SensorFleet become Ready, and workload pods
+backends.deploy [messaging, sensing, identity], placed on the real node by cityhub:systemPlacement, runs the
+operator, nats-server, the MQTT gateway and its relay, and Keycloak as pods from the images hack/images.sh
+built offline (rebuilt first when a source changed). A department's MessagingChannel, SensorFleet and
+IdentityClient become Ready, and workload pods
 in the department's namespace (Pod Security `restricted`) use them through their connection Secrets, reaching
 the backends through their Service names (CoreDNS and kube-proxy of the node) as a department's apps do.
 The zones' NetworkPolicies hold on packets (network_matrix.py); the operator pod deleted mid-provisioning
@@ -38,7 +39,14 @@ from cityhub.embedded_cluster.real_node_config import (
 from cityhub.testkit import channel, condition, wait_for
 from cityhub_api import registry
 from components.backends import IMAGE_USER
-from tests.integration.in_cluster_apps import CONNECTION, app_pod, run_to_completion
+from tests.integration.in_cluster_apps import (
+    CHANNEL_CLIENT,
+    CONNECTION,
+    DEVICE_AND_APP,
+    TOKEN_CLIENT,
+    app_pod,
+    run_to_completion,
+)
 from tests.integration.network_matrix import ALLOWED, MAPS_DOOR, PORTS, SERVERS, connect, server_pod
 from tests.integration.test_hub_stack import Project, new_project
 from tests.integration.test_real_node import Cluster, cluster, run_pod, skip_unless_buildable
@@ -50,7 +58,7 @@ __all__ = ["cluster"]  # the real node's module-scoped cluster fixture, shared w
 SYSTEM = "cityhub-system"
 DEPARTMENT = "dept-yingji"
 STORAGE_CLASSES = ("cityhub-standard", "cityhub-encrypted", "cityhub-core")
-VOLUMES_PER_CLASS = 3
+VOLUMES_PER_CLASS = 4
 RESILIENCE_DEPARTMENTS = ("yingji", "chengguan", "dashuju", "jiaotong")
 
 
@@ -85,12 +93,12 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         "deploy": True,
         "replicas": 1,
         "image": image_name("operator"),
-        # Only messaging and sensing have backends here. operator.components would also have to leave every
-        # other type's offering out, which cityhub_api.catalog refuses before applying operator.catalog: run
-        # only their drivers instead (the operator's env overrides the stack's CITYHUB_COMPONENTS).
+        # Only messaging, sensing and identity have backends here. operator.components would also have to
+        # leave every other type's offering out, which cityhub_api.catalog refuses before applying
+        # operator.catalog: run only their drivers instead (the operator's env overrides CITYHUB_COMPONENTS).
         # Probes every 3 s (2 s timeout), so the backend outage below shows in the requests' status soon.
         "env": {
-            "CITYHUB_COMPONENTS": "messaging,sensing",
+            "CITYHUB_COMPONENTS": "messaging,sensing,identity",
             "CITYHUB_PROBE_INTERVAL": "3",
             "CITYHUB_PROBE_TIMEOUT": "2",
         },
@@ -100,11 +108,13 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         if dept["slug"] in RESILIENCE_DEPARTMENTS:
             dept.setdefault("quota", {})["components"] = 30
     config["cityhub:backends"] = {
-        "deploy": ["messaging", "sensing"],
+        "deploy": ["messaging", "sensing", "identity"],
         "messaging": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
         # The MQTT gateway is a nats-server too (same image); its relay runs from the operator's image.
         # 900M: a fleet of the standard plan reserves twice its default 256Mi (+ a message) on the gateway.
         "sensing": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "900M"},
+        # Keycloak pre-built for its H2 database on a volume (component_types/identity/image.sh).
+        "identity": {"image": image_name("keycloak")},
     }
     config["cityhub:systemPlacement"] = {
         "nodeSelector": {"cityhub.io/node": "real"},
@@ -120,7 +130,10 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         for i in range(VOLUMES_PER_CLASS):
             directory = volumes / f"{cls}-{i:03d}"
             directory.mkdir(parents=True, exist_ok=True)
-            os.chown(directory, IMAGE_USER, IMAGE_USER)  # as a provisioner with fsGroup would
+            # hostPath volumes ignore fsGroup; a provisioner would hand each pod's group the volume. The
+            # backends run as two users (the images' 65532, Keycloak's 1000): open to both here.
+            os.chown(directory, IMAGE_USER, IMAGE_USER)
+            directory.chmod(0o777)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +154,7 @@ def stack(images: None, cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
         yield project
     finally:
         # Requests first, while the operator still runs to release their finalizers; then the stack.
-        for plural in ("messagingchannels", "sensorfleets"):
+        for plural in ("messagingchannels", "sensorfleets", "identityclients"):
             project.kubectl("delete", plural, "--all", "-A", "--timeout=120s", ok=False)
         project.kubectl("delete", "pods", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
         # The backends' data is a person's decision, not the stack's: a StatefulSet's claim outlives it, and
@@ -207,21 +220,6 @@ def test_operator_and_nats_run_as_pods_on_the_real_node(stack: Project) -> None:
     assert nats["status"]["podIP"] in addresses, slices
 
 
-WORKLOAD = r"""
-import asyncio, nats, pathlib, sys
-secret = pathlib.Path("/var/run/connection")  # in_cluster_apps.CONNECTION
-url = (secret / "url").read_text()
-async def main():
-    nc = await nats.connect(url, user_credentials=str(secret / "user.creds"), connect_timeout=10)
-    sub = await nc.subscribe("city.dept-yingji.alerts.typhoon")
-    await nc.publish("city.dept-yingji.alerts.typhoon", "台风红色预警".encode())
-    msg = await sub.next_msg(timeout=10)
-    print("got", msg.subject, msg.data.decode(), flush=True)
-    await nc.drain()
-asyncio.run(main())
-"""
-
-
 def test_department_channel_is_ready_and_a_workload_pod_uses_it(stack: Project) -> None:
     ready_pod(stack, SYSTEM, "app.kubernetes.io/component=operator")
     ready_pod(stack, SYSTEM, "cityhub.io/service=messaging")
@@ -231,7 +229,7 @@ def test_department_channel_is_ready_and_a_workload_pod_uses_it(stack: Project) 
     wait_request_ready(stack, "messagingchannels", "alerts", DEPARTMENT)
     print(f"\n[in cluster] MessagingChannel created -> Ready: {time.monotonic() - t0:.1f}s")
 
-    pod = app_pod("alerts-client", DEPARTMENT, ["python", "-c", WORKLOAD], secret="alerts-connection")
+    pod = app_pod("alerts-client", DEPARTMENT, ["python", "-c", CHANNEL_CLIENT], secret="alerts-connection")
     phase, logs, took = run_to_completion(stack, pod)
     print(f"[in cluster] workload pod created -> finished: {took:.1f}s")
     assert phase == "Succeeded", logs
@@ -256,30 +254,6 @@ def test_pods_reach_the_api_server_and_services_by_name(stack: Project, cluster:
     assert result.stdout.strip().startswith("v1.36"), result.stdout
 
 
-DEVICE_AND_APP = r"""
-import asyncio, json, pathlib, sys, urllib.parse
-import nats, paho.mqtt.client as mqtt
-s = pathlib.Path(sys.argv[1])
-read = lambda key: (s / key).read_text()
-async def main():
-    # The department's app reads the fleet's stream; the device publishes over MQTT with its own credential.
-    nc = await nats.connect(read("natsUrl"), user_credentials=str(s / "creds"), connect_timeout=10)
-    sub = await nc.jetstream().pull_subscribe(read("subjects"), stream=read("stream"))
-    url = urllib.parse.urlsplit(read("mqttUrl"))
-    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gauge-001")
-    device.username_pw_set("gauge-001", read("device-gauge-001"))
-    device.connect(url.hostname, url.port or 1883)
-    device.loop_start()
-    reading = json.dumps({"米": 3.2}, ensure_ascii=False)
-    device.publish("ingest/river-levels/gauge-001/level", reading, qos=1).wait_for_publish(10)
-    (msg,) = await sub.fetch(1, timeout=15)
-    print("got", msg.subject, msg.data.decode(), flush=True)
-    device.disconnect()
-    await nc.drain()
-asyncio.run(main())
-"""
-
-
 def test_a_sensor_fleet_is_ready_and_a_device_publishes_what_the_app_reads(stack: Project) -> None:
     for selector in ("cityhub.io/service=sensing", "app.kubernetes.io/name=sensing-relay"):
         pod = ready_pod(stack, SYSTEM, selector)
@@ -296,6 +270,30 @@ def test_a_sensor_fleet_is_ready_and_a_device_publishes_what_the_app_reads(stack
     print(f"[in cluster] device + app pod created -> finished: {took:.1f}s")
     assert phase == "Succeeded", logs
     assert 'got telemetry.river-levels.gauge-001.level {"米": 3.2}' in logs, logs
+
+
+def test_an_identity_client_is_ready_and_a_workload_pod_gets_a_token(stack: Project) -> None:
+    """The docs example (交通运输局's dispatch system) against Keycloak in a pod: the client made in the city
+    realm, its Secret in the department's namespace, and a token by client credentials from a workload pod
+    through the identity front door, carrying the department roles the request asked for."""
+    keycloak = ready_pod(stack, SYSTEM, "cityhub.io/service=identity", timeout=300)
+    assert keycloak["spec"]["nodeName"] == NODE_NAME and keycloak["spec"]["containers"][0]["image"] == (
+        image_name("keycloak")
+    )
+    print(f"\n[in cluster] {keycloak['metadata']['name']}: created -> Ready {started_seconds(keycloak):.0f}s")
+    example = registry.DEFAULT_ROOT / "identity" / "examples" / "identity-client.yaml"
+    t0 = time.monotonic()
+    stack.kubectl("apply", "-f", str(example))
+
+    wait_request_ready(stack, "identityclients", "dispatch", "dept-jiaotong")
+    print(f"[in cluster] IdentityClient created -> Ready: {time.monotonic() - t0:.1f}s")
+    command = ["python", "-c", TOKEN_CLIENT]
+    pod = app_pod("dispatch-app", "dept-jiaotong", command, secret="dispatch-connection")
+    phase, logs, took = run_to_completion(stack, pod)
+    print(f"[in cluster] token client pod created -> finished: {took:.1f}s")
+    assert phase == "Succeeded", logs
+    assert "azp jiaotong.dispatch" in logs or "azp dept-jiaotong.dispatch" in logs, logs
+    assert "dept-jiaotong:viewer" in logs and "dept-jiaotong:editor" in logs, logs
 
 
 def test_network_isolation_is_enforced_on_packets(stack: Project) -> None:

@@ -125,3 +125,37 @@ def test_install_script_builds_what_a_local_start_expects() -> None:
     assert version.group(1) == keycloak.VERSION
     assert tuple(options.group(1).split()) == keycloak.BUILD_OPTIONS
     assert "-m component_types.identity.local template" in script
+
+
+def test_keycloak_follows_the_system_placement_as_the_images_user_from_the_configured_image() -> None:
+    placement = {"nodeSelector": {"cityhub.io/node": "real"}, "tolerations": [{"key": "k"}]}
+    image = "registry.example.gov.cn/cityhub/keycloak:26.0.8"
+
+    def make() -> Any:
+        args = BackendArgs(
+            ctype=IDENTITY,
+            namespace=NS,
+            master_key=MASTER,
+            operator_image="op",
+            settings={"image": image},
+            placement=placement,
+        )
+        return Backend("identity", args)
+
+    pod = find(run(make), "Deployment", "keycloak", NS).inputs["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == placement["nodeSelector"] and pod["tolerations"] == placement["tolerations"]
+    security = pod["securityContext"]
+    # The upstream image's user and hack/images.sh's: a hostPath or pre-made volume owned by it is writable.
+    assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == keycloak.USER == 1000
+    assert pod["containers"][0]["image"] == image
+    assert keycloak_container(run(backend))["image"] == keycloak.IMAGE
+
+
+def test_the_offline_image_carries_the_version_the_driver_and_install_script_use() -> None:
+    root = Path(keycloak.__file__).parents[2]
+    versions = (root / "hack" / "versions.env").read_text()
+    image = re.search(r"^KEYCLOAK_IMAGE=(\S+)$", versions, re.M)
+    assert image and image.group(1).rsplit(":", 1)[1] == keycloak.VERSION
+    # The image is the distribution install.sh pre-built: `kc.sh start` finds nothing to rebuild.
+    script = (Path(keycloak.__file__).parent / "image.sh").read_text()
+    assert "$CACHE/keycloak/$1" in script and f"KEYCLOAK_USER={keycloak.USER}" in script
