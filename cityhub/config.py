@@ -36,7 +36,7 @@ from cityhub.config_model import (
     Zone,
 )
 from cityhub.config_schema import NAMESPACE, ConfigError, ConfigProblem, key_path, schema_problems
-from cityhub_api import catalog, registry
+from cityhub_api import catalog, registry, units
 
 __all__ = ["ConfigError", "ConfigProblem", "load_config", "raw_stack_config"]
 
@@ -191,7 +191,37 @@ def rule_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
                 )
             )
     problems += _storage_problems(raw.get("storage"))
+    problems += _backend_volume_problems(raw)
     problems += _operator_problems(raw.get("operator", {}))
+    return problems
+
+
+def _backend_volume_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
+    """Pre-provisioned volumes all have one size: a backend's claim for more never binds, its pod stays
+    Pending and `pulumi up` waits for it until it times out. Refused here instead, naming the setting."""
+    storage, backends = raw.get("storage") or {}, raw.get("backends") or {}
+    if storage.get("mode") != "preprovisioned" or not backends.get("deploy"):
+        return []
+    size = str(
+        (storage.get("preprovisioned") or {}).get("size", Storage(mode="dynamic", classes=()).volume_size)
+    )
+    types = registry.component_types()
+    problems = []
+    for name in backends["deploy"]:
+        setting = (
+            (types[name].backend_settings.get("properties") or {}).get("storageSize")
+            if name in types
+            else None
+        )
+        want = (backends.get(name) or {}).get("storageSize") or (setting or {}).get("default")
+        if want and units.parse("quantity", want) > units.parse("quantity", size):
+            problems.append(
+                ConfigProblem(
+                    key_path(["backends", name, "storageSize"]),
+                    f"{want} does not fit the pre-provisioned volumes ({size}, cityhub:storage."
+                    f"preprovisioned.size); set it to {size} or less, or make the volumes larger",
+                )
+            )
     return problems
 
 

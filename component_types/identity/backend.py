@@ -13,8 +13,8 @@
 
 Runs where cityhub:systemPlacement says (args.placement), as keycloak.USER.
 
-Settings (cityhub:backends.identity, schema.json x-cityhub.backendSettings): image, publicUrl, databaseUrl,
-databaseUsername.
+Settings (cityhub:backends.identity, schema.json x-cityhub.backendSettings): image, storageSize, publicUrl,
+databaseUrl, databaseUsername.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Backend(pulumi.ComponentResource):
         if not database_url:
             claim: dict[str, Any] = {
                 "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": STORAGE_SIZE}},
+                "resources": {"requests": {"storage": str(args.settings.get("storageSize") or STORAGE_SIZE)}},
             }
             if args.storage_class:
                 claim["storageClassName"] = args.storage_class

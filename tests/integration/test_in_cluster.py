@@ -114,7 +114,7 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         # 900M: a fleet of the standard plan reserves twice its default 256Mi (+ a message) on the gateway.
         "sensing": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "900M"},
         # Keycloak pre-built for its H2 database on a volume (component_types/identity/image.sh).
-        "identity": {"image": image_name("keycloak")},
+        "identity": {"image": image_name("keycloak"), "storageSize": "1Gi"},
     }
     config["cityhub:systemPlacement"] = {
         "nodeSelector": {"cityhub.io/node": "real"},

@@ -134,6 +134,7 @@ def test_stack_deploys_the_backends_and_points_the_operator_at_them() -> None:
     raw = stack_raw()
     raw["operator"] = {"deploy": True}
     raw["backends"] = {"deploy": ["messaging", "identity", "maps", "inference"]}
+    raw["backends"]["messaging"] = {"storageSize": raw["storage"]["preprovisioned"]["size"]}
     raw["backendsMasterKey"] = "k" * 48
     created = hub(raw)
     workloads = {
@@ -169,7 +170,9 @@ def test_every_front_door_selects_its_backends_pods_on_their_port() -> None:
     """Names are derived from the registry, not repeated: each type's front-door Service selects pods of its
     own backend (in the same namespace) that expose the Service's target port."""
     raw = stack_raw()
-    raw["backends"] = {"deploy": list(registry.component_types())}
+    # Volumes as large as the pre-provisioned ones (the defaults are a city's, larger).
+    volume = {"storageSize": raw["storage"]["preprovisioned"]["size"]}
+    raw["backends"] = {"deploy": list(registry.component_types()), "messaging": volume, "sensing": volume}
     raw["backendsMasterKey"] = "k" * 48
     created = hub(raw)
     workloads = of_kind(created, "StatefulSet") + of_kind(created, "Deployment")
@@ -190,6 +193,24 @@ def test_every_front_door_selects_its_backends_pods_on_their_port() -> None:
             for p in c.get("ports", [])
         }
         assert port in ports, f"front door {ctype.name}: target port {port} not among {sorted(ports)}"
+
+
+def test_a_backend_volume_larger_than_the_pre_provisioned_volumes_is_refused_naming_the_setting() -> None:
+    """Such a claim never binds: the backend's pod stayed Pending and `pulumi up` waited for it (found when
+    Keycloak's 2Gi default met the in-cluster test's 1Gi volumes)."""
+    from cityhub.config import ConfigError
+
+    raw = stack_raw()
+    raw["storage"]["preprovisioned"]["size"] = "1Gi"
+    raw["backends"] = {"deploy": ["identity", "messaging"], "messaging": {"storageSize": "1Gi"}}
+    raw["backendsMasterKey"] = "k" * 48
+    with pytest.raises(ConfigError) as error:
+        load_config(raw)
+    message = str(error.value)
+    assert "cityhub:backends.identity.storageSize: 2Gi does not fit the pre-provisioned volumes" in message
+    assert "messaging" not in message
+    raw["backends"]["identity"] = {"storageSize": "1Gi"}
+    load_config(raw)
 
 
 def test_deploying_backends_needs_the_master_key_and_never_echoes_it() -> None:

@@ -42,7 +42,7 @@ def test_devices_publish_only_their_own_topics_and_readers_only_read() -> None:
 
 def test_the_cluster_backend_serves_mqtt_with_tls_behind_its_front_door() -> None:
     raw = stack_raw()
-    raw["backends"] = {"deploy": ["sensing"], "sensing": {"tlsSecret": "iot-tls"}}
+    raw["backends"] = {"deploy": ["sensing"], "sensing": {"tlsSecret": "iot-tls", "storageSize": "10Gi"}}
     raw["backendsMasterKey"] = "k" * 48
     created = hub(raw)
     door = find(created, "Service", "sensing", "cityhub-system").inputs["spec"]
