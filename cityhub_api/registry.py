@@ -62,6 +62,16 @@ class DoorPort:
 
 
 @dataclass(frozen=True)
+class SideDoor:
+    """A workload of the backend besides the front door's that departments of the service's zones reach
+    directly, through its own Service (e.g. maps' PostGIS, where a department writes its features)."""
+
+    workload: str
+    """The pods' app.kubernetes.io/name in the hub's system namespace."""
+    port: int
+
+
+@dataclass(frozen=True)
 class FrontDoor:
     """The Service in the hub's system namespace that departments reach a type's backend through.
 
@@ -74,6 +84,7 @@ class FrontDoor:
     target_port: int
     app_protocol: str
     extra_ports: tuple[DoorPort, ...] = ()
+    side_doors: tuple[SideDoor, ...] = ()
 
     @property
     def ports(self) -> tuple[DoorPort, ...]:
@@ -184,7 +195,9 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 def _front_door(path: Path, name: str, meta: dict[str, Any]) -> FrontDoor:
     door = meta.get("frontDoor")
-    needs = "port (and optionally targetPort, appProtocol, extraPorts: [{name, port, targetPort, …}])"
+    needs = (
+        "port (and optionally targetPort, appProtocol, extraPorts: [{name, port, targetPort, …}], sideDoors)"
+    )
     if not isinstance(door, dict) or not isinstance(door.get("port"), int):
         raise SchemaError(f"{path}: x-cityhub.frontDoor needs {needs}")
     extra = []
@@ -199,12 +212,18 @@ def _front_door(path: Path, name: str, meta: dict[str, Any]) -> FrontDoor:
                 str(item.get("appProtocol", "tcp")),
             )
         )
+    side = []
+    for i, item in enumerate(door.get("sideDoors", [])):
+        if not isinstance(item, dict) or not isinstance(item.get("port"), int) or not item.get("workload"):
+            raise SchemaError(f"{path}: x-cityhub.frontDoor.sideDoors[{i}] needs workload and port")
+        side.append(SideDoor(str(item["workload"]), item["port"]))
     return FrontDoor(
         name=name,
         port=door["port"],
         target_port=int(door.get("targetPort", door["port"])),
         app_protocol=str(door.get("appProtocol", "tcp")),
         extra_ports=tuple(extra),
+        side_doors=tuple(side),
     )
 
 

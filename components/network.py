@@ -94,6 +94,14 @@ def egress_rules(
             # A policy sees the pod's port (after the Service's translation), so the target port.
             targets = tuple(p.target_port for p in door.ports)
             rules.append(np.NetworkPolicyEgressRuleArgs(to=[peer], ports=_ports(targets)))
+            for side in door.side_doors:
+                peer = np.NetworkPolicyPeerArgs(
+                    namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                        match_labels={NAME_LABEL: SYSTEM_NAMESPACE}
+                    ),
+                    pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={labels.NAME: side.workload}),
+                )
+                rules.append(np.NetworkPolicyEgressRuleArgs(to=[peer], ports=_ports((side.port,))))
     if zone.public:
         outside = np.IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES)
         rules.append(np.NetworkPolicyEgressRuleArgs(to=[np.NetworkPolicyPeerArgs(ip_block=outside)]))
@@ -154,7 +162,9 @@ class Network(pulumi.ComponentResource):
                 # The hub's own parts talk to each other: the operator provisions and probes every backend,
                 # a backend's helpers (a relay, a gateway) reach its servers. Departments come in only
                 # through the front doors below.
-                ingress=[np.NetworkPolicyIngressRuleArgs(from_=[np.NetworkPolicyPeerArgs(pod_selector=all_pods)])],
+                ingress=[
+                    np.NetworkPolicyIngressRuleArgs(from_=[np.NetworkPolicyPeerArgs(pod_selector=all_pods)])
+                ],
             ),
             opts=child,
         )
@@ -186,4 +196,24 @@ class Network(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
+            for side in door.side_doors:
+                np.NetworkPolicy(
+                    f"{name}-system-{service.name}-{side.workload}",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=f"allow-{service.name}-{side.workload}",
+                        namespace=args.system_namespace,
+                        labels=labels.common(),
+                    ),
+                    spec=np.NetworkPolicySpecArgs(
+                        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={labels.NAME: side.workload}),
+                        policy_types=["Ingress"],
+                        ingress=[
+                            np.NetworkPolicyIngressRuleArgs(
+                                from_=[np.NetworkPolicyPeerArgs(namespace_selector=callers)],
+                                ports=_ports((side.port,)),
+                            )
+                        ],
+                    ),
+                    opts=child,
+                )
         self.register_outputs({})

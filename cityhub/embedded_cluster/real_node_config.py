@@ -32,9 +32,9 @@ TAINT_KEY = "cityhub.io/real-node"
 NODE_LABELS = {"type": "real", "cityhub.io/node": "real", "topology.kubernetes.io/zone": "zone-a"}
 IMAGE_ARCHIVES = ("pause", "busybox")
 """<cache>/real-node/images/<name>.oci.tar, built by hack/real-node.sh; pause is the pod sandbox."""
-COMPONENT_IMAGES = ("nats", "operator", "keycloak")
+COMPONENT_IMAGES = ("nats", "operator", "keycloak", "postgis", "martin")
 """The components' images (hack/images.sh), imported too when built: a stack deploys them by the reference
-they carry (cityhub:operator.image, cityhub:backends.messaging.image)."""
+they carry (cityhub:operator.image, cityhub:backends.<type>.image and the like)."""
 RUN_ROOT = Path("/run/cityhub")
 """Sockets and runtime state: short paths (a unix socket path has at most 107 bytes), on tmpfs."""
 CGROUP_PREFIX = "cityhub-"

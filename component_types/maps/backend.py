@@ -8,7 +8,13 @@ system namespace.
                    stack's Service `maps` (port 3000) selects them; connected as the tiles role, it serves
                    only /layers/{z}/{x}/{y}, and the tile function decides per request which department may
                    read which layer; stateless
-    maps-postgis   NetworkPolicy: martin may reach PostGIS (the system namespace denies other ingress)
+    maps-postgis   NetworkPolicy: martin may reach PostGIS (the system namespace denies other ingress);
+                   departments of the zones maps serves reach it too (the front door's side door, for
+                   writing their features: components/network.py)
+
+Both run where cityhub:systemPlacement says (args.placement), as non-root users (PostGIS as 999, the
+postgres user of the upstream image and of hack/images.sh's; martin as 65532).
+Settings (cityhub:backends.maps): postgisImage, martinImage, storageSize.
 
 Every credential derives from cityhub:backendsMasterKey: the Secret `args.secret_name`, which the operator
 mounts at `args.mount`, holds the maps master secret, the superuser's password and DSN, martin's database
@@ -29,11 +35,13 @@ from component_types.maps.catalog_sql import bootstrap_script
 from component_types.maps.credentials import Credentials
 from component_types.maps.martin_config import martin_config
 from component_types.maps.naming import DATABASE, SUPERUSER, TILES_ROLE
-from components.backends import BackendArgs
+from components.backends import IMAGE_USER, BackendArgs
 
 POSTGIS_NAME = "maps-postgis"
 TILES_NAME = "maps-tiles"
 POSTGRES_PORT = 5432
+POSTGRES_USER = 999
+"""The postgres user of the upstream image and of hack/images.sh's: PostGIS runs as it (never as root)."""
 POSTGIS_IMAGE = "docker.io/postgis/postgis:15-3.5"
 MARTIN_IMAGE = "ghcr.io/maplibre/martin:1.14.0"
 STORAGE_SIZE = "20Gi"
@@ -115,13 +123,13 @@ class Backend(pulumi.ComponentResource):
         )
         claim: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": STORAGE_SIZE}},
+            "resources": {"requests": {"storage": str(args.settings.get("storageSize") or STORAGE_SIZE)}},
         }
         if args.storage_class:
             claim["storageClassName"] = args.storage_class
         container = {
             "name": "postgis",
-            "image": POSTGIS_IMAGE,
+            "image": str(args.settings.get("postgisImage") or POSTGIS_IMAGE),
             "env": [
                 {"name": "POSTGRES_DB", "value": DATABASE},
                 {"name": "POSTGRES_USER", "value": SUPERUSER},
@@ -134,6 +142,7 @@ class Backend(pulumi.ComponentResource):
                 "periodSeconds": 5,
             },
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
             "volumeMounts": [
                 {"name": "data", "mountPath": "/var/lib/postgresql/data"},
                 {"name": "init", "mountPath": "/docker-entrypoint-initdb.d", "readOnly": True},
@@ -149,7 +158,14 @@ class Backend(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": own},
                     "spec": {
-                        "securityContext": {"fsGroup": 999, "seccompProfile": {"type": "RuntimeDefault"}},
+                        **args.placement,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": POSTGRES_USER,
+                            "runAsGroup": POSTGRES_USER,
+                            "fsGroup": POSTGRES_USER,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
                         "containers": [container],
                         "volumes": [
                             {
@@ -178,7 +194,7 @@ class Backend(pulumi.ComponentResource):
         )
         container = {
             "name": "martin",
-            "image": MARTIN_IMAGE,
+            "image": str(args.settings.get("martinImage") or MARTIN_IMAGE),
             "args": ["--config", "/etc/martin/config.yaml"],
             "env": [{"name": "DATABASE_URL", "valueFrom": _secret_ref(args, TILES_URL_KEY)}],
             "ports": [{"name": "http", "containerPort": port}],
@@ -204,9 +220,10 @@ class Backend(pulumi.ComponentResource):
                     # The front door's labels: the stack's Service `maps` selects these pods.
                     "metadata": {"labels": args.pod_labels(TILES_NAME)},
                     "spec": {
+                        **args.placement,
                         "securityContext": {
                             "runAsNonRoot": True,
-                            "runAsUser": 65532,
+                            "runAsUser": IMAGE_USER,
                             "seccompProfile": {"type": "RuntimeDefault"},
                         },
                         "containers": [container],

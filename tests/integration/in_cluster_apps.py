@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from cityhub.embedded_cluster.real_node_config import TAINT_KEY, image_name
-from cityhub.testkit import wait_for
+from cityhub.testkit import condition, wait_for
 from tests.integration.test_hub_stack import Project
 
 CONNECTION = "/var/run/connection"
@@ -57,6 +57,16 @@ def run_to_completion(project: Project, pod: dict[str, Any], timeout: float = 12
     phase = wait_for(finished, timeout, f"pod {namespace}/{name} to finish")
     logs = project.kubectl("-n", namespace, "logs", name, ok=False).stdout
     return phase, logs, time.monotonic() - t0
+
+
+def started_seconds(pod: dict[str, Any]) -> float:
+    """Seconds from the pod's creation to its Ready condition (the API server's clock both times)."""
+    from datetime import datetime
+
+    def at(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    return at(condition(pod, "Ready")["lastTransitionTime"]) - at(pod["metadata"]["creationTimestamp"])
 
 
 # What the workload pods run (python -c), reading the connection Secret at CONNECTION.
@@ -110,4 +120,33 @@ payload = token.split(".")[1]
 claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 print("azp", claims["azp"], "iss", claims["iss"], flush=True)
 print("roles", json.dumps(claims, ensure_ascii=False), flush=True)
+"""
+
+FEATURES_AND_TILES = r"""
+import math, pathlib, urllib.error, urllib.request
+import psycopg
+s = pathlib.Path("/var/run/connection")  # CONNECTION
+read = lambda key: (s / key).read_text()
+lon, lat = 120.1551, 30.2741  # a shelter by the West Lake, in CGCS2000 (EPSG:4490), the layer's system
+with psycopg.connect(read("databaseUrl"), connect_timeout=10) as db:
+    point = "ST_SetSRID(ST_MakePoint(%s, %s), 4490)"
+    db.execute(f"INSERT INTO {read('table')} (label, capacity, geom) VALUES (%s, %s, {point})",
+               ("西湖避难所", 800, lon, lat))
+print("wrote 1 shelter", flush=True)
+z = 14
+x = int((lon + 180) / 360 * 2**z)
+y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z)
+def fetch(url):
+    with urllib.request.urlopen(url, timeout=20) as r:
+        return r.status, r.read()
+at = lambda url: url.replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(y))
+status, tile = fetch(at(read("tileUrlWithToken")))
+found = "西湖避难所".encode() in tile
+print(f"tile {z}/{x}/{y}: {status}, {len(tile)} bytes, has 西湖避难所", found, flush=True)
+wrong = at(read("tileUrl")) + "&token=x"
+try:
+    status, body = fetch(wrong)
+    print(f"wrong token: {len(body)} bytes ({status})", flush=True)
+except urllib.error.HTTPError as e:
+    print(f"wrong token: refused ({e.code})", flush=True)
 """

@@ -1,8 +1,8 @@
 """The in-cluster path on the embedded cluster's real node: `pulumi up` of a stack with operator.deploy and
-backends.deploy [messaging, sensing, identity], placed on the real node by cityhub:systemPlacement, runs the
-operator, nats-server, the MQTT gateway and its relay, and Keycloak as pods from the images hack/images.sh
-built offline (rebuilt first when a source changed). A department's MessagingChannel, SensorFleet and
-IdentityClient become Ready, and workload pods
+backends.deploy [messaging, sensing, identity, maps], placed on the real node by cityhub:systemPlacement,
+runs the operator, nats-server, the MQTT gateway and its relay, Keycloak, PostGIS and martin as pods from the
+images hack/images.sh built offline (rebuilt first when a source changed). A department's MessagingChannel,
+SensorFleet, IdentityClient and MapLayer become Ready, and workload pods
 in the department's namespace (Pod Security `restricted`) use them through their connection Secrets, reaching
 the backends through their Service names (CoreDNS and kube-proxy of the node) as a department's apps do.
 The zones' NetworkPolicies hold on packets (network_matrix.py); the operator pod deleted mid-provisioning
@@ -43,9 +43,11 @@ from tests.integration.in_cluster_apps import (
     CHANNEL_CLIENT,
     CONNECTION,
     DEVICE_AND_APP,
+    FEATURES_AND_TILES,
     TOKEN_CLIENT,
     app_pod,
     run_to_completion,
+    started_seconds,
 )
 from tests.integration.network_matrix import ALLOWED, MAPS_DOOR, PORTS, SERVERS, connect, server_pod
 from tests.integration.test_hub_stack import Project, new_project
@@ -58,7 +60,7 @@ __all__ = ["cluster"]  # the real node's module-scoped cluster fixture, shared w
 SYSTEM = "cityhub-system"
 DEPARTMENT = "dept-yingji"
 STORAGE_CLASSES = ("cityhub-standard", "cityhub-encrypted", "cityhub-core")
-VOLUMES_PER_CLASS = 4
+VOLUMES_PER_CLASS = 5
 RESILIENCE_DEPARTMENTS = ("yingji", "chengguan", "dashuju", "jiaotong")
 
 
@@ -93,12 +95,12 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         "deploy": True,
         "replicas": 1,
         "image": image_name("operator"),
-        # Only messaging, sensing and identity have backends here. operator.components would also have to
-        # leave every other type's offering out, which cityhub_api.catalog refuses before applying
+        # Only messaging, sensing, identity and maps have backends here. operator.components would also have
+        # to leave inference's offering out, which cityhub_api.catalog refuses before applying
         # operator.catalog: run only their drivers instead (the operator's env overrides CITYHUB_COMPONENTS).
         # Probes every 3 s (2 s timeout), so the backend outage below shows in the requests' status soon.
         "env": {
-            "CITYHUB_COMPONENTS": "messaging,sensing,identity",
+            "CITYHUB_COMPONENTS": "messaging,sensing,identity,maps",
             "CITYHUB_PROBE_INTERVAL": "3",
             "CITYHUB_PROBE_TIMEOUT": "2",
         },
@@ -108,13 +110,18 @@ def in_cluster_config(project: Project, volumes: Path) -> None:
         if dept["slug"] in RESILIENCE_DEPARTMENTS:
             dept.setdefault("quota", {})["components"] = 30
     config["cityhub:backends"] = {
-        "deploy": ["messaging", "sensing", "identity"],
+        "deploy": ["messaging", "sensing", "identity", "maps"],
         "messaging": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
         # The MQTT gateway is a nats-server too (same image); its relay runs from the operator's image.
         # 900M: a fleet of the standard plan reserves twice its default 256Mi (+ a message) on the gateway.
         "sensing": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "900M"},
         # Keycloak pre-built for its H2 database on a volume (component_types/identity/image.sh).
         "identity": {"image": image_name("keycloak"), "storageSize": "1Gi"},
+        "maps": {
+            "postgisImage": image_name("postgis"),
+            "martinImage": image_name("martin"),
+            "storageSize": "1Gi",
+        },
     }
     config["cityhub:systemPlacement"] = {
         "nodeSelector": {"cityhub.io/node": "real"},
@@ -154,7 +161,7 @@ def stack(images: None, cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
         yield project
     finally:
         # Requests first, while the operator still runs to release their finalizers; then the stack.
-        for plural in ("messagingchannels", "sensorfleets", "identityclients"):
+        for plural in ("messagingchannels", "sensorfleets", "identityclients", "maplayers"):
             project.kubectl("delete", plural, "--all", "-A", "--timeout=120s", ok=False)
         project.kubectl("delete", "pods", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
         # The backends' data is a person's decision, not the stack's: a StatefulSet's claim outlives it, and
@@ -194,16 +201,6 @@ def wait_request_ready(
         logs = project.kubectl("-n", SYSTEM, "logs", "deploy/cityhub-operator", "--tail=40", ok=False).stdout
         pods = project.kubectl("-n", SYSTEM, "get", "pods", "-o", "wide", ok=False).stdout
         raise AssertionError(f"not Ready: {json.dumps(got.get('status'))}\n{logs}\n{pods}") from None
-
-
-def started_seconds(pod: dict[str, Any]) -> float:
-    """Seconds from the pod's creation to its Ready condition (the API server's clock both times)."""
-    from datetime import datetime
-
-    def at(stamp: str) -> float:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-    return at(condition(pod, "Ready")["lastTransitionTime"]) - at(pod["metadata"]["creationTimestamp"])
 
 
 def test_operator_and_nats_run_as_pods_on_the_real_node(stack: Project) -> None:
@@ -294,6 +291,30 @@ def test_an_identity_client_is_ready_and_a_workload_pod_gets_a_token(stack: Proj
     assert phase == "Succeeded", logs
     assert "azp jiaotong.dispatch" in logs or "azp dept-jiaotong.dispatch" in logs, logs
     assert "dept-jiaotong:viewer" in logs and "dept-jiaotong:editor" in logs, logs
+
+
+def test_a_map_layer_is_ready_and_a_workload_pod_writes_features_and_reads_tiles(stack: Project) -> None:
+    """The docs example (应急管理局's shelters) against PostGIS and martin in pods: the department's pod
+    writes a shelter through its Secret's databaseUrl (maps' side door: PostGIS admits the zones maps
+    serves) and reads it back as a vector tile through the front door with its token; a wrong token gets
+    nothing."""
+    for selector in ("app.kubernetes.io/name=maps-postgis", "app.kubernetes.io/name=maps-tiles"):
+        pod = ready_pod(stack, SYSTEM, selector, timeout=300)
+        assert pod["spec"]["nodeName"] == NODE_NAME, (selector, pod["spec"].get("nodeName"))
+        print(f"\n[in cluster] {pod['metadata']['name']}: created -> Ready {started_seconds(pod):.0f}s")
+    example = registry.DEFAULT_ROOT / "maps" / "examples" / "map-layer.yaml"
+    t0 = time.monotonic()
+    stack.kubectl("apply", "-f", str(example))
+
+    wait_request_ready(stack, "maplayers", "shelters", DEPARTMENT)
+    print(f"[in cluster] MapLayer created -> Ready: {time.monotonic() - t0:.1f}s")
+    command = ["python", "-c", FEATURES_AND_TILES]
+    pod = app_pod("shelters-app", DEPARTMENT, command, secret="shelters-connection")
+    phase, logs, took = run_to_completion(stack, pod)
+    print(f"[in cluster] features + tiles pod created -> finished: {took:.1f}s")
+    assert phase == "Succeeded", logs
+    assert "wrote 1 shelter" in logs and "tile 14/" in logs and "has 西湖避难所 True" in logs, logs
+    assert "wrong token: 0 bytes" in logs or "wrong token: refused" in logs, logs
 
 
 def test_network_isolation_is_enforced_on_packets(stack: Project) -> None:

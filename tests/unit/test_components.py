@@ -292,7 +292,15 @@ def test_shared_services_open_only_to_their_zones(dev: list[Created]) -> None:
         return {
             p["podSelector"]["matchLabels"]["cityhub.io/service"]
             for p in peers(policy(dev, slug)["egress"], "to")
-            if "podSelector" in p and "matchLabels" in p["podSelector"]
+            if "cityhub.io/service" in p.get("podSelector", {}).get("matchLabels", {})
+        }
+
+    def side_doors(slug: str) -> set[tuple[str, int]]:
+        return {
+            (p["podSelector"]["matchLabels"]["app.kubernetes.io/name"], rule["ports"][0]["port"])
+            for rule in policy(dev, slug)["egress"]
+            for p in rule.get("to") or []
+            if "app.kubernetes.io/name" in p.get("podSelector", {}).get("matchLabels", {})
         }
 
     config = dev_config()
@@ -301,6 +309,15 @@ def test_shared_services_open_only_to_their_zones(dev: list[Created]) -> None:
         opened = {s.name for s in config.shared_services if zone[slug] in s.zones}
         assert services(slug) == opened and opened, f"{slug} reaches the services its zone is opened to"
     assert "maps" not in services("dashuju"), "the private zone does not reach maps in the dev city"
+    # maps' side door: the departments that reach its tiles write their features into PostGIS, and no other.
+    assert side_doors("jiaotong") == {("maps-postgis", 5432)} and side_doors("dashuju") == set()
+    postgis = find(dev, "NetworkPolicy", "allow-maps-maps-postgis", "cityhub-system").inputs["spec"]
+    assert postgis["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "maps-postgis"}}
+    assert postgis["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+    assert postgis["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "egov",
+        "internet",
+    ]
     allow = find(dev, "NetworkPolicy", "allow-messaging", "cityhub-system").inputs["spec"]
     selector = allow["ingress"][0]["from"][0]["namespaceSelector"]
     assert selector["matchExpressions"] == [

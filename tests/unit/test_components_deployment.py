@@ -134,7 +134,8 @@ def test_stack_deploys_the_backends_and_points_the_operator_at_them() -> None:
     raw = stack_raw()
     raw["operator"] = {"deploy": True}
     raw["backends"] = {"deploy": ["messaging", "identity", "maps", "inference"]}
-    raw["backends"]["messaging"] = {"storageSize": raw["storage"]["preprovisioned"]["size"]}
+    volume = {"storageSize": raw["storage"]["preprovisioned"]["size"]}
+    raw["backends"] |= {"messaging": volume, "maps": volume}
     raw["backendsMasterKey"] = "k" * 48
     created = hub(raw)
     workloads = {
@@ -172,7 +173,8 @@ def test_every_front_door_selects_its_backends_pods_on_their_port() -> None:
     raw = stack_raw()
     # Volumes as large as the pre-provisioned ones (the defaults are a city's, larger).
     volume = {"storageSize": raw["storage"]["preprovisioned"]["size"]}
-    raw["backends"] = {"deploy": list(registry.component_types()), "messaging": volume, "sensing": volume}
+    raw["backends"] = {"deploy": list(registry.component_types())}
+    raw["backends"] |= {"messaging": volume, "sensing": volume, "maps": volume}
     raw["backendsMasterKey"] = "k" * 48
     created = hub(raw)
     workloads = of_kind(created, "StatefulSet") + of_kind(created, "Deployment")
