@@ -223,3 +223,8 @@ def test_inconsistent_type_schemas_are_refused(tmp_path: Path, monkeypatch: pyte
     path.write_text(json.dumps(doc))
     with pytest.raises(registry.SchemaError, match=r"x-cityhub.limits.maxWidth is 'furlongs'"):
         registry.component_types()
+    doc = json.loads((REPO / "component_types" / "messaging" / "schema.json").read_text())
+    doc["x-cityhub"]["frontDoor"]["sideDoors"] = [{"port": 5432}]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(registry.SchemaError, match=r"frontDoor.sideDoors\[0\] needs workload and port"):
+        registry.component_types()

@@ -130,3 +130,33 @@ def test_the_stack_side_loads_no_database_client() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_postgis_and_martin_follow_the_placement_as_non_root_users_from_the_configured_images() -> None:
+    placement = {"nodeSelector": {"cityhub.io/node": "real"}, "tolerations": [{"key": "k"}]}
+    settings = {"postgisImage": "r.example/postgis:1", "martinImage": "r.example/martin:1"}
+    settings["storageSize"] = "1Gi"
+    created = run(lambda: Backend("maps", args(placement=placement, settings=settings)))
+    postgis = find(created, "StatefulSet", "maps-postgis", NS)
+    tiles = find(created, "Deployment", "maps-tiles", NS)
+    for workload, image in ((postgis, "r.example/postgis:1"), (tiles, "r.example/martin:1")):
+        spec = pod_spec(workload)
+        assert spec["nodeSelector"] == placement["nodeSelector"]
+        assert spec["tolerations"] == placement["tolerations"]
+        assert spec["containers"][0]["image"] == image  # type: ignore[index]
+        assert spec["securityContext"]["runAsNonRoot"] is True  # type: ignore[index]
+    # PostGIS as the postgres user (999) of both images: Pod Security restricted, never root.
+    security = pod_spec(postgis)["securityContext"]
+    assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == 999  # type: ignore[index]
+    container = pod_spec(postgis)["containers"][0]  # type: ignore[index]
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert container["securityContext"] == restricted
+    claim = postgis.inputs["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "1Gi"
+
+
+def test_postgis_is_the_side_door_the_network_opens_to_the_zones_maps_serves() -> None:
+    from component_types.maps.backend import POSTGIS_NAME, POSTGRES_PORT
+
+    door = component_type("maps").front_door
+    assert [(s.workload, s.port) for s in door.side_doors] == [(POSTGIS_NAME, POSTGRES_PORT)]
