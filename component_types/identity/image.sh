@@ -26,7 +26,7 @@ keycloak_base() {
   local dir=$WORK/keycloak-base applet
   deb_versions "${KEYCLOAK_PACKAGES[@]}" || return 1
   [ -s "$KEYCLOAK_CACERTS" ] || { log "no $KEYCLOAK_CACERTS (apt-get install ca-certificates-java)"; return 1; }
-  DEB_WANT="$DEB_WANT cacerts:$(digest <"$KEYCLOAK_CACERTS")"
+  DEB_WANT="$DEB_WANT cacerts:$(digest <"$KEYCLOAK_CACERTS") $(digest <"${BASH_SOURCE[0]}")"
   [ -d "$dir/rootfs" ] && [ "$(cat "$dir/.inputs" 2>/dev/null)" = "$DEB_WANT" ] && return 0
   log "keycloak base: ${#DEB_VERSIONS[@]} Debian packages ($(printf '%s\n' "${DEB_VERSIONS[@]}" | grep '^openjdk'))"
   deb_unpack "$dir" "${DEB_VERSIONS[@]}" || return 1

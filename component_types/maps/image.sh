@@ -33,7 +33,7 @@ postgis_rootfs() {
   libs=$(postgis_libraries) || return 1
   # shellcheck disable=SC2086  # one package a word
   deb_versions "${POSTGIS_PACKAGES[@]}" $libs || return 1
-  DEB_WANT="$DEB_WANT $(digest <"$ROOT/component_types/maps/postgis-entrypoint.sh")"
+  DEB_WANT="$DEB_WANT $(cat "$ROOT/component_types/maps/postgis-entrypoint.sh" "${BASH_SOURCE[0]}" | digest)"
   [ -d "$dir/rootfs" ] && [ "$(cat "$dir/.inputs" 2>/dev/null)" = "$DEB_WANT" ] && return 0
   log "postgis: ${#DEB_VERSIONS[@]} Debian packages ($(printf '%s\n' "${DEB_VERSIONS[@]}" | grep '^postgresql-15-postgis-3='))"
   deb_unpack "$dir" "${DEB_VERSIONS[@]}" || return 1
