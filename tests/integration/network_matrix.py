@@ -13,7 +13,9 @@ SYSTEM = "cityhub-system"
 BUSYBOX = image_name("busybox")
 PORTS = (443, 8080)
 MAPS_DOOR = 3000
-"""The maps front door's target port: a stand-in pod carries its selector (maps has no backend here)."""
+"""The maps front door's target port: a stand-in pod carries its selector (one with the busybox server)."""
+POSTGIS = 5432
+"""maps' side door: the real maps-postgis pod, reached by the zones maps serves (to write features)."""
 # Who is where in the dev stack: zones egov (yingji, chengguan), private (dashuju), internet (jiaotong,
 # public); flows internet→egov:443 and egov→private:443; messaging open to all three zones, maps to egov
 # and internet.
@@ -33,8 +35,9 @@ ALLOWED = {
         ("dashuju", 443),
         ("nats", 4222),
         ("maps-door", 3000),
+        ("postgis", 5432),
     },
-    "chengguan": {("dashuju", 443), ("nats", 4222), ("maps-door", 3000)},
+    "chengguan": {("dashuju", 443), ("nats", 4222), ("maps-door", 3000), ("postgis", 5432)},
     "dashuju": {("nats", 4222)},
     "jiaotong": {
         ("yingji-a", 443),
@@ -42,10 +45,11 @@ ALLOWED = {
         ("chengguan", 443),
         ("nats", 4222),
         ("maps-door", 3000),
+        ("postgis", 5432),
     },
     # The hub's own namespace has no egress policy, and its pods reach each other; departments let it in
     # nowhere (it is not a zone, and its addresses are private, so not "outside" for the public zone either).
-    "maps-door": {("nats", 4222), ("nats", 8222)},
+    "maps-door": {("nats", 4222), ("nats", 8222), ("postgis", 5432)},
 }
 
 
@@ -100,8 +104,9 @@ def connect(
     outcomes: dict[Any, str] = {}
     for line in result.stdout.splitlines():
         name, port, said = [*line.split(" ", 2), ""][:3]
-        # An answer is the server's first line (HTTP's status, NATS's INFO); nc's own words are an error.
-        answered = said and not said.startswith("nc:")
+        # An answer is the server's first line (HTTP's status, NATS's INFO) or nothing at all (PostgreSQL
+        # closes on a request that is not its protocol): the connection was made. nc's own words are an error.
+        answered = not said.startswith("nc:")
         outcomes[(name, int(port))] = (
             "allowed" if answered else "dropped" if "timed out" in said else said or "no answer"
         )
