@@ -59,16 +59,15 @@ def run_to_completion(project: Project, pod: dict[str, Any], timeout: float = 12
     return phase, logs, time.monotonic() - t0
 
 
-
 def delete_requests(project: Project, plurals: tuple[str, ...]) -> None:
     """Every request of these kinds, waiting for the operator to release them. A map layer with features
     refuses deletion unless its spec says Drop (the default keeps the data): this throwaway data may go."""
     for layer in project.get("maplayers", "-A")["items"]:
-        meta = layer["metadata"]
-        drop = '{"spec": {"dataDeletion": "Drop"}}'
-        project.kubectl("-n", meta["namespace"], "patch", "maplayer", meta["name"], "--type=merge", f"-p={drop}")
+        meta, drop = layer["metadata"], '-p={"spec": {"dataDeletion": "Drop"}}'
+        project.kubectl("-n", meta["namespace"], "patch", "maplayer", meta["name"], "--type=merge", drop)
     for plural in plurals:
         project.kubectl("delete", plural, "--all", "-A", "--timeout=110s", ok=False)
+
 
 def started_seconds(pod: dict[str, Any]) -> float:
     """Seconds from the pod's creation to its Ready condition (the API server's clock both times)."""
