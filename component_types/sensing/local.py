@@ -30,8 +30,11 @@ class Gateway:
         records: Supervisor | None = None,
         prefix: str = "sensing-",
         ports: tuple[int | None, int | None, int | None] = (None, None, None),
+        max_file_store: str | None = None,
     ) -> None:
-        """`ports`: NATS, MQTT and relay metrics ports (None: free ones)."""
+        """`ports`: NATS, MQTT and relay metrics ports (None: free ones); `max_file_store`: the gateway's
+        JetStream store (nats-server's default: most of the disk), as cityhub:backends.sensing.maxFileStore
+        sets it in a cluster."""
         self.directory, self.secret_file, self.records, self.prefix = (
             Path(directory),
             secret_file,
@@ -46,6 +49,7 @@ class Gateway:
             name=f"{prefix}gateway",
             records=records,
             mqtt_port=mqtt_port or 0,
+            max_file_store=max_file_store,
             serves="sensing backend: MQTT gateway",
         )
         self.metrics_port = metrics_port or supervisor.free_port()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +21,7 @@ from cityhub_operator.driver import PermanentBackendError, Request, Result
 from nats.aio.client import RawCredentials
 
 from cityhub_api.settings import SettingError
+from cityhub_nats.client.capacity import jetstream_accounts
 from component_types.sensing.driver import SensingSettings, create_driver
 from component_types.sensing.local import Gateway
 
@@ -242,3 +245,37 @@ def test_probe_and_delete(
 
     result = run(scenario())
     assert device(devices, sensing_env, result, "p1").refused, "deleting the fleet revokes its devices"
+
+
+def test_a_fleet_the_gateway_has_no_room_for_is_refused_naming_both_fixes(tmp_path: Path) -> None:
+    """The gateway keeps an account's old limits (or JetStream off for a new one) when its store has no
+    room for the new ones: every stream call then failed as 'service unavailable', retried for ever. Now
+    BackendRefused says so, and a fleet that fits still works after the refusal."""
+    secret = tmp_path / "secret"
+    secret.write_text(secrets.token_urlsafe(48))
+    gateway = Gateway(tmp_path, secret, max_file_store="64M").start()
+    try:
+        env = {**gateway.operator_env(), "CITYHUB_SENSING_TIMEOUT": "5"}
+        # Reserves twice (48Mi + a message) and the 16Mi of MQTT sessions: past the 64M store.
+        with pytest.raises(PermanentBackendError) as refused:
+            run(ensure(env, fleet("dept-room", "river", ["g1"], maxBytes=48 * 2**20)))
+        assert refused.value.reason == "BackendRefused", refused.value
+        message = str(refused.value)
+        assert "spec.limits.maxBytes=48Mi" in message and "cityhub:backends.sensing.maxFileStore" in message
+        assert "unreserved" in message, message
+        small = run(ensure(env, fleet("dept-room", "river", ["g1"], maxBytes=4 * 2**20)))
+        assert small.backend["stream"], small
+        # How the driver told "JetStream off for the account" from "JetStream not answering": now it is on.
+        assert small.backend["account"] in run(jetstream_on(env))
+    finally:
+        gateway.stop()
+
+
+async def jetstream_on(env: dict[str, str]) -> set[str]:
+    driver = create_driver(env)
+    try:
+        found = await jetstream_accounts(await driver.connections.system(), 5)
+        assert found is not None
+        return found
+    finally:
+        await driver.close()

@@ -33,7 +33,7 @@ from nats.aio.client import Client
 from nats.js.api import StorageType
 
 from cityhub_nats.client.accounts import Accounts, Change
-from cityhub_nats.client.capacity import server_rooms, size
+from cityhub_nats.client.capacity import applied, server_rooms, size
 from cityhub_nats.client.errors import TEMPORARY, error_text
 from component_types.messaging.driver.settings import DepartmentLimits
 from component_types.messaging.driver.streams import storage_of
@@ -133,17 +133,6 @@ async def streams_reserved(admin: Client, timeout: float, exclude: str = "") -> 
     except (*TEMPORARY, nats.errors.Error, nats.js.errors.APIError) as e:
         raise TemporaryBackendError(f"NATS streams of the department: {error_text(e)}") from e
     return others, this
-
-
-async def applied(admin: Client, timeout: float) -> tuple[int, int]:
-    """The (disk, memory) limits the server enforces for the account ((0, 0) while JetStream is off)."""
-    try:
-        info = await admin.jetstream(timeout=timeout).account_info()
-    except nats.js.errors.ServiceUnavailableError:
-        return 0, 0
-    except (*TEMPORARY, nats.errors.Error, nats.js.errors.APIError) as e:
-        raise TemporaryBackendError(f"NATS account info of the department: {error_text(e)}") from e
-    return info.limits.max_storage or 0, info.limits.max_memory or 0
 
 
 def check_quota(request: Request, limits: DepartmentLimits, others: Reserved, current: Reserved) -> None:

@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 from cityhub_nats import jwt
 from cityhub_nats.client import streams
 from cityhub_nats.client.accounts import Accounts
+from cityhub_nats.client.capacity import applied, jetstream_accounts, server_rooms, size
 from cityhub_nats.client.connections import Connections
 from cityhub_nats.client.errors import TEMPORARY, error_text
 from cityhub_nats.jwt import Key
@@ -204,6 +205,7 @@ class SensingDriver:
         # 1. Revoke first: a device removed from the list stops working even if a later step fails. The
         # account's store follows its fleets (account_storage); its connections and sessions are bounded.
         await self.accounts.modify(dept, account_and_limits)
+        await self._check_room(request, storage, account_and_limits)
         revocations = ((await self.accounts.nats_claims(dept)) or {}).get("revocations") or {}
         # 2. The streams: what devices sent (for the relay) and the telemetry the relay accepted.
         admin = await self.connections.admin(dept)
@@ -235,6 +237,31 @@ class SensingDriver:
             },
         )
 
+    async def _check_room(self, request: Request, storage: int, change: Any) -> None:
+        """The gateway applies an account's larger store only when its own store (maxFileStore) has room for
+        it; otherwise it keeps the old limits, or leaves JetStream off for a new account, and every stream
+        call then fails as unavailable. Said as it is: BackendRefused naming the room and the two fixes."""
+        admin = await self.connections.admin(request.department)
+        if (await applied(admin, self.settings.timeout))[0] >= storage:
+            return
+        # The claims may already say so while the server kept older limits: push them once more.
+        await self.accounts.modify(request.department, change, force=True)
+        if (await applied(admin, self.settings.timeout))[0] >= storage:
+            return
+        rooms = await server_rooms(await self.connections.system(), self.settings.timeout)
+        room = ""
+        if rooms:
+            file = rooms[StorageType.FILE]
+            room = f"; it has {size(file.free)} of {size(file.size)} unreserved"
+        asked = size(int(request.limits.get("maxBytes", 0)))
+        raise PermanentBackendError(
+            "BackendRefused",
+            f"the MQTT gateway has no room for spec.limits.maxBytes={asked}: {request.department}'s fleets "
+            f"would reserve {size(storage)} of its JetStream store (each fleet twice its maxBytes, for the "
+            f"devices' and the relay's streams, and the MQTT sessions){room} — lower spec.limits.maxBytes, "
+            "or raise cityhub:backends.sensing.maxFileStore",
+        )
+
     async def account_storage(self, request: Request) -> int:
         """The department account's JetStream file store: what its fleets' streams reserve (this one's as
         asked), room for one message more in each (nats-server checks the account's limit before a full
@@ -247,6 +274,16 @@ class SensingDriver:
             admin = await self.connections.admin(request.department)
             try:
                 infos = await admin.jetstream(timeout=self.settings.timeout).streams_info()
+            except nats.js.errors.ServiceUnavailableError as e:
+                # No streams yet when JetStream is off for the account (the gateway had no room for its
+                # first limits: _check_room); otherwise the gateway's JetStream is not answering: retry.
+                system = await self.connections.system()
+                on = await jetstream_accounts(system, self.settings.timeout)
+                if on is None or self.keys.account(request.department).public in on:
+                    raise TemporaryBackendError(
+                        f"sensing streams of {request.department}: {error_text(e)}"
+                    ) from e
+                infos = []
             except (*TEMPORARY, nats.js.errors.APIError) as e:
                 raise TemporaryBackendError(
                     f"sensing streams of {request.department}: {error_text(e)}"
