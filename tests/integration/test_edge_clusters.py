@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
@@ -249,4 +252,81 @@ def test_a_street_office_requests_a_channel_on_its_edge(city: Project, kubeconfi
             '{"metadata":{"finalizers":null}}',
             check=False,
         )
+        cityhub("operator", "stop")
+
+
+def test_a_street_office_on_its_edge_gets_identity_and_maps_served_by_the_hub(
+    city: Project, kubeconfig: Path
+) -> None:
+    """One identity realm and one map database for the city: the edge's operator makes the street office's
+    IdentityClient and MapLayer with the hub's Keycloak and PostGIS; status and Secrets are on the edge; the
+    client's token comes from the hub's realm with the office's role, its feature comes back in the hub's
+    martin tile, and the hub's operator never saw either request."""
+    if os.environ.get("CITYHUB_TEST_EDGE_KUBECONFIG"):
+        pytest.skip("starts the operators as local processes: only with the embedded edge")
+    edge = layout(EDGE).kubeconfig
+    meta = {"namespace": STREET, "labels": {"cityhub.io/data-grade": "general"}}
+    client = {
+        "apiVersion": "hub.cityhub.io/v1alpha1",
+        "kind": "IdentityClient",
+        "metadata": {"name": "patrol", **meta},
+        "spec": {"offering": "identity", "type": "confidential", "roles": ["viewer"]},
+    }
+    layer = {
+        "apiVersion": "hub.cityhub.io/v1alpha1",
+        "kind": "MapLayer",
+        "metadata": {"name": "hydrants", **meta},
+        "spec": {
+            "offering": "maps",
+            "geometryType": "Point",
+            "attributes": [{"name": "label", "type": "text"}],
+            "dataDeletion": "Drop",
+        },
+    }
+    try:
+        cityhub("operator", "start", "--components", "identity,maps", "--drift-interval", "5")
+        cityhub("operator", "start", "--cluster", EDGE, "--drift-interval", "5")
+        t0 = time.monotonic()
+        apply(edge, [client, layer])
+        for kind in ("identityclient/patrol", "maplayer/hydrants"):
+            kubectl(edge, "wait", "--for=condition=Ready", "--timeout=180s", kind, "-n", STREET)
+        print(f"\n[edge] IdentityClient and MapLayer on {EDGE} Ready in {time.monotonic() - t0:.1f}s")
+
+        def secret_of(kind: str, name: str) -> dict[str, str]:
+            got = json.loads(kubectl(edge, "get", kind, name, "-n", STREET, "-o", "json").stdout)
+            ref = got["status"]["connectionSecret"]
+            data = json.loads(kubectl(edge, "get", "secret", ref, "-n", STREET, "-o", "json").stdout)["data"]
+            return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+        ids = secret_of("identityclient", "patrol")
+        form = {"grant_type": "client_credentials", "client_id": ids["client_id"]}
+        form["client_secret"] = ids["client_secret"]
+        body = urllib.parse.urlencode(form).encode()
+        with urllib.request.urlopen(
+            urllib.request.Request(ids["token_endpoint"], data=body), timeout=20
+        ) as r:
+            token = json.load(r)["access_token"]
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert f"{STREET}:viewer" in claims["realm_access"]["roles"], claims
+        assert claims["iss"] == ids["issuer"]
+
+        maps = secret_of("maplayer", "hydrants")
+        lon, lat = 120.1600, 30.2590  # 湖滨, in CGCS2000 (the layer's default system)
+        with psycopg.connect(maps["databaseUrl"], connect_timeout=10) as db:
+            point = "ST_SetSRID(ST_MakePoint(%s, %s), 4490)"
+            db.execute(
+                f"INSERT INTO {maps['table']} (label, geom) VALUES (%s, {point})", ("湖滨消防栓", lon, lat)
+            )
+        z = 14
+        x = int((lon + 180) / 360 * 2**z)
+        y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z)
+        url = maps["tileUrlWithToken"].replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(y))
+        with urllib.request.urlopen(url, timeout=20) as r:
+            assert "湖滨消防栓".encode() in r.read()
+        hub_log = (paths.state_dir() / "operator" / "operator.log").read_text()
+        assert "patrol" not in hub_log and "hydrants" not in hub_log
+    finally:
+        for kind in ("identityclient/patrol", "maplayer/hydrants"):
+            kubectl(edge, "delete", kind, "-n", STREET, "--ignore-not-found", "--timeout=90s", check=False)
         cityhub("operator", "stop")
