@@ -29,8 +29,11 @@ from cityhub import cluster_reach, embedded_cluster, paths, supervisor
 from cityhub.cli import UP_ARGS
 from cityhub.embedded_cluster.layout import layout
 from cityhub.embedded_cluster.state import load_state
+from cityhub.local_prometheus import Prometheus
 from cityhub.supervisor import Supervisor
 from cityhub.testkit import apply, kubectl, wait_for
+from components import monitoring_rules
+from components.monitoring_rules import RuleParams
 from tests.integration.test_hub_stack import Project, new_project
 
 pytestmark = pytest.mark.integration
@@ -177,6 +180,40 @@ def cityhub(*args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def uplink_cut_fires_the_alert_naming_the_edge(records: dict[str, Any], metrics_url: str) -> None:
+    """The edge's uplink cut (its leaf connection to the hub's leafnode port dropped by the firewall, both
+    ways: silence, not a refusal) until a live Prometheus evaluating the generated rules fires
+    CityhubEdgeUplinkDown naming the edge; restored, the leaf node reconnects by itself and the alert
+    resolves."""
+    leafnode = records["messaging-nats-server"].ports["leafnode"]
+    rules = monitoring_rules.rules_yaml(
+        RuleParams(interval="1s", long_interval="1s", uplink_down_for="3s", operator_down_for="3s")
+    )
+    target = metrics_url.split("//", 1)[1].split("/", 1)[0]
+    prom = Prometheus(paths.state_dir() / "edge-prometheus", rules, {"cityhub-operator-edge": [target]})
+    cut = [["OUTPUT", "-p", "tcp", flag, str(leafnode), "-j", "DROP"] for flag in ("--dport", "--sport")]
+    prom.start()
+    try:
+        scraped = f'min(cityhub_edge_uplink_up{{edge="{EDGE}"}})'
+        wait_for(lambda: prom.value(scraped) == 1, 30, "the edge's uplink scraped as up")
+        for rule in cut:
+            subprocess.run(["iptables", "-I", *rule], check=True)
+        t0 = time.monotonic()
+        try:
+            alert = wait_for(lambda: next(iter(prom.alerts("CityhubEdgeUplinkDown")), None), 150, "the alert")
+            fired = time.monotonic() - t0
+            assert alert["labels"]["edge"] == EDGE, alert
+        finally:
+            for rule in cut:
+                subprocess.run(["iptables", "-D", *rule], check=False)
+        t1 = time.monotonic()
+        wait_for(lambda: not prom.alerts("CityhubEdgeUplinkDown"), 150, "CityhubEdgeUplinkDown to resolve")
+        print(f"\n[edge] uplink cut: CityhubEdgeUplinkDown{{edge={EDGE}}} fired after {fired:.1f}s; "
+              f"resolved {time.monotonic() - t1:.1f}s after the uplink returned")  # fmt: skip
+    finally:
+        prom.stop()
+
+
 def test_a_street_office_requests_a_channel_on_its_edge(city: Project, kubeconfig: Path) -> None:
     """The operator serving the edge (`cityhub operator start --cluster`) beside the hub's: the street office
     applies a MessagingChannel on its own cluster and gets Ready, the Secret and the edge's nats-server there;
@@ -226,6 +263,8 @@ def test_a_street_office_requests_a_channel_on_its_edge(city: Project, kubeconfi
 
         wait_for(lambda: uplink().endswith(" 1.0"), 60, "cityhub_edge_uplink_up of the edge reported up")
         assert f'edge="{EDGE}"' in uplink()
+        if os.geteuid() == 0:  # cutting the uplink takes a firewall rule
+            uplink_cut_fires_the_alert_naming_the_edge(records, metrics_url)
         kubectl(edge, "delete", "messagingchannel", "water-level", "-n", STREET, "--timeout=120s")
     finally:
         # Whatever happened, nothing of the test may hold the street office's namespace on destroy.
