@@ -31,7 +31,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   printf 'host all all all scram-sha-256\n' >>"$work/pg_hba.conf"
   pg_ctl -D "$work" -o "-c listen_addresses='' -c unix_socket_directories=$SOCKETS" -w start
   # On a failed script: stop the temporary server, keep nothing, exit non-zero (the pod restarts).
-  trap 'pg_ctl -D "$work" -m immediate -w stop >/dev/null 2>&1 || true; find "$work" -mindepth 1 -delete' EXIT
+  # (busybox's find has no -delete: the data directory holds no dot files.)
+  trap 'pg_ctl -D "$work" -m immediate -w stop >/dev/null 2>&1 || true; rm -rf "${work:?}"/*' EXIT
   if [ "$POSTGRES_DB" != postgres ]; then
     psql -v ON_ERROR_STOP=1 -h "$SOCKETS" -U "$POSTGRES_USER" -d postgres \
       -c "CREATE DATABASE \"$POSTGRES_DB\""
