@@ -109,6 +109,16 @@ deb_unpack() {
   rm -rf "$dir/rootfs/usr/share/"{doc,man,info,lintian,bug} "$dir/rootfs/etc/"{init.d,cron.daily}
 }
 
+# busybox's applets as links to /bin/busybox in root $1 (what the busybox package's postinst does not get to
+# do when it is unpacked with dpkg -x).
+busybox_links() {
+  local root=$1 applet
+  mkdir -p "$root/usr/bin" "$root/usr/sbin" "$root/sbin" || return 1
+  for applet in $("$root/bin/busybox" --list-full); do
+    [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+  done
+}
+
 # base: Debian's python3.11, unpacked. Prints nothing; fills $WORK/base/rootfs.
 operator_base() {
   local dir=$WORK/base

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The identity backend's image, $KEYCLOAK_IMAGE (hack/versions.env): Keycloak as the cluster runs it, built
 # offline. Sourced by hack/images.sh (its helpers: log, fail, digest, fresh, passwd_files, deb_versions,
-# deb_unpack, $OCI, $WORK, $IMAGES, $CACHE); not run alone.
+# deb_unpack, busybox_links, $OCI, $WORK, $IMAGES, $CACHE); not run alone.
 #
 #   base      Debian's Java 17 runtime (openjdk-17-jre-headless and the libraries libjvm loads) and
 #             busybox-static with its applets as links: kc.sh is a POSIX sh script calling uname, readlink,
@@ -23,18 +23,14 @@ KEYCLOAK_JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
 KEYCLOAK_CACERTS=/etc/ssl/certs/java/cacerts
 
 keycloak_base() {
-  local dir=$WORK/keycloak-base applet
+  local dir=$WORK/keycloak-base
   deb_versions "${KEYCLOAK_PACKAGES[@]}" || return 1
   [ -s "$KEYCLOAK_CACERTS" ] || { log "no $KEYCLOAK_CACERTS (apt-get install ca-certificates-java)"; return 1; }
   DEB_WANT="$DEB_WANT cacerts:$(digest <"$KEYCLOAK_CACERTS") $(digest <"${BASH_SOURCE[0]}")"
   [ -d "$dir/rootfs" ] && [ "$(cat "$dir/.inputs" 2>/dev/null)" = "$DEB_WANT" ] && return 0
   log "keycloak base: ${#DEB_VERSIONS[@]} Debian packages ($(printf '%s\n' "${DEB_VERSIONS[@]}" | grep '^openjdk'))"
   deb_unpack "$dir" "${DEB_VERSIONS[@]}" || return 1
-  # The applets as links to /bin/busybox (what the busybox package's postinst does not get to do here).
-  mkdir -p "$dir/rootfs/usr/bin" "$dir/rootfs/usr/sbin" "$dir/rootfs/sbin"
-  for applet in $("$dir/rootfs/bin/busybox" --list-full); do
-    [ -e "$dir/rootfs/$applet" ] || ln -s /bin/busybox "$dir/rootfs/$applet"
-  done
+  busybox_links "$dir/rootfs" || return 1
   mkdir -p "$dir/rootfs${KEYCLOAK_CACERTS%/*}" && cp "$KEYCLOAK_CACERTS" "$dir/rootfs$KEYCLOAK_CACERTS" || return 1
   # Without update-alternatives, java is found through JAVA_HOME (kc.sh reads it).
   [ -x "$dir/rootfs$KEYCLOAK_JAVA_HOME/bin/java" ] || { log "no java in openjdk-17-jre-headless?"; return 1; }

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The maps backend's images, built offline. Sourced by hack/images.sh (its helpers: log, fail, digest, fresh,
-# passwd_files, deb_versions, deb_unpack, $OCI, $WORK, $IMAGES, $BIN); not run alone.
+# passwd_files, deb_versions, deb_unpack, busybox_links, $OCI, $WORK, $IMAGES, $BIN); not run alone.
 #
 #   $POSTGIS_IMAGE  PostgreSQL 15 + PostGIS 3 from Debian: the packages of the server, psql and pg_isready,
 #                   the postgis extension and the shared libraries those load (found with ldd on what
@@ -29,7 +29,7 @@ postgis_libraries() {
 }
 
 postgis_rootfs() {
-  local dir=$WORK/postgis applet libs
+  local dir=$WORK/postgis libs
   libs=$(postgis_libraries) || return 1
   # shellcheck disable=SC2086  # one package a word
   deb_versions "${POSTGIS_PACKAGES[@]}" $libs || return 1
@@ -45,10 +45,7 @@ postgis_rootfs() {
   for control in "$ext"/*-3.control; do
     ln -sf "$(basename "$control")" "${control%-3.control}.control"
   done
-  mkdir -p "$root/usr/bin" "$root/usr/sbin" "$root/sbin"
-  for applet in $("$root/bin/busybox" --list-full); do
-    [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
-  done
+  busybox_links "$root" || return 1
   # pg_isready and psql look for the server's socket here (Debian's default); the server runs as 999.
   mkdir -p "$root/var/run/postgresql" "$root/docker-entrypoint-initdb.d" && chmod 1777 "$root/var/run/postgresql"
   mkdir -p "$root/usr/local/bin" || return 1
