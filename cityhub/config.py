@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from cityhub.config_codes import credit_code_problem
+from cityhub.config_edges import edge_problems
 from cityhub.config_model import (
     GRADE_RANK,
     Backends,
@@ -193,6 +194,7 @@ def rule_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
             )
     problems += storage_problems(raw.get("storage"))
     problems += backend_volume_problems(raw)
+    problems += edge_problems(raw)
     problems += _operator_problems(raw.get("operator", {}))
     return problems
 
@@ -317,6 +319,7 @@ def build(raw: dict[str, Any]) -> HubConfig:
             division_code=c.get("divisionCode"),
             kubeconfig=c.get("kubeconfig"),
             context=c.get("context"),
+            api_server=c.get("apiServer"),
         )
         for c in raw.get("clusters", DEFAULT_CLUSTERS)
     )

@@ -104,6 +104,9 @@ class Cluster:
     division_code: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
+    api_server: str | None = None
+    """An edge's API server as the hub's pods reach it (its operator runs on the hub); default: the
+    server of its kubeconfig."""
 
     @property
     def ambient(self) -> bool:

@@ -62,6 +62,8 @@ class BackendArgs:
     placement: Mapping[str, Any] = field(default_factory=dict)
     """cityhub:systemPlacement as pod spec fields (nodeSelector, tolerations): spread into the pod spec of
     every workload the backend runs in the system namespace (not in a pool's namespace, which has its own)."""
+    edges: tuple[str, ...] = ()
+    """The stack's edge clusters (on the hub): a type with an edge part opens what those parts dial."""
 
     def key(self, purpose: str) -> pulumi.Output[str]:
         """A secret derived from the master key for one purpose."""
@@ -105,6 +107,22 @@ class BackendArgs:
 
 
 @dataclass(frozen=True)
+class EdgeBackendArgs(BackendArgs):
+    """What the stack gives a type's edge part (`EdgeBackend` in its backend.py, optional): the part of the
+    backend an edge cluster runs itself so that it keeps working while its uplink is down (messaging's leaf
+    node). `namespace` is the edge's system namespace; the other settings are the hub's backend's."""
+
+    edge: str = ""
+    departments: tuple[str, ...] = ()
+    """The namespaces of the departments the stack places on the edge."""
+
+
+EDGE_BACKEND = "EdgeBackend"
+"""The optional class of a type's backend.py that an edge cluster runs (its operator_env: the settings the
+edge's operator adds to the hub's backends' ones)."""
+
+
+@dataclass(frozen=True)
 class SharedBackendsArgs:
     deploy: tuple[str, ...]
     """Component types whose backends to deploy (validated against the registry)."""
@@ -118,11 +136,17 @@ class SharedBackendsArgs:
     pools: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     placement: Mapping[str, Any] = field(default_factory=dict)
     """cityhub:systemPlacement as pod spec fields."""
+    edges: tuple[str, ...] = ()
+    """On the hub: the stack's edge clusters."""
+    edge: str | None = None
+    """On an edge cluster: its name. Only the types' edge parts run there; every other request of its
+    departments is served by the hub's backends (one identity realm, one map database, one model pool)."""
+    edge_departments: tuple[str, ...] = ()
 
 
 class SharedBackends(pulumi.ComponentResource):
     operator_env: list[pulumi.Input[Mapping[str, str]]]
-    """Each deployed backend's driver settings."""
+    """Each deployed backend's driver settings (on an edge: its edge parts' settings for its operator)."""
     mounts: dict[str, str]
     """Type name → its backend Secret, mounted by the operator at BACKENDS_MOUNT/<type>."""
 
@@ -139,6 +163,24 @@ class SharedBackends(pulumi.ComponentResource):
         for type_name in args.deploy:
             ctype = types[type_name]
             module = ctype.load(BACKEND)
+            if args.edge is not None:
+                if hasattr(module, EDGE_BACKEND):
+                    edge_args = EdgeBackendArgs(
+                        ctype=ctype,
+                        namespace=args.system_namespace,
+                        master_key=pulumi.Output.secret(args.master_key),  # type: ignore[arg-type]
+                        operator_image=args.operator_image,
+                        storage_class=args.storage_class,
+                        settings=dict(args.settings.get(type_name, {})),
+                        placement=dict(args.placement),
+                        edge=args.edge,
+                        departments=args.edge_departments,
+                    )
+                    part = getattr(module, EDGE_BACKEND)(
+                        f"{name}-{type_name}-edge", edge_args, pulumi.ResourceOptions(parent=self)
+                    )
+                    self.operator_env.append(part.operator_env)
+                continue
             backend_args = BackendArgs(
                 ctype=ctype,
                 namespace=args.system_namespace,
@@ -148,6 +190,7 @@ class SharedBackends(pulumi.ComponentResource):
                 settings=dict(args.settings.get(type_name, {})),
                 pools=dict(args.pools),
                 placement=dict(args.placement),
+                edges=args.edges,
             )
             backend = module.Backend(f"{name}-{type_name}", backend_args, pulumi.ResourceOptions(parent=self))
             self.operator_env.append(backend.operator_env)

@@ -26,10 +26,10 @@ from cityhub_api.crds import install_set
 from cityhub_api.labels import SYSTEM_NAMESPACE
 from cityhub_api.registry import component_types
 from components.backends import BACKENDS_MOUNT, OPERATOR_ACCOUNT, OPERATOR_LABELS
+from components.edge_operator import TOKEN_SECRET, EdgeLink, edge_operator
+from components.operator_workload import HEALTH_PORT, METRICS_PORT, Workload, operator_workload
 
 NAME = OPERATOR_ACCOUNT
-METRICS_PORT = 9464
-HEALTH_PORT = 8080
 APP_LABELS = OPERATOR_LABELS
 PEERING_NAME = NAME
 """The ClusterKopfPeering the operator's replicas elect their leader in (CITYHUB_PEERING)."""
@@ -87,6 +87,11 @@ class ComponentOperatorArgs:
     BACKENDS_MOUNT/<type>."""
     placement: Mapping[str, Any] = field(default_factory=dict)
     """cityhub:systemPlacement as pod spec fields (nodeSelector, tolerations) for the operator's pods."""
+    edge: str | None = None
+    """On an edge cluster: its name. Its operator runs on the hub (components/edge_operator.py): here the
+    stack makes the ServiceAccount's token for it, and no Deployment."""
+    edge_links: Sequence[EdgeLink] = ()
+    """On the hub: the edges whose operators run here."""
 
 
 def operator_rules(plurals: list[str]) -> list[dict[str, Any]]:
@@ -220,7 +225,23 @@ class ComponentOperator(pulumi.ComponentResource):
                 subjects=subject,
                 opts=child,
             )
-        if settings.deploy:
+        self.edge_access: pulumi.Output[Mapping[str, str]] | None = None
+        """On an edge with `deploy`: the data of its operator's token Secret, for the hub's EdgeLink."""
+        if settings.deploy and args.edge is not None:
+            self._peering(name)
+            token = k8s.core.v1.Secret(
+                f"{name}-operator-token",
+                metadata={
+                    "name": TOKEN_SECRET,
+                    "namespace": account.metadata.namespace,
+                    "labels": labels.common(),
+                    "annotations": {"kubernetes.io/service-account.name": account.metadata.name},
+                },
+                type="kubernetes.io/service-account-token",
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+            )
+            self.edge_access = token.data
+        elif settings.deploy:
             self._deploy(name, args, sorted(served), account, self._peering(name))
         self.register_outputs({"crds": self.crd_names, "offerings": [o.name for o in args.offerings]})
 
@@ -291,103 +312,28 @@ class ComponentOperator(pulumi.ComponentResource):
         if settings.backend_secret:
             volumes.append({"name": "backend-extra", "secret": {"secretName": settings.backend_secret}})
             mounts.append({"name": "backend-extra", "mountPath": f"{BACKENDS_MOUNT}/extra", "readOnly": True})
-        memory_limit = _double(settings.memory)
-        pod_labels = {**labels.common(), **APP_LABELS}
-        k8s.apps.v1.Deployment(
-            f"{name}-operator",
-            metadata={"name": NAME, "namespace": account.metadata.namespace, "labels": pod_labels},
-            spec={
-                "replicas": settings.replicas,
-                # Peering keeps a new pod paused until it leads, so pods are replaced one at a time and the
-                # old leader hands over as it stops (kopf leaves the peering on SIGTERM).
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "selector": {"matchLabels": APP_LABELS},
-                "template": {
-                    "metadata": {
-                        "labels": pod_labels,
-                        "annotations": {"kubectl.kubernetes.io/default-container": "operator"},
-                    },
-                    "spec": {
-                        "serviceAccountName": account.metadata.name,
-                        "priorityClassName": "system-cluster-critical",
-                        **args.placement,
-                        # A standby on another node survives the leader's node.
-                        "affinity": {
-                            "podAntiAffinity": {
-                                "preferredDuringSchedulingIgnoredDuringExecution": [
-                                    {
-                                        "weight": 100,
-                                        "podAffinityTerm": {
-                                            "labelSelector": {"matchLabels": APP_LABELS},
-                                            "topologyKey": "kubernetes.io/hostname",
-                                        },
-                                    }
-                                ]
-                            }
-                        },
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": [
-                            {
-                                "name": "operator",
-                                "image": settings.image,
-                                "args": ["python", "-m", "cityhub_operator"],
-                                "env": container_env,
-                                "ports": [
-                                    {"name": "metrics", "containerPort": METRICS_PORT},
-                                    {"name": "health", "containerPort": HEALTH_PORT},
-                                ],
-                                "livenessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": "health"},
-                                    "periodSeconds": 20,
-                                    "timeoutSeconds": 5,
-                                },
-                                "resources": {
-                                    "requests": {"cpu": settings.cpu, "memory": settings.memory},
-                                    "limits": {"memory": memory_limit},
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
-                                "volumeMounts": mounts,
-                            }
-                        ],
-                        "volumes": volumes,
-                    },
-                },
-            },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, peering]),
+        workload = Workload(
+            name=NAME,
+            namespace=account.metadata.namespace,
+            service_account=account.metadata.name,
+            pod_labels=APP_LABELS,
+            env=container_env,
+            volumes=volumes,
+            mounts=mounts,
+            placement=args.placement,
         )
-        if settings.replicas > 1:
-            # Node drains take one replica at a time, so a standby is always there to take over.
-            k8s.policy.v1.PodDisruptionBudget(
-                f"{name}-operator",
-                metadata={"name": NAME, "namespace": account.metadata.namespace, "labels": pod_labels},
-                spec={"maxUnavailable": 1, "selector": {"matchLabels": APP_LABELS}},
+        operator_workload(f"{name}-operator", workload, settings, child, depends_on=[account, peering])
+        for link in args.edge_links:
+            edge_operator(
+                name,
+                link,
+                settings=settings,
+                namespace=account.metadata.namespace,
+                service_account=account.metadata.name,
+                env=env,
+                backend_env=args.backend_env,
+                volumes=volumes,
+                mounts=mounts,
+                placement=args.placement,
                 opts=child,
             )
-        k8s.core.v1.Service(
-            f"{name}-operator-metrics",
-            metadata={
-                "name": f"{NAME}-metrics",
-                "namespace": account.metadata.namespace,
-                "labels": pod_labels,
-            },
-            spec={
-                "selector": APP_LABELS,
-                "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}],
-            },
-            opts=child,
-        )
-
-
-def _double(quantity: str) -> str:
-    """Twice a memory quantity (512Mi → 1024Mi): the limit leaves headroom for a burst of reconciles."""
-    digits = "".join(c for c in quantity if c.isdigit())
-    unit = quantity[len(digits) :]
-    return f"{int(digits) * 2}{unit}" if digits and quantity.startswith(digits) else quantity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from components.backends import SharedBackends, SharedBackendsArgs
 from components.component_operator import ComponentOperator, ComponentOperatorArgs
 from components.compute import Compute, ComputeArgs, priority_class_for
 from components.department_roles import DepartmentRoles, DepartmentRolesArgs
+from components.edge_operator import EdgeLink
 from components.foundation import Foundation, FoundationArgs
 from components.gpu_pool import GpuInferencePool, GpuInferencePoolArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -38,6 +40,10 @@ class ClusterHubArgs:
     cluster: Cluster
     offerings: tuple[Offering, ...] = ()
     """The catalog the operator serves (validated catalog entries of the types)."""
+    edge_links: tuple[EdgeLink, ...] = ()
+    """On the hub: the edges whose operators run here (their ClusterHubs' `edge_link`)."""
+    api_server: str | None = None
+    """On an edge whose operator the stack deploys: its API server as the hub's pods reach it."""
 
 
 class ClusterHub(pulumi.ComponentResource):
@@ -50,6 +56,8 @@ class ClusterHub(pulumi.ComponentResource):
     """Department slug -> namespace, display name, zone, priority class, quotas, storage classes."""
     endpoints: dict[str, str]
     gpu_pool: dict[str, object] | None
+    edge_link: EdgeLink | None
+    """On an edge whose operator the stack deploys: what the hub needs to run it."""
 
     def __init__(self, name: str, args: ClusterHubArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:hub:ClusterHub", name, {}, opts)
@@ -61,6 +69,7 @@ class ClusterHub(pulumi.ComponentResource):
             )
             child = pulumi.ResourceOptions(parent=self, providers={"kubernetes": provider})
         departments = config.departments_on(cluster.name)
+        edge = cluster.name if cluster.role == "edge" else None
 
         foundation = Foundation(
             name,
@@ -130,10 +139,13 @@ class ClusterHub(pulumi.ComponentResource):
                 settings=config.backends.settings,
                 pools={GPU_POOL: self.gpu_pool["namespace"]} if self.gpu_pool else {},  # type: ignore[dict-item]
                 placement=config.system_placement.pod_fields(),
+                edges=tuple(link.edge for link in args.edge_links),
+                edge=edge,
+                edge_departments=tuple(d.namespace for d in departments),
             ),
             opts=child,
         )
-        ComponentOperator(
+        operator = ComponentOperator(
             name,
             ComponentOperatorArgs(
                 settings=config.operator,
@@ -143,9 +155,15 @@ class ClusterHub(pulumi.ComponentResource):
                 backend_env=backends.operator_env,
                 backend_mounts=backends.mounts,
                 placement=config.system_placement.pod_fields(),
+                edge=edge,
+                edge_links=args.edge_links,
             ),
             opts=child,
         )
+        self.edge_link = None
+        if edge is not None and operator.edge_access is not None and args.api_server is not None:
+            parts = tuple(backends.operator_env)
+            self.edge_link = EdgeLink(edge, args.api_server, operator.edge_access, parts)
         ComponentAdmission(
             name,
             AdmissionArgs(
@@ -184,3 +202,25 @@ class ClusterHub(pulumi.ComponentResource):
             for d in departments
         }
         self.register_outputs({"departments": self.departments, "endpoints": self.endpoints})
+
+
+def city_hubs(
+    config: HubConfig, offerings: tuple[Offering, ...], api_servers: Mapping[str, str]
+) -> dict[str, ClusterHub]:
+    """The hub on every cluster of the stack, by name in the configuration's order. Edges first: the hub runs
+    the operators of the edges in `api_servers` (their API servers as the hub's pods reach them) with what
+    each edge's share of the stack made there."""
+    hubs = {
+        c.name: ClusterHub(
+            c.name,
+            ClusterHubArgs(config=config, cluster=c, offerings=offerings, api_server=api_servers.get(c.name)),
+        )
+        for c in config.clusters
+        if c.role == "edge"
+    }
+    links = tuple(hub.edge_link for hub in hubs.values() if hub.edge_link is not None)
+    for i, c in enumerate(c for c in config.clusters if c.role != "edge"):
+        # The first hub cluster runs the edges' operators (a stack has one hub; more would share nothing).
+        served = links if i == 0 else ()
+        hubs[c.name] = ClusterHub(c.name, ClusterHubArgs(config, c, offerings, edge_links=served))
+    return {c.name: hubs[c.name] for c in config.clusters}

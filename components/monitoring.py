@@ -7,7 +7,8 @@ whichever Prometheus the city runs, chosen by the stack's `cityhub:monitoring.pr
                  dashboard sidecar (kube-prometheus-stack's default) loads dashboards from
     standalone   the plain rule file in ConfigMap cityhub-prometheus-rules (mount it into Prometheus and
                  list it under rule_files; scrape the operator's Service cityhub-operator-metrics:9464
-                 with job name cityhub-operator and the static label cluster: <the cluster's name>)
+                 with job name cityhub-operator and the static label cluster: <the cluster's name>, and
+                 each edge's, cityhub-operator-<edge>-metrics, with cluster: <edge>)
     none         nothing (the default: a stack without Prometheus gets no orphan objects)
 
 `grafanaNamespace` puts that ConfigMap in the namespace Grafana's sidecar watches (default: the system
@@ -30,6 +31,10 @@ from cityhub_api import labels
 from cityhub_api.labels import SYSTEM_NAMESPACE
 from components import monitoring_dashboard, monitoring_rules
 
+EDGE_SERVICE_LABEL = "__meta_kubernetes_service_label_" + "".join(
+    c if c.isalnum() else "_" for c in labels.EDGE
+)
+"""Prometheus's name for the scraped Service's cityhub.io/edge label."""
 MODES = ("operator", "standalone", "none")
 RULES_CONFIGMAP = "cityhub-prometheus-rules"
 GRAFANA_CONFIGMAP = "cityhub-grafana-dashboard"
@@ -137,7 +142,16 @@ class Monitoring(pulumi.ComponentResource):
             monitor["spec"]["namespaceSelector"] = {"matchNames": [args.namespace]}
             for endpoint in monitor["spec"]["endpoints"]:
                 endpoint["relabelings"] = [
-                    {"action": "replace", "targetLabel": "cluster", "replacement": args.cluster}
+                    {"action": "replace", "targetLabel": "cluster", "replacement": args.cluster},
+                    # An edge's operator runs on the hub (components/edge_operator.py): its series are the
+                    # edge's, named by its metrics Service's cityhub.io/edge label.
+                    {
+                        "action": "replace",
+                        "sourceLabels": [EDGE_SERVICE_LABEL],
+                        "regex": "(.+)",
+                        "targetLabel": "cluster",
+                        "replacement": "$1",
+                    },
                 ]
             k8s.apiextensions.CustomResource(
                 f"{name}-service-monitor",

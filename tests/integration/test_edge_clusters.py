@@ -331,3 +331,73 @@ def test_a_district_on_the_other_edge_gets_identity_and_maps_served_by_the_hub(
         for kind in ("identityclient/patrol", "maplayer/hydrants"):
             kubectl(edge, "delete", kind, "-n", DISTRICT, "--ignore-not-found", "--timeout=90s", check=False)
         cityhub("operator", "stop")
+
+
+def test_with_the_operator_deployed_the_hub_runs_each_edges_operator_with_the_edges_own_account(
+    city: Project, kubeconfig: Path, edge_kubeconfigs: dict[str, Path]
+) -> None:
+    """What a city with real clusters gets from `pulumi up` with cityhub:operator.deploy and messaging in
+    cityhub:backends.deploy: each edge's operator as a Deployment on the hub (kwok's nodes run no container:
+    the objects, their wiring and the edge's account are checked, not the pods), the edge's own nats-server
+    (a leaf node of the hub's) on the edge, and nothing of the hub's backends there. Set back afterwards:
+    the edge operators go, the departments' namespaces stay."""
+    stack = city.root / "stacks" / "Pulumi.dev.yaml"
+    before = stack.read_text(encoding="utf-8")
+    doc = yaml.safe_load(before)
+    conf = doc["config"]
+    conf["cityhub:operator"] = {"deploy": True, "replicas": 1}
+    size = conf["cityhub:storage"]["preprovisioned"]["size"]
+    conf["cityhub:backends"] = {
+        "deploy": ["messaging"],
+        "messaging": {
+            "storageSize": size,
+            "leafnodes": {"url": "nats-leaf://hub-leaf.city.example:7422", "serviceType": "NodePort"},
+            "edge": {"operatorUrl": "nats://nats.{edge}.city.example:4222", "storageSize": size},
+        },
+    }
+    for cluster in conf["cityhub:clusters"][1:]:
+        # The edges' API servers listen on loopback here; a real edge's address as the hub's pods reach it.
+        cluster["apiServer"] = f"https://{cluster['name']}.edges.city.example:6443"
+    stack.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    city.pulumi("config", "set", "--secret", "cityhub:backendsMasterKey", "e" * 48)
+    try:
+        city.pulumi("up", "--yes", "--skip-preview")
+        hub_workloads = json.loads(
+            kubectl(kubeconfig, "get", "deploy,statefulset", "-n", "cityhub-system", "-o", "json").stdout
+        )
+        names = {w["metadata"]["name"] for w in hub_workloads["items"]}
+        assert {"cityhub-operator", "nats", *(f"cityhub-operator-{e}" for e in EDGES)} <= names
+        for name, config in edge_kubeconfigs.items():
+            objects = json.loads(
+                kubectl(config, "get", "deploy,statefulset", "-n", "cityhub-system", "-o", "json").stdout
+            )
+            assert {w["metadata"]["name"] for w in objects["items"]} == {"nats"}, name  # the leaf node only
+            # The kubeconfig the hub gives the edge's operator: the edge's own account, its own rights.
+            ref = ("secret", f"cityhub-operator-{name}-kubeconfig", "-n", "cityhub-system", "-o", "json")
+            secret = json.loads(kubectl(kubeconfig, "get", *ref).stdout)
+            given = yaml.safe_load(base64.b64decode(secret["data"]["kubeconfig"]))
+            assert given["clusters"][0]["cluster"]["server"] == f"https://{name}.edges.city.example:6443"
+            reach = yaml.safe_load(config.read_text())["clusters"][0]["cluster"]["server"]
+            given["clusters"][0]["cluster"]["server"] = reach  # from this machine, where it listens
+            own = city.root / f".state/{name}-operator.kubeconfig"
+            own.write_text(yaml.safe_dump(given))
+
+            def can(*what: str, kubeconfig: Path = own) -> str:
+                return kubectl(kubeconfig, "auth", "can-i", *what, check=False).stdout.strip()
+
+            assert can("watch", "messagingchannels.hub.cityhub.io", "--all-namespaces") == "yes"
+            assert can("get", "secrets", "-n", "cityhub-system") == "no"
+            assert can("list", "pods", "-n", "cityhub-system", kubeconfig=own) == "no"
+        print(f"\n[edge] operator.deploy: the hub runs {len(EDGES)} edge operators; each edge its leaf node")
+    finally:
+        stack.write_text(before, encoding="utf-8")
+        city.pulumi("config", "rm", "cityhub:backendsMasterKey", ok=False)
+        city.pulumi("up", "--yes", "--skip-preview", ok=False)
+    names = {
+        w["metadata"]["name"]
+        for w in json.loads(
+            kubectl(kubeconfig, "get", "deploy", "-n", "cityhub-system", "-o", "json").stdout
+        )["items"]
+    }
+    assert not {n for n in names if n.startswith("cityhub-operator")}
+    assert STREET in namespaces(city, edge_kubeconfigs[EDGE])

@@ -48,8 +48,16 @@ def test_with_the_prometheus_operator_rules_and_scrape_are_custom_resources() ->
     assert rule["metadata"]["namespace"] == "cityhub-system"
     monitor = next(o for _, o in objs if o.get("kind") == "ServiceMonitor")
     # Every series scraped carries the cluster it came from: the hub and each edge apart in one view.
+    # An edge's operator runs on the hub: its metrics Service's cityhub.io/edge label names its cluster.
     assert monitor["spec"]["endpoints"][0]["relabelings"] == [
-        {"action": "replace", "targetLabel": "cluster", "replacement": "hub"}
+        {"action": "replace", "targetLabel": "cluster", "replacement": "hub"},
+        {
+            "action": "replace",
+            "sourceLabels": ["__meta_kubernetes_service_label_cityhub_io_edge"],
+            "regex": "(.+)",
+            "targetLabel": "cluster",
+            "replacement": "$1",
+        },
     ]
 
 

@@ -17,6 +17,7 @@ DAY = 86400
 LIFETIME = "CITYHUB_NATS_CREDENTIALS_LIFETIME"
 EDGE = "CITYHUB_NATS_EDGE"
 EDGE_URL = "CITYHUB_NATS_EDGE_URL"
+EDGE_OPERATOR_URL = "CITYHUB_NATS_EDGE_OPERATOR_URL"
 EDGE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 LEAF_NODES_ON_EDGE = 1
 """Leaf node connections a department on an edge admits in its account on the hub: its edge's one."""
@@ -125,6 +126,10 @@ class EdgeSettings:
     silence: float = 30.0
     """CITYHUB_NATS_EDGE_SILENCE: seconds without a word from the edge (its sourcing consumer sends a
     heartbeat every second) after which `observe` reports the edge's uplink down, at least 2."""
+    operator_url: str = ""
+    """CITYHUB_NATS_EDGE_OPERATOR_URL: where the operator itself reaches the edge's nats-server (its
+    revocations, its probes), when that is not `url` — an operator on the hub reaching an edge cluster's
+    Service from outside that cluster; empty: `url`."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EdgeSettings | None:
@@ -152,12 +157,14 @@ class EdgeSettings:
         return cls(
             name=name,
             url=read.url(EDGE_URL, schemes=("nats", "tls"), required=True, many=True),
+            operator_url=read.url(EDGE_OPERATOR_URL, schemes=("nats", "tls"), many=True),
             silence=read.number("CITYHUB_NATS_EDGE_SILENCE", 30.0, minimum=2.0),
         )
 
     @property
     def servers(self) -> list[str]:
-        return [u.strip() for u in self.url.split(",")]
+        """Where the operator connects to the edge's nats-server."""
+        return [u.strip() for u in (self.operator_url or self.url).split(",")]
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,7 @@ class NatsSettings:
 
     @property
     def servers(self) -> list[str]:
+        """Every nats-server URL of the hub the operator may connect to."""
         return [u.strip() for u in self.url.split(",")]
 
     @property
