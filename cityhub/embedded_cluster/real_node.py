@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from cityhub.embedded_cluster.nodes import api_client, node_ready
 from cityhub.embedded_cluster.pki import Pki
 from cityhub.embedded_cluster.real_node_config import (
     COMPONENT_IMAGES,
+    DISK_ROOM_BYTES,
+    EVICTION_FREE_PERCENT,
     IMAGE_ARCHIVES,
     NODE_NAME,
     NodePaths,
@@ -104,7 +107,24 @@ def say(message: str) -> None:
 # -- up ----------------------------------------------------------------------------------------------------
 
 
-def check_prerequisites() -> None:
+def check_disk(where: Path) -> None:
+    """Refuse to start a node that would evict its own pods: below EVICTION_FREE_PERCENT free its kubelet
+    taints itself disk-pressure and every hub pod stays Pending while `pulumi up` waits (seen with 12 GB free
+    of 252 GB). Measured on the disk holding the node's images and pods."""
+    usage = shutil.disk_usage(where)
+    line = usage.total * EVICTION_FREE_PERCENT / 100
+    if usage.free - line < DISK_ROOM_BYTES:
+        free, percent = usage.free / 2**30, 100 * usage.free / usage.total
+        raise ClusterError(
+            "check disk",
+            f"{where} has {free:.1f} GiB free ({percent:.1f}%): the real node's kubelet evicts its pods "
+            f"below {EVICTION_FREE_PERCENT}% ({line / 2**30:.1f} GiB) and needs {DISK_ROOM_BYTES >> 30} GiB "
+            "above that — free space (e.g. `go clean -cache`, old clones) or set CITYHUB_STATE to a "
+            "directory on a larger disk",
+        )
+
+
+def check_prerequisites(where: Path) -> None:
     missing = missing_parts()
     if missing:
         raise ClusterError(
@@ -114,6 +134,7 @@ def check_prerequisites() -> None:
     if os.geteuid() != 0:
         raise ClusterError("check host", "the real node needs root (network namespaces, mounts, cgroups)")
     host.check_cgroups()
+    check_disk(where)
 
 
 def is_up(lay: Layout) -> bool:
@@ -127,7 +148,7 @@ def up(lay: Layout, server: str, timeout: float) -> float:
     """Start the node (after removing a dead or half-made one), wait until it is Ready; seconds taken."""
     t0 = time.monotonic()
     with step("find real-node toolchain"):
-        check_prerequisites()
+        check_prerequisites(lay.root)
     np = NodePaths.of(lay)
     if np.state_file.exists():
         say("  real node: removing the earlier one, which is not running")

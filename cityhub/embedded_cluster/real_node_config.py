@@ -35,6 +35,11 @@ IMAGE_ARCHIVES = ("pause", "busybox")
 COMPONENT_IMAGES = ("nats", "operator", "keycloak", "postgis", "martin")
 """The components' images (hack/images.sh), imported too when built: a stack deploys them by the reference
 they carry (cityhub:operator.image, cityhub:backends.<type>.image and the like)."""
+EVICTION_FREE_PERCENT = 5
+"""The kubelet evicts pods and taints the node disk-pressure when its disk has less free (evictionHard)."""
+DISK_ROOM_BYTES = 8 << 30
+"""What `cluster up --real-node` wants free on the node's disk above the eviction line: the images
+(~0.5 GiB), the backends' volumes and the pods' logs, with room for the machine's other work."""
 RUN_ROOT = Path("/run/cityhub")
 """Sockets and runtime state: short paths (a unix socket path has at most 107 bytes), on tmpfs."""
 CGROUP_PREFIX = "cityhub-"
@@ -215,7 +220,11 @@ def write_kubelet_config(np: NodePaths, pki: Pki, port: int, healthz_port: int) 
         "nodeStatusReportFrequency": "10s",
         "imageGCHighThresholdPercent": 95,
         "imageGCLowThresholdPercent": 90,
-        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "5%", "imagefs.available": "5%"},
+        "evictionHard": {
+            "memory.available": "200Mi",
+            "nodefs.available": f"{EVICTION_FREE_PERCENT}%",
+            "imagefs.available": f"{EVICTION_FREE_PERCENT}%",
+        },
         "shutdownGracePeriod": "0s",
     }
     target = np.conf("kubelet-config.yaml")

@@ -31,6 +31,7 @@ Service type, the sources allowed by a NetworkPolicy), and each edge runs `EdgeB
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,7 @@ IMAGE = "docker.io/library/nats:2.11.9-alpine"
 STORAGE_SIZE = "20Gi"
 MAX_FILE_STORE = "18G"
 LEAFNODE_PORT = 7422
+CONFIG_DIGEST = "cityhub.io/config-digest"
 EDGE_STORAGE_SIZE = "10Gi"
 EDGE_MAX_FILE_STORE = "9G"
 DEPARTMENT_FILE_STORE = "8Gi"
@@ -112,7 +114,7 @@ class Backend(pulumi.ComponentResource):
             opts=child,
         )
         volume = {"name": "config", "configMap": {"name": config_map.metadata.name}}
-        nats_statefulset(name, args, image, storage_size, volume, hub_edges, child)
+        nats_statefulset(name, args, image, storage_size, (volume, config), hub_edges, child)
         if hub_edges:
             exposed(
                 name,
@@ -146,12 +148,16 @@ def nats_statefulset(
     args: BackendArgs,
     image: str,
     storage_size: str,
-    config_volume: dict[str, Any],
+    config: tuple[dict[str, Any], pulumi.Input[str]],
     leafnode_listener: bool,
     opts: pulumi.ResourceOptions,
 ) -> k8s.apps.v1.StatefulSet:
     """The one-replica nats-server with its JetStream volume, selected by the cluster's `messaging` front
-    door (the hub's, or an edge's own)."""
+    door (the hub's, or an edge's own). `config`: the volume holding nats-server.conf and that text, whose
+    digest in the pod template restarts the server when it changes (an edge gains a department, the hub its
+    first edge): a mounted file changing alone would go unread."""
+    config_volume, text = config
+    digest = pulumi.Output.from_input(text).apply(lambda t: hashlib.sha256(t.encode()).hexdigest()[:16])
     door = args.ctype.front_door
     claim: dict[str, Any] = {
         "metadata": {"name": "data"},
@@ -173,7 +179,7 @@ def nats_statefulset(
             "replicas": 1,
             "selector": {"matchLabels": door.selector},
             "template": {
-                "metadata": {"labels": args.pod_labels(NAME)},
+                "metadata": {"labels": args.pod_labels(NAME), "annotations": {CONFIG_DIGEST: digest}},
                 "spec": {
                     **args.placement,
                     "securityContext": args.pod_security,
@@ -289,16 +295,21 @@ class EdgeBackend(pulumi.ComponentResource):
                 **edge_credentials(secret.encode(), args.edge, list(departments)),
             }
 
+        rendered = args.key("nats").apply(files)
         secret = k8s.core.v1.Secret(
             f"{name}-secret",
             metadata={"name": f"{NAME}-edge", "namespace": args.namespace, "labels": args.labels(NAME)},
-            string_data=args.key("nats").apply(files),
+            string_data=rendered,
             opts=child,
         )
         image = str(args.settings.get("image", IMAGE))
         storage_size = str(edge_settings.get("storageSize", EDGE_STORAGE_SIZE))
         volume = {"name": "config", "secret": {"secretName": secret.metadata.name}}
-        nats_statefulset(name, args, image, storage_size, volume, False, child)
+        # The digest covers the leaf credentials too; it reveals nothing of them.
+        text = pulumi.Output.unsecret(
+            rendered.apply(lambda f: "\n".join(f"{k}\n{v}" for k, v in sorted(f.items())))
+        )
+        nats_statefulset(name, args, image, storage_size, (volume, text), False, child)
         exposed(name, args, "uplink", ("main", door.target_port), edge_settings, child)
         self.operator_env = {
             "CITYHUB_NATS_EDGE": args.edge,

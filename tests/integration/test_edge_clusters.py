@@ -352,7 +352,12 @@ def test_with_the_operator_deployed_the_hub_runs_each_edges_operator_with_the_ed
         "messaging": {
             "storageSize": size,
             "leafnodes": {"url": "nats-leaf://hub-leaf.city.example:7422", "serviceType": "NodePort"},
-            "edge": {"operatorUrl": "nats://nats.{edge}.city.example:4222", "storageSize": size},
+            # NodePort: kwok's clusters have no load balancer (Pulumi waits for a LoadBalancer's address).
+            "edge": {
+                "operatorUrl": "nats://nats.{edge}.city.example:4222",
+                "storageSize": size,
+                "serviceType": "NodePort",
+            },
         },
     }
     for cluster in conf["cityhub:clusters"][1:]:

@@ -428,3 +428,24 @@ def test_module_entry_point(state: Path) -> None:
         check=True,
     ).stdout
     assert "up" in out and "status" in out
+
+
+def test_a_real_node_is_not_started_on_a_disk_its_kubelet_would_evict_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Seen here: with 12 GB free of 252 GB (4.7%) the node tainted itself disk-pressure and every hub pod
+    stayed Pending while `pulumi up` waited; now `cluster up --real-node` says so before starting anything."""
+    import shutil
+    from collections import namedtuple
+
+    from cityhub.embedded_cluster import real_node
+    from cityhub.embedded_cluster.errors import ClusterError
+
+    usage = namedtuple("usage", "total used free")
+    gib = 2**30
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(252 * gib, 240 * gib, 12 * gib))
+    refused = r"12.0 GiB free \(4.8%\).*evicts its pods below 5%.*CITYHUB_STATE"
+    with pytest.raises(ClusterError, match=refused):
+        real_node.check_disk(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(252 * gib, 225 * gib, 27 * gib))
+    real_node.check_disk(tmp_path)  # 27 GiB: 14 GiB above the eviction line

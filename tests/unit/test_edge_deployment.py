@@ -226,3 +226,21 @@ def test_the_readmes_real_cluster_example_builds_an_edge_operator_on_the_hub() -
         on_edge(created, "hub", "xihu-edge"), "Deployment", "cityhub-operator-xihu-edge", "cityhub-system"
     )
     assert env_of(operator)["CITYHUB_NATS_EDGE_OPERATOR_URL"] == "nats://nats.xihu-edge.city.example:4222"
+
+
+def test_a_department_moved_onto_the_edge_restarts_its_nats_server_with_its_leaf_credentials(
+    created: list[Created],
+) -> None:
+    raw = raw_city()
+    street = next(d for d in raw["departments"] if d["slug"] == "xihu-hubin")
+    street["cluster"] = EDGE
+    after = city(raw)
+
+    def server(resources: list[Created]) -> tuple[str, dict[str, str]]:
+        sts = find(on(resources, EDGE), "StatefulSet", "nats", "cityhub-system").inputs
+        files = plain(find(on(resources, EDGE), "Secret", "nats-edge", "cityhub-system").inputs["stringData"])
+        return sts["spec"]["template"]["metadata"]["annotations"]["cityhub.io/config-digest"], files
+
+    (digest, files), (new_digest, new_files) = server(created), server(after)
+    assert "dept-xihu-hubin.leaf.creds" in new_files and "dept-xihu-hubin.leaf.creds" not in files
+    assert new_digest != digest, "a mounted file changing alone would go unread: the pod restarts"
