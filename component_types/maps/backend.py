@@ -198,8 +198,6 @@ class Backend(pulumi.ComponentResource):
             "args": ["--config", "/etc/martin/config.yaml"],
             "env": [{"name": "DATABASE_URL", "valueFrom": _secret_ref(args, TILES_URL_KEY)}],
             "ports": [{"name": "http", "containerPort": port}],
-            # martin exits when PostGIS or the tile function is not there yet; the restart policy retries
-            # until the init script has run.
             "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
             "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 20},
             "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
@@ -226,6 +224,11 @@ class Backend(pulumi.ComponentResource):
                             "runAsUser": IMAGE_USER,
                             "seccompProfile": {"type": "RuntimeDefault"},
                         },
+                        # martin exits when PostGIS or the tile function is not there yet: wait until
+                        # PostGIS takes TCP connections, which it does only once its init script has run
+                        # (the init scripts run on a server listening on its socket alone, upstream's
+                        # entrypoint and hack/images.sh's alike), instead of crash-looping until then.
+                        "initContainers": [self._wait_for_postgis(args)],
                         "containers": [container],
                         "volumes": [{"name": "config", "configMap": {"name": TILES_NAME}}],
                     },
@@ -233,6 +236,24 @@ class Backend(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[config])),
         )
+
+    @staticmethod
+    def _wait_for_postgis(args: BackendArgs) -> dict[str, Any]:
+        """pg_isready from the PostGIS image (which martin's has not) until PostGIS answers on its Service."""
+        check = f"pg_isready -q -t 2 -h {POSTGIS_NAME} -p {POSTGRES_PORT} -U {SUPERUSER}"
+        return {
+            "name": "wait-for-postgis",
+            "image": str(args.settings.get("postgisImage") or POSTGIS_IMAGE),
+            "command": ["sh", "-c", f"until {check}; do sleep 1; done"],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+            "securityContext": {
+                # The image's own user (libpq looks the user up in the image's passwd).
+                "runAsUser": POSTGRES_USER,
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
 
     def _network_policy(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions) -> None:
         """The system namespace admits only the operator and departments (to front doors): martin needs

@@ -153,6 +153,10 @@ def test_postgis_and_martin_follow_the_placement_as_non_root_users_from_the_conf
     assert container["securityContext"] == restricted
     claim = postgis.inputs["spec"]["volumeClaimTemplates"][0]["spec"]
     assert claim["resources"]["requests"]["storage"] == "1Gi"
+    # martin waits for PostGIS (pg_isready from the PostGIS image, as its user) instead of crash-looping.
+    (wait,) = pod_spec(tiles)["initContainers"]  # type: ignore[misc]
+    assert wait["image"] == "r.example/postgis:1" and wait["securityContext"]["runAsUser"] == 999
+    assert "pg_isready" in wait["command"][-1] and "maps-postgis" in wait["command"][-1]
 
 
 def test_postgis_is_the_side_door_the_network_opens_to_the_zones_maps_serves() -> None:
