@@ -398,6 +398,10 @@ def test_with_the_operator_deployed_the_hub_runs_each_edges_operator_with_the_ed
         stack.write_text(before, encoding="utf-8")
         city.pulumi("config", "rm", "cityhub:backendsMasterKey", ok=False)
         city.pulumi("up", "--yes", "--skip-preview", ok=False)
+        # The nats-servers' volume claims outlive their StatefulSets (a city keeps its messages); here they
+        # would keep the pre-provisioned volumes bound, and the module's destroy waiting on them.
+        for config in (kubeconfig, *edge_kubeconfigs.values()):
+            kubectl(config, "delete", "pvc", "--all", "-n", "cityhub-system", "--wait=false", check=False)
     names = {
         w["metadata"]["name"]
         for w in json.loads(
