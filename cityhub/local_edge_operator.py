@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from cityhub import paths
-from cityhub.embedded_cluster.layout import check_name, kubeconfig_path
+from cityhub.embedded_cluster import sign_in
+from cityhub.embedded_cluster.layout import check_name, kubeconfig_path, layout
 from cityhub.local_backends import LocalContext
 from cityhub.supervisor import ProcessFailed, Supervisor
 from cityhub_api import labels, registry
@@ -103,4 +104,9 @@ def start(edge: str, sup: Supervisor, drift_interval: str) -> int:
     if rec is None:
         return 1
     print(f"operator of {edge} pid {rec.pid} serving {rec.serves}; metrics {rec.url}; logs {rec.log}")
+    # People sign in to their own cluster: the edge's API server trusts the issuers the hub's does (the
+    # city's identity, once the hub's operator has started it); `cityhub login <user> --cluster <edge>`.
+    for issuer in sign_in.trusted():
+        if sign_in.trust(issuer, layout(edge)):
+            print(f"sign-in: {edge} now trusts {issuer.url}")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import getpass
 import json
 import ssl
@@ -120,9 +121,27 @@ def departments_of(id_token: str) -> list[tuple[str, str]]:
     return sorted({f for f in found if f is not None})
 
 
-def login(user: str, password: str) -> Path:
-    """Sign `user` in; returns the kubeconfig written for them. SignInError says what is wrong."""
+def edge_directory(directory: Directory, edge: str) -> Directory:
+    """The directory for an embedded edge cluster's API server (`cityhub cluster up --name <edge>`), which
+    trusts the city's identity once its operator has started (`cityhub operator start --cluster <edge>`).
+    On a city's real edge the platform team gives the edge's server with --server instead."""
+    from cityhub.embedded_cluster.layout import kubeconfig_path
+
+    admin = kubeconfig_path(edge)
+    if not admin.exists():
+        raise SignInError(f"no embedded cluster {edge}: `cityhub cluster up --name {edge}` makes it")
+    cluster = yaml.safe_load(admin.read_text())["clusters"][0]["cluster"]
+    return dataclasses.replace(
+        directory, server=cluster["server"], server_ca=cluster.get("certificate-authority-data", "")
+    )
+
+
+def login(user: str, password: str, cluster: str | None = None) -> Path:
+    """Sign `user` in; returns the kubeconfig written for them (for the edge `cluster`'s API server, when
+    given: a street office signs in to its own cluster). SignInError says what is wrong."""
     directory = Directory.load()
+    if cluster is not None:
+        directory = edge_directory(directory, cluster)
     reply = _post(
         token_endpoint(directory),
         {
@@ -152,7 +171,8 @@ def login(user: str, password: str) -> Path:
         )
     _wait_until_accepted(reply["id_token"], directory)
     _save_tokens(user, reply, directory)
-    return _write_kubeconfig(user, directory, memberships[0][0])
+    name = "kubeconfig" if cluster is None else f"kubeconfig-{cluster}"
+    return _write_kubeconfig(user, directory, memberships[0][0], name)
 
 
 def _accepted(token: str, directory: Directory) -> int:
@@ -199,7 +219,7 @@ def _save_tokens(user: str, reply: dict[str, Any], directory: Directory) -> None
     write_private(person_dir(user) / "token.json", json.dumps(cache).encode())
 
 
-def _write_kubeconfig(user: str, directory: Directory, department: str) -> Path:
+def _write_kubeconfig(user: str, directory: Directory, department: str, name: str = "kubeconfig") -> Path:
     cityhub = Path(sys.executable).parent / "cityhub"
     config = {
         "apiVersion": "v1",
@@ -230,7 +250,7 @@ def _write_kubeconfig(user: str, directory: Directory, department: str) -> Path:
         ],
         "current-context": user,
     }
-    target = person_dir(user) / "kubeconfig"
+    target = person_dir(user) / name
     write_private(target, yaml.safe_dump(config, sort_keys=False).encode())
     return target
 
@@ -303,6 +323,9 @@ def main(argv: list[str]) -> int:
     login_p = sub.add_parser("login", help="sign in with the city's identity; writes a kubeconfig")
     login_p.add_argument("user")
     login_p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login_p.add_argument(
+        "--cluster", help="an embedded edge cluster to sign in to (e.g. xihu-edge); default: the hub"
+    )
     setup = login_p.add_argument_group(
         "a real cluster (the embedded default needs none: `cityhub operator start` records them)"
     )
@@ -324,7 +347,7 @@ def main(argv: list[str]) -> int:
         if args.command == "login":
             if args.issuer or args.server:
                 _record_directory(args)
-            kubeconfig = login(args.user, _password(args))
+            kubeconfig = login(args.user, _password(args), args.cluster)
             print(f"signed in as {args.user}; use it with:\n  export KUBECONFIG={kubeconfig}")
         elif args.command == "token":
             print(json.dumps(exec_credential(args.user)))

@@ -32,9 +32,9 @@ PUBLISH_EVERY = 0.5
 ALERT = "CityhubEdgeUplinkDown"
 
 
-def cityhub(*args: str) -> subprocess.CompletedProcess[str]:
+def cityhub(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [CITYHUB, *args], capture_output=True, text=True, timeout=600, cwd=paths.repo_root()
+        [CITYHUB, *args], input=stdin, capture_output=True, text=True, timeout=600, cwd=paths.repo_root()
     )
     assert proc.returncode == 0, f"cityhub {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
     return proc

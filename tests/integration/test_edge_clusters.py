@@ -265,8 +265,9 @@ def test_a_street_office_publishes_on_its_edge_through_a_60s_uplink_cut_and_the_
 def test_a_district_on_the_other_edge_gets_identity_and_maps_served_by_the_hub(
     city: Project, kubeconfig: Path, edge_kubeconfigs: dict[str, Path]
 ) -> None:
-    """One identity realm and one map database for the city: the second edge's operator makes the district's
-    IdentityClient and MapLayer with the hub's Keycloak and PostGIS; status and Secrets are on the edge; the
+    """One identity realm and one map database for the city: a person of the district signs in to the
+    second edge (its API server trusts the city's identity) and applies an IdentityClient and a MapLayer; the
+    edge's operator makes them with the hub's Keycloak and PostGIS; status and Secrets are on the edge; the
     client's token comes from the hub's realm with the district's role, its feature comes back in the hub's
     martin tile, and the hub's operator never saw either request."""
     if os.environ.get("CITYHUB_TEST_EDGE_KUBECONFIG"):
@@ -292,9 +293,21 @@ def test_a_district_on_the_other_edge_gets_identity_and_maps_served_by_the_hub(
     }
     try:
         cityhub("operator", "start", "--components", "identity,maps", "--drift-interval", "5")
-        cityhub("operator", "start", "--cluster", EDGE2, "--drift-interval", "5")
+        started = cityhub("operator", "start", "--cluster", EDGE2, "--drift-interval", "5")
+        assert f"sign-in: {EDGE2} now trusts" in started.stdout, started.stdout
+        # The district's duty officer signs in to the district's own cluster with the city's identity and
+        # applies the requests with kubectl alone.
+        person, password = "dc-duty", "东城-值班-2026"
+        add = ("people", "add", person, "--department", "dongcheng-yingji", "--password-stdin")
+        cityhub(*add, stdin=password)
+        cityhub("login", person, "--cluster", EDGE2, "--password-stdin", stdin=password)
+        signed_in = paths.state_dir() / "people" / person / f"kubeconfig-{EDGE2}"
+        who = kubectl(signed_in, "auth", "whoami", "-o", "json").stdout
+        assert json.loads(who)["status"]["userInfo"]["username"] == f"oidc:{person}"
+        denied = kubectl(signed_in, "get", "secrets", "-n", "cityhub-system", check=False)
+        assert denied.returncode != 0 and "forbidden" in denied.stderr
         t0 = time.monotonic()
-        apply(edge, [client, layer])
+        apply(signed_in, [client, layer])
         for kind in ("identityclient/patrol", "maplayer/hydrants"):
             kubectl(edge, "wait", "--for=condition=Ready", "--timeout=180s", kind, "-n", DISTRICT)
         print(f"\n[edge] IdentityClient and MapLayer on {EDGE2} Ready in {time.monotonic() - t0:.1f}s")
