@@ -7,7 +7,8 @@
 #   base      the operator image's layer ($WORK/base, operator_base): Debian's python3.11, shared, not rebuilt
 #   mlserver  mlserver, mlserver-sklearn and scikit-learn from PyPI (wheels only), every dependency at the
 #             version of the venv component_types/inference/install.sh made, which the local backend runs
-#             (its pip freeze as constraints), in /usr/lib/python3/dist-packages without test suites;
+#             (its pip freeze as constraints; MLSERVER_PINS where the image must differ), in
+#             /usr/lib/python3/dist-packages without test suites;
 #             Debian's libstdc++6 (the manylinux wheels of scikit-learn, scipy, pandas and grpcio link it,
 #             none ships it); /usr/local/bin/mlserver on the image's python
 #
@@ -25,12 +26,18 @@ MLSERVER_USER=1000
 MLSERVER_VENV=$CACHE/venvs/mlserver
 MLSERVER_SITE=/usr/lib/python3/dist-packages
 MLSERVER_MODELS=$CACHE/inference/models
+# Where the image departs from the venv: uvloop 0.22 made get_event_loop() raise outside a running loop (as
+# Python 3.14 does), which kills MLServer 1.7.1's parallel worker at start (worker.py _ignore_signals), so
+# no model loads; the venv never starts one (local.py: parallel_workers 0), the Deployment's pods do.
+MLSERVER_PINS=(uvloop==0.21.0)
 
 mlserver_layer() {  # $1: the MLServer version
   local dir=$WORK/mlserver want constraints=$WORK/mlserver-constraints.txt
   [ -x "$MLSERVER_VENV/bin/mlserver" ] || { log "no $MLSERVER_VENV (bash component_types/inference/install.sh)"; return 1; }
-  "$MLSERVER_VENV/bin/python" -m pip freeze --disable-pip-version-check --exclude-editable 2>/dev/null \
-    | grep -v -e '^-e ' -e ' @ ' >"$constraints"
+  local pin skip=(-e '^-e ' -e ' @ ')
+  for pin in "${MLSERVER_PINS[@]}"; do skip+=(-e "^${pin%%==*}=="); done
+  { "$MLSERVER_VENV/bin/python" -m pip freeze --disable-pip-version-check --exclude-editable 2>/dev/null \
+    | grep -v "${skip[@]}"; printf '%s\n' "${MLSERVER_PINS[@]}"; } >"$constraints"
   grep -qx "mlserver==$1" "$constraints" || {
     log "$MLSERVER_VENV has $(grep '^mlserver==' "$constraints"), the image tag says $1: re-run install.sh"
     return 1
@@ -41,15 +48,17 @@ mlserver_layer() {  # $1: the MLServer version
   log "mlserver layer: mlserver $1, $(grep '^scikit-learn==' "$constraints") (constraints: $MLSERVER_VENV)"
   deb_unpack "$dir" "${DEB_VERSIONS[@]}" || return 1
   local root=$dir/rootfs target=$dir/rootfs$MLSERVER_SITE
-  # Wheels only: nothing compiled against this machine's libraries.
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile --only-binary=:all: --target "$target" \
+  # Wheels only: nothing compiled against this machine's libraries. The venv's pip: its dependency check
+  # then looks at the venv the constraints came from, not at the project's (other protobuf pins).
+  "$MLSERVER_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile --only-binary=:all: --target "$target" \
     "mlserver==$1" "mlserver-sklearn==$1" scikit-learn -c "$constraints" >&2 || return 1
   rm -rf "$target/bin"  # console scripts with the host's interpreter path; mlserver's is written below
   # Test suites (a third of pandas, scipy, sklearn, gevent): nothing imports them when serving.
   find "$target" -type d -name tests -prune -exec rm -rf {} + || return 1
   mkdir -p "$root/usr/local/bin" "$root/opt/mlserver" "$root/mnt/models" || return 1
-  # The console script of mlserver's entry_points.txt (mlserver = mlserver.cli:main).
-  printf '#!/usr/bin/python3.11\nimport sys\nfrom mlserver.cli import main\nsys.exit(main())\n' \
+  # The console script of mlserver's entry_points.txt (mlserver = mlserver.cli:main), guarded as pip writes
+  # it: the parallel worker is spawned, and spawn re-imports this file as __mp_main__.
+  printf '#!/usr/bin/python3.11\nimport sys\nfrom mlserver.cli import main\nif __name__ == "__main__":\n    sys.exit(main())\n' \
     >"$root/usr/local/bin/mlserver" && chmod 0755 "$root/usr/local/bin/mlserver" || return 1
   passwd_files "$root" "$MLSERVER_USER"
   "$PYTHON" -m compileall -q -j 0 --invalidation-mode unchecked-hash -s "$root" -p / "$target" >&2 || return 1
@@ -68,8 +77,12 @@ mlserver_smoke_test() {
   # -f: the layer's /etc/passwd and /etc/group replace the base's, as in the image.
   cp -al "$WORK/base/rootfs/." "$merged/" && cp -alf "$WORK/mlserver/rootfs/." "$merged/" || return 1
   cp -r "$MLSERVER_MODELS/." "$merged/mnt/models/" || return 1
-  # Only a new proc (joblib and loky read it); nothing of the host's is mounted in.
-  mkdir -p "$merged/proc" && mount -t proc proc "$merged/proc" || return 1
+  # What a container runtime provides: grpc's abseil aborts without /dev/urandom, multiprocessing's
+  # semaphores (the parallel worker, joblib) live in /dev/shm. Device nodes and a directory made in the tree,
+  # never the host's /dev mounted in (removing the tree then removes only these). And a new proc.
+  mkdir -p "$merged/dev" "$merged/proc" && mkdir -m 1777 "$merged/dev/shm" && mknod -m 666 "$merged/dev/null" c 1 3 \
+    && mknod -m 666 "$merged/dev/random" c 1 8 && mknod -m 666 "$merged/dev/urandom" c 1 9 || return 1
+  mount -t proc proc "$merged/proc" || return 1
   out=$(chroot --userspec=$MLSERVER_USER:$MLSERVER_USER "$merged" /usr/bin/python3 -c '
 import mlserver, mlserver_sklearn, sklearn, os
 print("uid", os.getuid(), "mlserver", mlserver.__version__, "sklearn", sklearn.__version__)' 2>&1) || rc=1
@@ -81,11 +94,11 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
   base=http://127.0.0.1:$http/v2
   if [ $rc = 0 ]; then
-    # The image's env and workdir; no parallel workers: their queues need /dev/shm, which a chroot lacks.
+    # The image's env and workdir, the Deployment's MLSERVER_* (its one parallel worker too), loopback ports.
     env -i HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin MLSERVER_METRICS_DIR=/tmp/.metrics \
       MLSERVER_ENVIRONMENTS_DIR=/tmp/.envs PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
       MLSERVER_HOST=127.0.0.1 MLSERVER_HTTP_PORT="$http" MLSERVER_GRPC_PORT="$grpc" \
-      MLSERVER_METRICS_PORT="$metrics" MLSERVER_PARALLEL_WORKERS=0 MLSERVER_MODEL_NAME=$name \
+      MLSERVER_METRICS_PORT="$metrics" MLSERVER_MODEL_NAME=$name \
       MLSERVER_MODEL_IMPLEMENTATION=mlserver_sklearn.SKLearnModel MLSERVER_MODEL_VERSION=1 \
       MLSERVER_MODEL_URI=/mnt/models/traffic-flow/1/model.joblib \
       "$(command -v chroot)" --userspec=$MLSERVER_USER:$MLSERVER_USER "$merged" /usr/bin/python3 -c \
