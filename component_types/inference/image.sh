@@ -47,21 +47,21 @@ mlserver_layer() {  # $1: the MLServer version
   [ -d "$dir/rootfs" ] && [ "$(cat "$dir/.inputs" 2>/dev/null)" = "$want" ] && return 0
   log "mlserver layer: mlserver $1, $(grep '^scikit-learn==' "$constraints") (constraints: $MLSERVER_VENV)"
   deb_unpack "$dir" "${DEB_VERSIONS[@]}" || return 1
-  local root=$dir/rootfs target=$dir/rootfs$MLSERVER_SITE
+  local rootfs=$dir/rootfs target=$dir/rootfs$MLSERVER_SITE
   # Wheels only: nothing compiled against this machine's libraries. The venv's pip: its dependency check
   # then looks at the venv the constraints came from, not at the project's (other protobuf pins).
-  "$MLSERVER_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile --only-binary=:all: --target "$target" \
-    "mlserver==$1" "mlserver-sklearn==$1" scikit-learn -c "$constraints" >&2 || return 1
-  rm -rf "$target/bin"  # console scripts with the host's interpreter path; mlserver's is written below
+  "$MLSERVER_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile --only-binary=:all: \
+    --target "$target" "mlserver==$1" "mlserver-sklearn==$1" scikit-learn -c "$constraints" >&2 || return 1
+  rm -rf "${target:?}/bin"  # console scripts with the host's interpreter path; mlserver's is written below
   # Test suites (a third of pandas, scipy, sklearn, gevent): nothing imports them when serving.
   find "$target" -type d -name tests -prune -exec rm -rf {} + || return 1
-  mkdir -p "$root/usr/local/bin" "$root/opt/mlserver" "$root/mnt/models" || return 1
+  mkdir -p "$rootfs/usr/local/bin" "$rootfs/opt/mlserver" "$rootfs/mnt/models" || return 1
   # The console script of mlserver's entry_points.txt (mlserver = mlserver.cli:main), guarded as pip writes
   # it: the parallel worker is spawned, and spawn re-imports this file as __mp_main__.
   printf '#!/usr/bin/python3.11\nimport sys\nfrom mlserver.cli import main\nif __name__ == "__main__":\n    sys.exit(main())\n' \
-    >"$root/usr/local/bin/mlserver" && chmod 0755 "$root/usr/local/bin/mlserver" || return 1
-  passwd_files "$root" "$MLSERVER_USER"
-  "$PYTHON" -m compileall -q -j 0 --invalidation-mode unchecked-hash -s "$root" -p / "$target" >&2 || return 1
+    >"$rootfs/usr/local/bin/mlserver" && chmod 0755 "$rootfs/usr/local/bin/mlserver" || return 1
+  passwd_files "$rootfs" "$MLSERVER_USER"
+  "$PYTHON" -m compileall -q -j 0 --invalidation-mode unchecked-hash -s "$rootfs" -p / "$target" >&2 || return 1
   echo "$want" >"$dir/.inputs"
 }
 
@@ -124,6 +124,12 @@ print(*(s.getsockname()[1] for s in socks))')
     for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
+    # Any process still rooted in the tree (a worker outliving a killed server) was started here.
+    local proc
+    for proc in /proc/[0-9]*; do
+      [ "$(readlink "$proc/root" 2>/dev/null)" = "$merged" ] && kill -9 "${proc#/proc/}" 2>/dev/null
+    done
+    sleep 1
   fi
   # Never remove the tree while anything is mounted in it.
   umount "$merged/proc" || { log "cannot unmount $merged/proc; left in place"; return 1; }
