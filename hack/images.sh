@@ -20,6 +20,9 @@
 #   <cache>/real-node/images/postgis.oci.tar   $POSTGIS_IMAGE: PostgreSQL 15 + PostGIS from Debian, user 999
 #   <cache>/real-node/images/martin.oci.tar    $MARTIN_IMAGE: the martin install.sh built; user 65532
 #                                              (both: component_types/maps/image.sh)
+#   <cache>/real-node/images/mlserver.oci.tar  $MLSERVER_IMAGE: MLServer + its scikit-learn runtime from PyPI
+#                                              on the operator's base layer (component_types/inference/
+#                                              image.sh); user 1000
 #   Push to a city's registry, e.g. with skopeo:
 #     skopeo copy oci-archive:<cache>/real-node/images/operator.oci.tar docker://registry.example.gov.cn/cityhub/operator:0.1.0
 #   and set cityhub:operator.image (cityhub:backends.messaging.image and .sensing.image for nats,
@@ -227,9 +230,11 @@ build_operator() {
 source "$ROOT/component_types/identity/image.sh"
 # shellcheck source=component_types/maps/image.sh
 source "$ROOT/component_types/maps/image.sh"
+# shellcheck source=component_types/inference/image.sh
+source "$ROOT/component_types/inference/image.sh"
 
 if [ "${1:-}" = "--versions" ]; then
-  for name in nats operator keycloak postgis martin; do
+  for name in nats operator keycloak postgis martin mlserver; do
     printf '%-28s %s\n' "$name image" "$( [ -s "$IMAGES/$name.oci.tar" ] \
       && echo "$(cut -d' ' -f1 "$IMAGES/.$name.version") $(du -h "$IMAGES/$name.oci.tar" | cut -f1)" \
       || echo 'not built')"
@@ -243,6 +248,7 @@ build_operator
 build_keycloak
 build_postgis
 build_martin
+build_mlserver
 log "images done in $((SECONDS - t0))s"
 if [ ${#FAILED[@]} -gt 0 ]; then
   printf '  - %s\n' "${FAILED[@]}" >&2
