@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from cityhub import paths
 from cityhub.embedded_cluster import sign_in
@@ -47,6 +48,10 @@ def hub_settings() -> dict[str, str]:
 def edge_departments(admin: Path) -> list[str]:
     """The departments the stack placed on the edge, by namespace (what the operator calls a department: its
     NATS account, its leaf credentials)."""
+    return sorted(ns["metadata"]["name"] for ns in _department_namespaces(admin))
+
+
+def _department_namespaces(admin: Path) -> list[dict[str, Any]]:
     kubectl = str(paths.bin_dir() / "kubectl")
     out = subprocess.run(
         [kubectl, "--kubeconfig", str(admin), "get", "namespaces", "-l", labels.DEPARTMENT, "-o", "json"],
@@ -56,7 +61,7 @@ def edge_departments(admin: Path) -> list[str]:
     )
     if out.returncode != 0:
         raise SystemExit(f"cityhub operator: cannot list the edge's departments: {out.stderr.strip()}")
-    return sorted(ns["metadata"]["name"] for ns in json.loads(out.stdout)["items"])
+    return list(json.loads(out.stdout)["items"])
 
 
 def start(edge: str, sup: Supervisor, drift_interval: str) -> int:
@@ -105,8 +110,16 @@ def start(edge: str, sup: Supervisor, drift_interval: str) -> int:
         return 1
     print(f"operator of {edge} pid {rec.pid} serving {rec.serves}; metrics {rec.url}; logs {rec.log}")
     # People sign in to their own cluster: the edge's API server trusts the issuers the hub's does (the
-    # city's identity, once the hub's operator has started it); `cityhub login <user> --cluster <edge>`.
-    for issuer in sign_in.trusted():
+    # city's identity, once the hub's operator has started it), and the edge's departments get their role
+    # groups there; `cityhub login <user> --cluster <edge>`.
+    issuers = sign_in.trusted()
+    for issuer in issuers:
         if sign_in.trust(issuer, layout(edge)):
             print(f"sign-in: {edge} now trusts {issuer.url}")
+    if issuers:
+        slugs = sorted(ns["metadata"]["labels"][labels.DEPARTMENT] for ns in _department_namespaces(admin))
+        for type_name in served:
+            ctype = registry.component_types()[type_name]
+            if ctype.has(registry.PEOPLE):
+                ctype.load(registry.PEOPLE).ensure_sign_in(hub, slugs)
     return 0
