@@ -163,35 +163,24 @@ class SharedBackends(pulumi.ComponentResource):
         for type_name in args.deploy:
             ctype = types[type_name]
             module = ctype.load(BACKEND)
+            common: dict[str, Any] = {
+                "ctype": ctype,
+                "namespace": args.system_namespace,
+                "master_key": pulumi.Output.secret(args.master_key),  # type: ignore[arg-type]
+                "operator_image": args.operator_image,
+                "storage_class": args.storage_class,
+                "settings": dict(args.settings.get(type_name, {})),
+                "placement": dict(args.placement),
+            }
             if args.edge is not None:
                 if hasattr(module, EDGE_BACKEND):
-                    edge_args = EdgeBackendArgs(
-                        ctype=ctype,
-                        namespace=args.system_namespace,
-                        master_key=pulumi.Output.secret(args.master_key),  # type: ignore[arg-type]
-                        operator_image=args.operator_image,
-                        storage_class=args.storage_class,
-                        settings=dict(args.settings.get(type_name, {})),
-                        placement=dict(args.placement),
-                        edge=args.edge,
-                        departments=args.edge_departments,
-                    )
+                    edge_args = EdgeBackendArgs(**common, edge=args.edge, departments=args.edge_departments)
                     part = getattr(module, EDGE_BACKEND)(
                         f"{name}-{type_name}-edge", edge_args, pulumi.ResourceOptions(parent=self)
                     )
                     self.operator_env.append(part.operator_env)
                 continue
-            backend_args = BackendArgs(
-                ctype=ctype,
-                namespace=args.system_namespace,
-                master_key=pulumi.Output.secret(args.master_key),  # type: ignore[arg-type]
-                operator_image=args.operator_image,
-                storage_class=args.storage_class,
-                settings=dict(args.settings.get(type_name, {})),
-                pools=dict(args.pools),
-                placement=dict(args.placement),
-                edges=args.edges,
-            )
+            backend_args = BackendArgs(**common, pools=dict(args.pools), edges=args.edges)
             backend = module.Backend(f"{name}-{type_name}", backend_args, pulumi.ResourceOptions(parent=self))
             self.operator_env.append(backend.operator_env)
             self.mounts[type_name] = backend_args.secret_name

@@ -27,7 +27,7 @@ from cityhub_api.labels import SYSTEM_NAMESPACE
 from cityhub_api.registry import component_types
 from components.backends import BACKENDS_MOUNT, OPERATOR_ACCOUNT, OPERATOR_LABELS
 from components.edge_operator import TOKEN_SECRET, EdgeLink, edge_operator
-from components.operator_workload import HEALTH_PORT, METRICS_PORT, Workload, operator_workload
+from components.operator_workload import HEALTH_PORT, METRICS_PORT, Workload, env_list, operator_workload
 
 NAME = OPERATOR_ACCOUNT
 APP_LABELS = OPERATOR_LABELS
@@ -287,15 +287,8 @@ class ComponentOperator(pulumi.ComponentResource):
             "CITYHUB_PEERING": PEERING_NAME,
         }
 
-        def env_list(backends: list[Mapping[str, str]]) -> list[dict[str, str]]:
-            merged = {**env}
-            for settings_of_backend in backends:
-                merged.update(settings_of_backend)
-            merged.update(settings.env)
-            return [{"name": k, "value": v} for k, v in sorted(merged.items())]
-
         container_env = pulumi.Output.all(*(pulumi.Output.from_input(e) for e in args.backend_env)).apply(
-            env_list
+            lambda parts: env_list(env, parts, settings.env)
         )
         volumes: list[dict[str, Any]] = []
         mounts: list[dict[str, Any]] = []

@@ -29,7 +29,7 @@ import yaml
 
 from cityhub.config_model import OperatorConfig
 from cityhub_api import labels
-from components.operator_workload import Workload, operator_workload
+from components.operator_workload import Workload, env_list, operator_workload
 
 MOUNT = "/var/run/cityhub/edge"
 TOKEN_SECRET = "cityhub-operator-token"
@@ -94,16 +94,11 @@ def edge_operator(
         opts=opts,
     )
 
-    def env_list(parts: list[Mapping[str, str]]) -> list[dict[str, str]]:
-        merged = {**env}
-        for part in parts:
-            merged.update(part)
-        merged.update(settings.env)
-        merged["KUBECONFIG"] = f"{MOUNT}/kubeconfig"
-        return [{"name": k, "value": v} for k, v in sorted(merged.items())]
-
     every = [*backend_env, *link.env]
-    container_env = pulumi.Output.all(*(pulumi.Output.from_input(e) for e in every)).apply(env_list)
+    kubeconfig_env = {"KUBECONFIG": f"{MOUNT}/kubeconfig"}
+    container_env = pulumi.Output.all(*(pulumi.Output.from_input(e) for e in every)).apply(
+        lambda parts: env_list(env, parts, settings.env, kubeconfig_env)
+    )
     pod_labels = {labels.NAME: workload_name, labels.COMPONENT: "operator", labels.EDGE: link.edge}
     workload = Workload(
         name=workload_name,

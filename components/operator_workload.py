@@ -40,6 +40,22 @@ class Workload:
     and the kubernetes client try the in-cluster account first) and holds no right on the hub's API."""
 
 
+def env_list(
+    base: Mapping[str, str],
+    parts: Sequence[Mapping[str, str]],
+    overrides: Mapping[str, str],
+    last: Mapping[str, str] | None = None,
+) -> list[dict[str, str]]:
+    """The operator container's env: `base`, each backend's (or edge part's) settings, the stack's
+    cityhub:operator.env overrides, then `last` (what no override may change, e.g. an edge's KUBECONFIG)."""
+    merged = {**base}
+    for part in parts:
+        merged.update(part)
+    merged.update(overrides)
+    merged.update(last or {})
+    return [{"name": k, "value": v} for k, v in sorted(merged.items())]
+
+
 def operator_workload(
     resource: str,
     workload: Workload,
