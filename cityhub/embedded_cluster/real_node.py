@@ -36,7 +36,7 @@ from cityhub.embedded_cluster.pki import Pki
 from cityhub.embedded_cluster.real_node_config import (
     COMPONENT_IMAGES,
     DISK_ROOM_BYTES,
-    EVICTION_FREE_PERCENT,
+    EVICTION_FREE_BYTES,
     IMAGE_ARCHIVES,
     NODE_NAME,
     NodePaths,
@@ -108,19 +108,16 @@ def say(message: str) -> None:
 
 
 def check_disk(where: Path) -> None:
-    """Refuse to start a node that would evict its own pods: below EVICTION_FREE_PERCENT free its kubelet
-    taints itself disk-pressure and every hub pod stays Pending while `pulumi up` waits (seen with 12 GB free
-    of 252 GB). Measured on the disk holding the node's images and pods."""
-    usage = shutil.disk_usage(where)
-    line = usage.total * EVICTION_FREE_PERCENT / 100
-    if usage.free - line < DISK_ROOM_BYTES:
-        free, percent = usage.free / 2**30, 100 * usage.free / usage.total
+    """Refuse to start a node that would evict its own pods: below EVICTION_FREE_BYTES free its kubelet
+    taints itself disk-pressure and every hub pod stays Pending while `pulumi up` waits (seen when the
+    line was 5%: 12 GB free of 252 GB). Measured on the disk holding the node's images and pods."""
+    free = shutil.disk_usage(where).free
+    if free - EVICTION_FREE_BYTES < DISK_ROOM_BYTES:
         raise ClusterError(
             "check disk",
-            f"{where} has {free:.1f} GiB free ({percent:.1f}%): the real node's kubelet evicts its pods "
-            f"below {EVICTION_FREE_PERCENT}% ({line / 2**30:.1f} GiB) and needs {DISK_ROOM_BYTES >> 30} GiB "
-            "above that — free space (e.g. `go clean -cache`, old clones) or set CITYHUB_STATE to a "
-            "directory on a larger disk",
+            f"{where} has {free / 2**30:.1f} GiB free: the real node's kubelet evicts its pods below "
+            f"{EVICTION_FREE_BYTES >> 30} GiB free and needs {DISK_ROOM_BYTES >> 30} GiB above that — free "
+            "space (e.g. `go clean -cache`, old clones) or set CITYHUB_STATE to a directory on a larger disk",
         )
 
 

@@ -35,11 +35,13 @@ IMAGE_ARCHIVES = ("pause", "busybox")
 COMPONENT_IMAGES = ("nats", "operator", "keycloak", "postgis", "martin")
 """The components' images (hack/images.sh), imported too when built: a stack deploys them by the reference
 they carry (cityhub:operator.image, cityhub:backends.<type>.image and the like)."""
-EVICTION_FREE_PERCENT = 5
-"""The kubelet evicts pods and taints the node disk-pressure when its disk has less free (evictionHard)."""
-DISK_ROOM_BYTES = 8 << 30
+EVICTION_FREE_BYTES = 2 << 30
+"""The kubelet evicts pods and taints the node disk-pressure when its disk has less free (evictionHard).
+Absolute, not the kubelet's default percentage: the node shares the machine's disk, and 5% of a large shared
+disk (12.6 GiB of 252 GiB) refused a CI machine with 19.5 GiB free."""
+DISK_ROOM_BYTES = 6 << 30
 """What `cluster up --real-node` wants free on the node's disk above the eviction line: the images
-(~0.5 GiB), the backends' volumes and the pods' logs, with room for the machine's other work."""
+(~1 GiB with MLServer), the backends' volumes and the pods' logs, with room for the machine's other work."""
 RUN_ROOT = Path("/run/cityhub")
 """Sockets and runtime state: short paths (a unix socket path has at most 107 bytes), on tmpfs."""
 CGROUP_PREFIX = "cityhub-"
@@ -218,12 +220,14 @@ def write_kubelet_config(np: NodePaths, pki: Pki, port: int, healthz_port: int) 
         "rotateCertificates": False,
         "serverTLSBootstrap": False,
         "nodeStatusReportFrequency": "10s",
-        "imageGCHighThresholdPercent": 95,
-        "imageGCLowThresholdPercent": 90,
+        # No image garbage collection: the node's images are imported, never pulled; one collected is gone
+        # (100 disables it, per the kubelet's configuration reference).
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
         "evictionHard": {
             "memory.available": "200Mi",
-            "nodefs.available": f"{EVICTION_FREE_PERCENT}%",
-            "imagefs.available": f"{EVICTION_FREE_PERCENT}%",
+            "nodefs.available": f"{EVICTION_FREE_BYTES >> 20}Mi",
+            "imagefs.available": f"{EVICTION_FREE_BYTES >> 20}Mi",
         },
         "shutdownGracePeriod": "0s",
     }
