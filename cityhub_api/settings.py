@@ -13,6 +13,7 @@ settings is a frozen dataclass with a `from_env(env)` constructor and one docstr
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -110,6 +111,19 @@ class Env:
             if raw.lower() == choice.lower():
                 return choice
         raise self._invalid(name, raw, f"one of {', '.join(choices)}")
+
+    def json_object(self, name: str, default: Mapping[str, object], *, needs: str) -> dict[str, object]:
+        """A JSON object (e.g. pod scheduling fields a stack computed); `needs` says which keys it takes."""
+        raw = self.raw(name)
+        if raw is None:
+            return dict(default)
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise self._invalid(name, raw, f"a JSON object {needs}")
+        return value
 
     def names(self, name: str) -> tuple[str, ...]:
         """A comma-separated list of lowercase DNS-label names (may be empty)."""

@@ -10,6 +10,8 @@ The contract every type's backend follows:
         operator mounts at `args.mount`
     backend.operator_env
         the driver's CITYHUB_* settings (a dict, or an Output of one)
+    backend.operator_pod (optional)
+        an OperatorPod: init containers, volumes and mounts the operator's pods need for the driver
 
 Every backend credential derives from one Pulumi secret, cityhub:backendsMasterKey, by HMAC with a purpose
 (`args.key("nats")`): one value to set and rotate, and each backend still gets a different key.
@@ -27,6 +29,7 @@ import pulumi
 
 from cityhub_api import labels
 from cityhub_api.registry import BACKEND, ComponentType, component_types
+from components.operator_workload import OperatorPod
 
 BACKENDS_MOUNT = "/var/run/cityhub/backends"
 """Where the operator mounts each deployed type's backend Secret: <mount>/<type>/<key>."""
@@ -149,12 +152,14 @@ class SharedBackends(pulumi.ComponentResource):
     """Each deployed backend's driver settings (on an edge: its edge parts' settings for its operator)."""
     mounts: dict[str, str]
     """Type name → its backend Secret, mounted by the operator at BACKENDS_MOUNT/<type>."""
+    operator_pod: OperatorPod
+    """What the deployed backends add to the operator's pods."""
 
     def __init__(
         self, name: str, args: SharedBackendsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("cityhub:backends:SharedBackends", name, {}, opts)
-        self.operator_env, self.mounts = [], {}
+        self.operator_env, self.mounts, self.operator_pod = [], {}, OperatorPod()
         if args.deploy and args.master_key is None:
             raise ValueError(
                 "cityhub:backendsMasterKey is required when cityhub:backends.deploy names a backend"
@@ -184,4 +189,5 @@ class SharedBackends(pulumi.ComponentResource):
             backend = module.Backend(f"{name}-{type_name}", backend_args, pulumi.ResourceOptions(parent=self))
             self.operator_env.append(backend.operator_env)
             self.mounts[type_name] = backend_args.secret_name
+            self.operator_pod += getattr(backend, "operator_pod", None) or OperatorPod()
         self.register_outputs({"mounts": self.mounts})

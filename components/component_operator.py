@@ -27,7 +27,14 @@ from cityhub_api.labels import SYSTEM_NAMESPACE
 from cityhub_api.registry import component_types
 from components.backends import BACKENDS_MOUNT, OPERATOR_ACCOUNT, OPERATOR_LABELS
 from components.edge_operator import TOKEN_SECRET, EdgeLink, edge_operator
-from components.operator_workload import HEALTH_PORT, METRICS_PORT, Workload, env_list, operator_workload
+from components.operator_workload import (
+    HEALTH_PORT,
+    METRICS_PORT,
+    OperatorPod,
+    Workload,
+    env_list,
+    operator_workload,
+)
 
 NAME = OPERATOR_ACCOUNT
 APP_LABELS = OPERATOR_LABELS
@@ -85,6 +92,8 @@ class ComponentOperatorArgs:
     backend_mounts: Mapping[str, str] = field(default_factory=dict)
     """Type name → the Secret (in the operator's namespace) with its driver's credentials, mounted at
     BACKENDS_MOUNT/<type>."""
+    backend_pod: OperatorPod = field(default_factory=OperatorPod)
+    """What the deployed backends add to the operator's pods (init containers, their volumes and mounts)."""
     placement: Mapping[str, Any] = field(default_factory=dict)
     """cityhub:systemPlacement as pod spec fields (nodeSelector, tolerations) for the operator's pods."""
     edge: str | None = None
@@ -305,6 +314,8 @@ class ComponentOperator(pulumi.ComponentResource):
         if settings.backend_secret:
             volumes.append({"name": "backend-extra", "secret": {"secretName": settings.backend_secret}})
             mounts.append({"name": "backend-extra", "mountPath": f"{BACKENDS_MOUNT}/extra", "readOnly": True})
+        volumes.extend(args.backend_pod.volumes)
+        mounts.extend(args.backend_pod.mounts)
         workload = Workload(
             name=NAME,
             namespace=account.metadata.namespace,
@@ -313,6 +324,7 @@ class ComponentOperator(pulumi.ComponentResource):
             env=container_env,
             volumes=volumes,
             mounts=mounts,
+            init_containers=args.backend_pod.init_containers,
             placement=args.placement,
         )
         operator_workload(f"{name}-operator", workload, settings, child, depends_on=[account, peering])
@@ -327,6 +339,7 @@ class ComponentOperator(pulumi.ComponentResource):
                 backend_env=args.backend_env,
                 volumes=volumes,
                 mounts=mounts,
+                init_containers=args.backend_pod.init_containers,
                 placement=args.placement,
                 opts=child,
             )

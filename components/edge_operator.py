@@ -77,6 +77,7 @@ def edge_operator(
     backend_env: Sequence[pulumi.Input[Mapping[str, str]]],
     volumes: Sequence[Mapping[str, Any]],
     mounts: Sequence[Mapping[str, Any]],
+    init_containers: Sequence[Mapping[str, Any]],
     placement: Mapping[str, Any],
     opts: pulumi.ResourceOptions,
 ) -> None:
@@ -108,6 +109,7 @@ def edge_operator(
         env=container_env,
         volumes=[*volumes, {"name": "edge", "secret": {"secretName": secret.metadata.name}}],
         mounts=[*mounts, {"name": "edge", "mountPath": MOUNT, "readOnly": True}],
+        init_containers=init_containers,
         placement=placement,
         service_labels={labels.EDGE: link.edge},
         service_account_token=False,

@@ -154,6 +154,7 @@ class ClusterHub(pulumi.ComponentResource):
                 namespace=foundation.namespace_name,
                 backend_env=backends.operator_env,
                 backend_mounts=backends.mounts,
+                backend_pod=backends.operator_pod,
                 placement=config.system_placement.pod_fields(),
                 edge=edge,
                 edge_links=args.edge_links,

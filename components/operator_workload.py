@@ -21,6 +21,24 @@ SCRAPED_NAME = "cityhub-operator"
 
 
 @dataclass(frozen=True)
+class OperatorPod:
+    """What a type's backend adds to the operator's pods beside its Secret and env (a backend's optional
+    `operator_pod`): init containers that prepare files its driver reads (inference: the model catalog from
+    the models image), the volumes they fill, and where the operator container mounts those."""
+
+    init_containers: tuple[Mapping[str, Any], ...] = ()
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    mounts: tuple[Mapping[str, Any], ...] = ()
+
+    def __add__(self, other: OperatorPod) -> OperatorPod:
+        return OperatorPod(
+            self.init_containers + other.init_containers,
+            self.volumes + other.volumes,
+            self.mounts + other.mounts,
+        )
+
+
+@dataclass(frozen=True)
 class Workload:
     name: str
     """The Deployment's name (cityhub-operator, cityhub-operator-<edge>); the metrics Service's is
@@ -32,6 +50,7 @@ class Workload:
     env: pulumi.Input[Sequence[Mapping[str, str]]]
     volumes: Sequence[Mapping[str, Any]] = ()
     mounts: Sequence[Mapping[str, Any]] = ()
+    init_containers: Sequence[Mapping[str, Any]] = ()
     placement: Mapping[str, Any] = field(default_factory=dict)
     service_labels: Mapping[str, str] = field(default_factory=dict)
     """Extra labels of the metrics Service (an edge operator's `cityhub.io/edge`)."""
@@ -54,6 +73,10 @@ def env_list(
     merged.update(overrides)
     merged.update(last or {})
     return [{"name": k, "value": v} for k, v in sorted(merged.items())]
+
+
+def _init_containers(workload: Workload) -> dict[str, Any]:
+    return {"initContainers": list(workload.init_containers)} if workload.init_containers else {}
 
 
 def operator_workload(
@@ -102,6 +125,7 @@ def operator_workload(
                         "runAsUser": 65532,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **_init_containers(workload),
                     "containers": [
                         {
                             "name": "operator",

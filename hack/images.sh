@@ -17,6 +17,8 @@
 #   <cache>/real-node/images/keycloak.oci.tar  $KEYCLOAK_IMAGE: Java 17 from Debian, busybox, the Keycloak
 #                                              distribution install.sh pre-built (component_types/identity/
 #                                              image.sh); user 1000
+#   <cache>/real-node/images/models.oci.tar    $MODELS_IMAGE_REPOSITORY:<store digest>: the city's model store
+#                                              under /models on busybox (the same image.sh); user 1000
 #   <cache>/real-node/images/postgis.oci.tar   $POSTGIS_IMAGE: PostgreSQL 15 + PostGIS from Debian, user 999
 #   <cache>/real-node/images/martin.oci.tar    $MARTIN_IMAGE: the martin install.sh built; user 65532
 #                                              (both: component_types/maps/image.sh)
@@ -26,7 +28,8 @@
 #   Push to a city's registry, e.g. with skopeo:
 #     skopeo copy oci-archive:<cache>/real-node/images/operator.oci.tar docker://registry.example.gov.cn/cityhub/operator:0.1.0
 #   and set cityhub:operator.image (cityhub:backends.messaging.image and .sensing.image for nats,
-#   cityhub:backends.identity.image for keycloak, .maps.postgisImage and .maps.martinImage) to those references.
+#   cityhub:backends.identity.image for keycloak, .maps.postgisImage and .maps.martinImage, .inference.mlserverImage
+#   and .inference.modelsImage) to those references.
 #
 # Needs root for nothing but the smoke test (chroot into the assembled root to import the operator).
 set -uo pipefail
@@ -234,7 +237,7 @@ source "$ROOT/component_types/maps/image.sh"
 source "$ROOT/component_types/inference/image.sh"
 
 if [ "${1:-}" = "--versions" ]; then
-  for name in nats operator keycloak postgis martin mlserver; do
+  for name in nats operator keycloak postgis martin mlserver models; do
     printf '%-28s %s\n' "$name image" "$( [ -s "$IMAGES/$name.oci.tar" ] \
       && echo "$(cut -d' ' -f1 "$IMAGES/.$name.version") $(du -h "$IMAGES/$name.oci.tar" | cut -f1)" \
       || echo 'not built')"
@@ -249,6 +252,7 @@ build_keycloak
 build_postgis
 build_martin
 build_mlserver
+build_models
 log "images done in $((SECONDS - t0))s"
 if [ ${#FAILED[@]} -gt 0 ]; then
   printf '  - %s\n' "${FAILED[@]}" >&2

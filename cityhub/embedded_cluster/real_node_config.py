@@ -32,7 +32,7 @@ TAINT_KEY = "cityhub.io/real-node"
 NODE_LABELS = {"type": "real", "cityhub.io/node": "real", "topology.kubernetes.io/zone": "zone-a"}
 IMAGE_ARCHIVES = ("pause", "busybox")
 """<cache>/real-node/images/<name>.oci.tar, built by hack/real-node.sh; pause is the pod sandbox."""
-COMPONENT_IMAGES = ("nats", "operator", "keycloak", "postgis", "martin")
+COMPONENT_IMAGES = ("nats", "operator", "keycloak", "postgis", "martin", "mlserver", "models")
 """The components' images (hack/images.sh), imported too when built: a stack deploys them by the reference
 they carry (cityhub:operator.image, cityhub:backends.<type>.image and the like)."""
 EVICTION_FREE_BYTES = 2 << 30

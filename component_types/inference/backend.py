@@ -14,6 +14,9 @@ In the hub's system namespace (`args.namespace`, where the front door Service `i
 In the GPU inference pool's namespace (`args.pools[gpu-inference]`, else the system namespace), where the
 driver creates one model server per endpoint (CITYHUB_INFERENCE_MODE=kubernetes):
     cityhub-models          PersistentVolumeClaim holding the model store, mounted read-only by model servers
+    inference-models-*      Job (with `modelsImage`): copies the models image's store into cityhub-models, as
+                            the model servers' user; a new image makes a new Job (its tag names its content).
+                            It adds and updates models and removes none (a served model stays)
     inference-model-servers NetworkPolicy: model servers take ingress from the gateway's pods only
     cityhub-operator-inference  Role + RoleBinding: the operator manages model servers there, and nowhere else
 and, when that is the GPU pool's own namespace (the system namespace has its own default-deny policy and
@@ -22,12 +25,18 @@ hosts other backends):
     Pod Security labels     `restricted` enforced on the namespace (a NamespacePatch: components/gpu_pool.py
                             creates it); the driver's model servers are restricted-compliant (manifests.py)
 
-The gateway runs as a non-root user with a read-only root filesystem and no capabilities, and is told how many
-replicas run (`--replicas`): each admits requestsPerMinute // replicas of an endpoint's calls.
+With `modelsImage` the operator's pods also get an init container from it that copies the store's catalog
+(the model.json files) to CATALOG_MOUNT, where the driver reads which models exist (operator_pod).
+Model servers of CPU plans and the store's Job run where `serverPlacement` says (default the CPU pool).
+
+The gateway runs where cityhub:systemPlacement says (default the CPU pool), as a non-root user with a
+read-only root filesystem and no capabilities, and is told how many replicas run (`--replicas`): each admits
+requestsPerMinute // replicas of an endpoint's calls.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -37,6 +46,7 @@ from cityhub_api import labels
 from component_types.inference import naming
 from component_types.inference.gateway_limits import GatewayLimits
 from components.backends import OPERATOR_ACCOUNT, BackendArgs
+from components.operator_workload import OperatorPod
 
 OPERATOR_ROLE = "cityhub-operator-inference"
 MODEL_SERVERS_POLICY = "inference-model-servers"
@@ -44,6 +54,18 @@ DEFAULT_DENY_POLICY = "inference-default-deny"
 POD_SECURITY_LEVEL = "restricted"
 GATEWAY_UID = 65532
 """The operator image's user (operator/Dockerfile: USER 65532); the gateway runs from that image."""
+STORE_UID = 1000
+"""The model servers' user (driver/manifests.py MLSERVER_UID): the store's Job writes the files as it."""
+RESTRICTED_CONTAINER: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+COPY_CATALOG = (
+    'for f in */model.json; do [ -f "$f" ] || continue; mkdir -p "$0/${f%/model.json}" && cp "$f" "$0/$f" '
+    "|| exit 1; done; ls \"$0\""
+)
+"""Run in the models image's store by `sh -c COPY_CATALOG <target>`: only the catalog, not the model files."""
 CRUD = ["get", "list", "create", "update", "patch", "delete"]
 MODEL_SERVER_RULES: list[dict[str, Any]] = [
     # One Deployment + Service per endpoint (or a KServe InferenceService where KServe runs).
@@ -70,6 +92,7 @@ class Backend(pulumi.ComponentResource):
     Secret and permissions."""
 
     operator_env: pulumi.Output[dict[str, str]]
+    operator_pod: OperatorPod
 
     def __init__(self, name: str, args: BackendArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cityhub:backends:InferenceBackend", name, {}, opts)
@@ -78,6 +101,8 @@ class Backend(pulumi.ComponentResource):
         servers = args.pools.get(labels.GPU_POOL, args.namespace)
         settings = args.settings
         image = str(settings.get("mlserverImage") or naming.MLSERVER_IMAGE)
+        models_image = str(settings.get("modelsImage") or "")
+        server_placement = dict(settings.get("serverPlacement") or naming.CPU_SCHEDULING)
 
         k8s.core.v1.Secret(
             f"{name}-secret",
@@ -106,7 +131,7 @@ class Backend(pulumi.ComponentResource):
                 annotations={labels.SKIP_AWAIT: "true"},
             ),
             spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
-                access_modes=["ReadOnlyMany"],
+                access_modes=[str(settings.get("modelsAccessMode", "ReadOnlyMany"))],
                 storage_class_name=args.storage_class,
                 resources=k8s.core.v1.VolumeResourceRequirementsArgs(
                     requests={"storage": str(settings.get("modelsSize", "20Gi"))}
@@ -114,6 +139,9 @@ class Backend(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        if models_image:
+            self._fill_store(name, args, servers, models_image, server_placement)
+        self.operator_pod = self._catalog(models_image)
         self._model_servers_policy(name, args, servers)
         if labels.GPU_POOL in args.pools:
             self._fence_pool_namespace(name, args, servers)
@@ -131,6 +159,12 @@ class Backend(pulumi.ComponentResource):
                 **({"CITYHUB_INFERENCE_ROUTES_NAMESPACE": ns[0]} if ns[0] != ns[1] else {}),
                 "CITYHUB_INFERENCE_MODELS_PVC": naming.MODELS_PVC,
                 "CITYHUB_INFERENCE_IMAGE": image,
+                **({"CITYHUB_INFERENCE_MODELS_DIR": naming.CATALOG_MOUNT} if models_image else {}),
+                **(
+                    {"CITYHUB_INFERENCE_CPU_SCHEDULING": json.dumps(server_placement, sort_keys=True)}
+                    if "serverPlacement" in settings
+                    else {}
+                ),
             }
         )
         self.register_outputs({"operator_env": self.operator_env})
@@ -190,7 +224,8 @@ class Backend(pulumi.ComponentResource):
                             run_as_user=GATEWAY_UID,
                             seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
                         ),
-                        node_selector={labels.POOL: labels.CPU_POOL},
+                        node_selector=args.placement.get("nodeSelector", {labels.POOL: labels.CPU_POOL}),
+                        tolerations=args.placement.get("tolerations"),
                         containers=[container],
                         volumes=[
                             k8s.core.v1.VolumeArgs(
@@ -205,6 +240,76 @@ class Backend(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+    def _fill_store(
+        self,
+        name: str,
+        args: BackendArgs,
+        servers: pulumi.Input[str],
+        image: str,
+        placement: dict[str, Any],
+    ) -> None:
+        """The models image's store into the claim. Named by Pulumi (a suffix): a new image replaces the Job,
+        the old one goes after the new one exists. Not awaited: model servers wait for their file."""
+        k8s.batch.v1.Job(
+            f"{name}-models-store",
+            metadata={
+                "namespace": servers,
+                "labels": args.labels("inference-models"),
+                "annotations": {labels.SKIP_AWAIT: "true"},
+            },
+            spec={
+                "backoffLimit": 6,
+                "template": {
+                    "metadata": {"labels": args.labels("inference-models")},
+                    "spec": {
+                        "restartPolicy": "OnFailure",
+                        "automountServiceAccountToken": False,
+                        **placement,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": STORE_UID,
+                            "runAsGroup": STORE_UID,
+                            "fsGroup": STORE_UID,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": "copy",
+                                "image": image,
+                                "command": ["cp", "-R", f"{naming.MODELS_IMAGE_ROOT}/.", naming.MODELS_MOUNT],
+                                "securityContext": RESTRICTED_CONTAINER,
+                                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+                                "volumeMounts": [{"name": "models", "mountPath": naming.MODELS_MOUNT}],
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "models", "persistentVolumeClaim": {"claimName": naming.MODELS_PVC}}
+                        ],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    @staticmethod
+    def _catalog(image: str) -> OperatorPod:
+        """The operator's copy of the catalog from the models image (nothing without one: the driver then
+        reads CITYHUB_INFERENCE_MODELS_DIR as set by cityhub:operator.env)."""
+        if not image:
+            return OperatorPod()
+        volume = {"name": "inference-catalog", "emptyDir": {"sizeLimit": "16Mi"}}
+        init = {
+            "name": "inference-catalog",
+            "image": image,
+            "workingDir": naming.MODELS_IMAGE_ROOT,
+            "command": ["sh", "-c", COPY_CATALOG, naming.CATALOG_MOUNT],
+            "securityContext": RESTRICTED_CONTAINER,
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+            "volumeMounts": [{"name": "inference-catalog", "mountPath": naming.CATALOG_MOUNT}],
+        }
+        mount = {"name": "inference-catalog", "mountPath": naming.CATALOG_MOUNT, "readOnly": True}
+        return OperatorPod(init_containers=(init,), volumes=(volume,), mounts=(mount,))
 
     def _model_servers_policy(self, name: str, args: BackendArgs, servers: pulumi.Input[str]) -> None:
         """Model servers answer the gateway only: a department must go through the key check and the rate

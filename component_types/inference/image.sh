@@ -1,6 +1,9 @@
 # shellcheck shell=bash
-# The inference backend's model server image, $MLSERVER_IMAGE (hack/versions.env): MLServer and its
-# scikit-learn runtime, the KServe V2 server of kubernetes mode, built offline. Sourced by hack/images.sh
+# The inference backend's images (hack/versions.env), built offline:
+#   $MLSERVER_IMAGE  MLServer and its scikit-learn runtime, the KServe V2 server of kubernetes mode
+#   $MODELS_IMAGE_REPOSITORY:<digest>   the city's model store (install.sh's) under /models on busybox: the
+#                    stack's Job copies it into the model store's volume and the operator's init container
+#                    copies its catalog (cityhub:backends.inference.modelsImage; backend.py) Sourced by hack/images.sh
 # (its helpers: log, fail, digest, fresh, passwd_files, deb_versions, deb_unpack, operator_base, $OCI, $VENV,
 # $PYTHON, $WORK, $IMAGES, $CACHE); not run alone.
 #
@@ -154,4 +157,30 @@ build_mlserver() {
     --out "$IMAGES/mlserver.oci.tar" >&2 || { fail "mlserver image: pack"; return 1; }
   echo "$want" >"$IMAGES/.mlserver.version"
   log "  mlserver image built in $((SECONDS - t0))s"
+}
+
+# The model store image: Debian's busybox-static (sh and cp for the Job and the operator's init container) and
+# the store under /models, readable by all (the Job writes the copy as the model servers' user). Tagged with the
+# store's content digest: the same store gives the same reference, a changed one a new Job.
+build_models() {
+  local t0=$SECONDS dir=$WORK/models-base store=$WORK/models-store want tag
+  [ -f "$MLSERVER_MODELS/traffic-flow/1/model.joblib" ] || { fail "models image: no model store (install.sh)"; return 1; }
+  tag=$(tree_digest "$MLSERVER_MODELS" . | cut -c1-12)
+  deb_versions busybox-static || { fail "models image: busybox-static"; return 1; }
+  if [ "$(cat "$dir/.inputs" 2>/dev/null)" != "$DEB_WANT" ]; then
+    deb_unpack "$dir" "${DEB_VERSIONS[@]}" && busybox_links "$dir/rootfs" \
+      || { fail "models image: busybox layer"; return 1; }
+    passwd_files "$dir/rootfs" "$MLSERVER_USER"
+    echo "$DEB_WANT" >"$dir/.inputs"
+  fi
+  want="$MODELS_IMAGE_REPOSITORY:$tag $(cat "$dir/.inputs" "$ROOT/hack/oci_image.py" "${BASH_SOURCE[0]}" | digest)"
+  fresh "$IMAGES/models.oci.tar" "$IMAGES/.models.version" "$want" && return 0
+  log "models image: $MODELS_IMAGE_REPOSITORY:$tag ($(du -sh "$MLSERVER_MODELS" | cut -f1) of models)"
+  rm -rf "$store" && mkdir -p "$store/rootfs/models" && cp -R "$MLSERVER_MODELS/." "$store/rootfs/models/" \
+    && chmod -R a+rX "$store/rootfs/models" || { fail "models image: copy the store"; return 1; }
+  "${OCI[@]}" --rootfs "$dir/rootfs" --rootfs "$store/rootfs" --name "$MODELS_IMAGE_REPOSITORY:$tag" \
+    --cmd=ls --cmd=-R --cmd=/models --user "$MLSERVER_USER:$MLSERVER_USER" --workdir /models \
+    --out "$IMAGES/models.oci.tar" >&2 || { fail "models image: pack"; return 1; }
+  echo "$want" >"$IMAGES/.models.version"
+  log "  models image built in $((SECONDS - t0))s"
 }

@@ -33,6 +33,12 @@ MODELS_PVC = "cityhub-models"
 MODELS_MOUNT = "/mnt/models"
 MLSERVER_IMAGE = "docker.io/seldonio/mlserver:1.7.1-sklearn"
 """The model server image of kubernetes mode (CITYHUB_INFERENCE_IMAGE)."""
+MODELS_IMAGE_ROOT = "/models"
+"""Where a models image (cityhub:backends.inference.modelsImage) holds the model store."""
+CATALOG_MOUNT = "/var/lib/cityhub/inference-models"
+"""The operator's copy of the store's catalog (the model.json files) from the models image."""
+CPU_SCHEDULING = {"nodeSelector": {labels.POOL: labels.CPU_POOL}, "tolerations": []}
+"""Where model servers of CPU plans run unless serverPlacement says otherwise: the CPU pool."""
 SECRET_KEY = "secret"
 """The backend Secret's key holding the master secret API keys derive from (<mount>/secret)."""
 MANAGED_LABELS = {labels.MANAGED_BY: "cityhub-operator", labels.COMPONENT: COMPONENT}

@@ -158,3 +158,25 @@ status, body = fetch(at(read("tileUrl")) + "&token=x")
 denied, leaked = b"cityhub_denied" in body, "西湖避难所".encode() in body
 print(f"wrong token: {status}, cityhub_denied", denied, "has 西湖避难所", leaked, flush=True)
 """
+
+INFER_CLIENT = r"""
+import json, pathlib, urllib.error, urllib.request
+s = pathlib.Path("/var/run/connection")  # CONNECTION
+read = lambda key: (s / key).read_text()
+# 08:00 on a Tuesday, dry, no event: the morning rush on the traffic-flow model's synthetic city.
+body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [8, 1, 0, 0]}]}
+def infer(key):
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    req = urllib.request.Request(read("inferUrl"), data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()[:200]
+status, answer = infer(read("apiKey"))
+print("infer", status, json.dumps(answer)[:300], flush=True)
+if status == 200:
+    print("vehicles per hour", round(answer["outputs"][0]["data"][0]), flush=True)
+status, answer = infer("not-" + read("apiKey"))
+print("wrong key", status, flush=True)
+"""

@@ -1,6 +1,7 @@
 """The packet matrix of tests/integration/test_in_cluster.py: busybox servers in department namespaces
-across zones and in the hub's namespace, and connections tried from inside them (the node's NetworkPolicy
-engine: cityhub/embedded_cluster/netpol.py)."""
+across zones and in the hub's namespace, the backends' own pods (nats, PostGIS, the inference gateway and a
+model server in the inference pool's namespace), and connections tried from inside the busybox servers
+(the node's NetworkPolicy engine: cityhub/embedded_cluster/netpol.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ MAPS_DOOR = 3000
 """The maps front door's target port: a stand-in pod carries its selector (one with the busybox server)."""
 POSTGIS = 5432
 """maps' side door: the real maps-postgis pod, reached by the zones maps serves (to write features)."""
+GATEWAY = 8090
+"""The inference gateway's port (the front door `inference` targets it): open to the zones it serves."""
+MODEL_SERVER = 8080
+"""A department's model server in the inference pool's namespace: the gateway's alone, so a department
+cannot skip its API key check and rate limit."""
 # Who is where in the dev stack: zones egov (yingji, chengguan), private (dashuju), internet (jiaotong,
 # public); flows internet→egov:443 and egov→private:443; messaging open to all three zones, maps to egov
-# and internet.
+# and internet; inference to all three.
 SERVERS = {
     "yingji-a": "dept-yingji",
     "yingji-b": "dept-yingji",
@@ -35,9 +41,16 @@ ALLOWED = {
         ("nats", 4222),
         ("maps-door", 3000),
         ("postgis", 5432),
+        ("gateway", GATEWAY),
     },
-    "chengguan": {("dashuju", 443), ("nats", 4222), ("maps-door", 3000), ("postgis", 5432)},
-    "dashuju": {("nats", 4222)},
+    "chengguan": {
+        ("dashuju", 443),
+        ("nats", 4222),
+        ("maps-door", 3000),
+        ("postgis", 5432),
+        ("gateway", GATEWAY),
+    },
+    "dashuju": {("nats", 4222), ("gateway", GATEWAY)},
     "jiaotong": {
         ("yingji-a", 443),
         ("yingji-b", 443),
@@ -45,10 +58,12 @@ ALLOWED = {
         ("nats", 4222),
         ("maps-door", 3000),
         ("postgis", 5432),
+        ("gateway", GATEWAY),
     },
     # The hub's own namespace has no egress policy, and its pods reach each other; departments let it in
     # nowhere (it is not a zone, and its addresses are private, so not "outside" for the public zone either).
-    "maps-door": {("nats", 4222), ("nats", 8222), ("postgis", 5432)},
+    # The model servers' namespace admits only the gateway, not the hub's other pods.
+    "maps-door": {("nats", 4222), ("nats", 8222), ("postgis", 5432), ("gateway", GATEWAY)},
 }
 
 

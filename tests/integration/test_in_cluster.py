@@ -1,206 +1,72 @@
 """The in-cluster path on the embedded cluster's real node: `pulumi up` of a stack with operator.deploy and
-backends.deploy [messaging, sensing, identity, maps], placed on the real node by cityhub:systemPlacement,
-runs the operator, nats-server, the MQTT gateway and its relay, Keycloak, PostGIS and martin as pods from the
-images hack/images.sh built offline (rebuilt first when a source changed). A department's MessagingChannel,
-SensorFleet, IdentityClient and MapLayer become Ready, and workload pods
-in the department's namespace (Pod Security `restricted`) use them through their connection Secrets, reaching
-the backends through their Service names (CoreDNS and kube-proxy of the node) as a department's apps do.
-The zones' NetworkPolicies hold on packets (network_matrix.py); the operator pod deleted mid-provisioning
-and a backend outage are survived.
+every backend in backends.deploy (in_cluster_stack.py), placed on the real node by cityhub:systemPlacement,
+runs the operator, nats-server, the MQTT gateway and its relay, Keycloak, PostGIS, martin, the inference
+gateway and MLServer model servers as pods from the images hack/images.sh built offline (rebuilt first when a
+source changed). A department's MessagingChannel, SensorFleet, IdentityClient, MapLayer and
+InferenceEndpoint become Ready, and workload pods in the department's namespace (Pod Security `restricted`)
+use them through their connection Secrets, reaching the backends through their Service names (CoreDNS and
+kube-proxy of the node) as a department's apps do. The zones' NetworkPolicies hold on packets
+(network_matrix.py); the operator pod deleted mid-provisioning and a backend outage are survived.
 
 Needs root, the real-node toolchain and the images (`bash hack/real-node.sh`); skipped with the reason
 otherwise. The stack is a private copy of the project with its own Pulumi backend (tests/integration/
-test_hub_stack.py's Project); its configuration is the dev stack's with the keys below changed in the copy.
+test_hub_stack.py's Project); its configuration is the dev stack's with the keys in_cluster_stack.py changes.
 Timings are printed (run with -s to see them).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from cityhub import paths
 from cityhub import testkit as testing
-from cityhub.embedded_cluster.real_node_config import (
-    COMPONENT_IMAGES,
-    NODE_NAME,
-    TAINT_KEY,
-    archive,
-    image_name,
-)
+from cityhub.embedded_cluster.real_node_config import NODE_NAME, image_name
 from cityhub.testkit import channel, condition, wait_for
 from cityhub_api import registry
-from components.backends import IMAGE_USER
 from tests.integration.in_cluster_apps import (
     CHANNEL_CLIENT,
     CONNECTION,
     DEVICE_AND_APP,
     FEATURES_AND_TILES,
+    INFER_CLIENT,
     TOKEN_CLIENT,
     app_pod,
-    delete_requests,
     run_to_completion,
     started_seconds,
 )
-from tests.integration.network_matrix import ALLOWED, MAPS_DOOR, PORTS, POSTGIS, SERVERS, connect, server_pod
-from tests.integration.test_hub_stack import Project, new_project
-from tests.integration.test_real_node import Cluster, cluster, run_pod, skip_unless_buildable
+from tests.integration.in_cluster_stack import (
+    DEPARTMENT,
+    RESILIENCE_DEPARTMENTS,
+    SYSTEM,
+    images,
+    ready_pod,
+    stack,
+    wait_request_ready,
+)
+from tests.integration.network_matrix import (
+    ALLOWED,
+    GATEWAY,
+    MAPS_DOOR,
+    MODEL_SERVER,
+    PORTS,
+    POSTGIS,
+    SERVERS,
+    connect,
+    server_pod,
+)
+from tests.integration.test_hub_stack import Project
+from tests.integration.test_real_node import Cluster, cluster, run_pod
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_node]
 
-__all__ = ["cluster"]  # the real node's module-scoped cluster fixture, shared with test_real_node
-
-SYSTEM = "cityhub-system"
-DEPARTMENT = "dept-yingji"
-STORAGE_CLASSES = ("cityhub-standard", "cityhub-encrypted", "cityhub-core")
-VOLUMES_PER_CLASS = 5
-RESILIENCE_DEPARTMENTS = ("yingji", "chengguan", "dashuju", "jiaotong")
-
-
-def skip_unless_images() -> None:
-    missing = [f"real-node/images/{n}.oci.tar" for n in COMPONENT_IMAGES if not archive(n).is_file()]
-    if missing:
-        pytest.skip(f"component images not built ({', '.join(missing)}): run bash hack/images.sh")
-
-
-@pytest.fixture(scope="module")
-def images() -> None:
-    """The pods must run the code under test: hack/images.sh rebuilds the layers whose inputs changed (the
-    app layer after any source change; nothing when nothing changed) before the node imports them."""
-    skip_unless_buildable()
-    skip_unless_images()
-    t0 = time.monotonic()
-    built = subprocess.run(
-        ["bash", str(paths.repo_root() / "hack" / "images.sh")], capture_output=True, text=True
-    )
-    if built.returncode != 0:
-        pytest.fail(f"hack/images.sh failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}")
-    print(f"\n[in cluster] images up to date (hack/images.sh) in {time.monotonic() - t0:.1f}s")
-
-
-def in_cluster_config(project: Project, volumes: Path) -> None:
-    """The dev stack's configuration, changed in the private copy only: the operator and the messaging
-    backend deployed from the offline-built images, on the real node, with small hostPath volumes."""
-    path = project.root / "stacks" / "Pulumi.dev.yaml"
-    stack = yaml.safe_load(path.read_text(encoding="utf-8"))
-    config = stack["config"]
-    config["cityhub:operator"] = {
-        "deploy": True,
-        "replicas": 1,
-        "image": image_name("operator"),
-        # Only messaging, sensing, identity and maps have backends here. operator.components would also have
-        # to leave inference's offering out, which cityhub_api.catalog refuses before applying
-        # operator.catalog: run only their drivers instead (the operator's env overrides CITYHUB_COMPONENTS).
-        # Probes every 3 s (2 s timeout), so the backend outage below shows in the requests' status soon.
-        "env": {
-            "CITYHUB_COMPONENTS": "messaging,sensing,identity,maps",
-            "CITYHUB_PROBE_INTERVAL": "3",
-            "CITYHUB_PROBE_TIMEOUT": "2",
-        },
-    }
-    # The resilience test's 100 requests: 25 in each of four departments (the default quota is 10 a type).
-    for dept in config["cityhub:departments"]:
-        if dept["slug"] in RESILIENCE_DEPARTMENTS:
-            dept.setdefault("quota", {})["components"] = 30
-    config["cityhub:backends"] = {
-        "deploy": ["messaging", "sensing", "identity", "maps"],
-        "messaging": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "512M"},
-        # The MQTT gateway is a nats-server too (same image); its relay runs from the operator's image.
-        # 900M: a fleet of the standard plan reserves twice its default 256Mi (+ a message) on the gateway.
-        "sensing": {"image": image_name("nats"), "storageSize": "1Gi", "maxFileStore": "900M"},
-        # Keycloak pre-built for its H2 database on a volume (component_types/identity/image.sh).
-        "identity": {"image": image_name("keycloak"), "storageSize": "1Gi"},
-        "maps": {
-            "postgisImage": image_name("postgis"),
-            "martinImage": image_name("martin"),
-            "storageSize": "1Gi",
-        },
-    }
-    config["cityhub:systemPlacement"] = {
-        "nodeSelector": {"cityhub.io/node": "real"},
-        "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-    }
-    config["cityhub:storage"]["preprovisioned"] = {
-        "volumesPerClass": VOLUMES_PER_CLASS,
-        "size": "1Gi",
-        "hostPathRoot": str(volumes),
-    }
-    path.write_text(yaml.safe_dump(stack, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    for cls in STORAGE_CLASSES:
-        for i in range(VOLUMES_PER_CLASS):
-            directory = volumes / f"{cls}-{i:03d}"
-            directory.mkdir(parents=True, exist_ok=True)
-            # hostPath volumes ignore fsGroup; a provisioner would hand each pod's group the volume. The
-            # backends run as two users (the images' 65532, Keycloak's 1000): open to both here.
-            os.chown(directory, IMAGE_USER, IMAGE_USER)
-            directory.chmod(0o777)
-
-
-@pytest.fixture(scope="module")
-def stack(images: None, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    """`images` first: the cluster imports the images when it comes up."""
-    root = tmp_path_factory.mktemp("in-cluster")
-    (root / "project").mkdir()
-    project = new_project(root / "project", cluster.kubeconfig)
-    in_cluster_config(project, root / "volumes")
-    project.pulumi("config", "set", "--secret", "cityhub:backendsMasterKey", os.urandom(24).hex())
-    t0 = time.monotonic()
-    up = project.pulumi("up", "--yes", "--skip-preview", ok=False)
-    print(f"\n[in cluster] pulumi up: {time.monotonic() - t0:.1f}s")
-    if up.returncode != 0:
-        pods = project.kubectl("get", "pods", "-A", "-o", "wide", ok=False).stdout
-        pytest.fail(f"pulumi up failed:\n{up.stdout[-4000:]}\n{up.stderr[-2000:]}\n{pods}")
-    try:
-        yield project
-    finally:
-        # Requests first, while the operator still runs to release their finalizers; then the stack.
-        delete_requests(project, ("messagingchannels", "sensorfleets", "identityclients", "maplayers"))
-        project.kubectl("delete", "pods", "--all", "-n", DEPARTMENT, "--timeout=60s", ok=False)
-        # The backends' data is a person's decision, not the stack's: a StatefulSet's claim outlives it, and
-        # the pre-provisioned volume it holds cannot go while it does (destroy waited 10 min for it). The test
-        # decides for its own throwaway data: the claim goes as soon as nats-0 does.
-        project.kubectl("delete", "pvc", "--all", "-n", "cityhub-system", "--wait=false", ok=False)
-        project.pulumi("destroy", "--yes", "--skip-preview", ok=False)
-
-
-def ready_pod(project: Project, namespace: str, selector: str, timeout: float = 180) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        for pod in project.get("pods", "-n", namespace, "-l", selector)["items"]:
-            if condition(pod, "Ready").get("status") == "True":
-                return pod
-        return None
-
-    try:
-        return wait_for(ready, timeout, f"a Ready pod {selector} in {namespace}")
-    except AssertionError:
-        described = project.kubectl("-n", namespace, "describe", "pods", "-l", selector, ok=False).stdout
-        raise AssertionError(f"no Ready pod {selector} in {namespace}:\n{described[-4000:]}") from None
-
-
-def wait_request_ready(
-    project: Project, plural: str, name: str, namespace: str, timeout: float = 180.0
-) -> None:
-    """Wait for a component request's Ready; when it does not come, fail with its status, the operator's log
-    and the hub's pods."""
-
-    def ready() -> bool:
-        return condition(project.get(plural, name, "-n", namespace), "Ready").get("status") == "True"
-
-    try:
-        wait_for(ready, timeout, f"{plural} {namespace}/{name} Ready")
-    except TimeoutError:
-        got = project.get(plural, name, "-n", namespace)
-        logs = project.kubectl("-n", SYSTEM, "logs", "deploy/cityhub-operator", "--tail=40", ok=False).stdout
-        pods = project.kubectl("-n", SYSTEM, "get", "pods", "-o", "wide", ok=False).stdout
-        raise AssertionError(f"not Ready: {json.dumps(got.get('status'))}\n{logs}\n{pods}") from None
+# Fixtures of other modules, used here: the real node's cluster (shared with test_real_node), the images
+# and the stack (in_cluster_stack.py).
+__all__ = ["cluster", "images", "stack"]
 
 
 def test_operator_and_nats_run_as_pods_on_the_real_node(stack: Project) -> None:
@@ -318,6 +184,48 @@ def test_a_map_layer_is_ready_and_a_workload_pod_writes_features_and_reads_tiles
     assert "wrong token: 200, cityhub_denied True has 西湖避难所 False" in logs, logs
 
 
+INFERENCE_NAMESPACE = "cityhub-inference"
+"""The GPU inference pool's namespace (components/gpu_pool.py), where the driver runs model servers."""
+
+
+def test_an_inference_endpoint_is_ready_and_a_workload_pod_calls_the_model(stack: Project) -> None:
+    """The docs example (应急管理局's traffic-flow endpoint) in pods: the stack's Job copied the models
+    image's store into the model store's volume, the operator read the catalog from that image, the driver's
+    MLServer Deployment serves the model from the volume on the real node, and a workload pod of the
+    department calls it through the gateway with its Secret's API key (another key: refused)."""
+    gateway = ready_pod(stack, SYSTEM, "app.kubernetes.io/name=inference-gateway", timeout=120)
+    assert gateway["spec"]["nodeName"] == NODE_NAME, gateway["spec"].get("nodeName")
+    print(f"\n[in cluster] {gateway['metadata']['name']}: created -> Ready {started_seconds(gateway):.0f}s")
+    jobs = stack.get("jobs", "-n", INFERENCE_NAMESPACE, "-l", "app.kubernetes.io/name=inference-models")
+    assert jobs["items"], "no model store Job"
+
+    def copied() -> bool:
+        items = stack.get("jobs", "-n", INFERENCE_NAMESPACE, "-l", "app.kubernetes.io/name=inference-models")
+        return all(j.get("status", {}).get("succeeded") for j in items["items"])
+
+    wait_for(copied, 120, "the model store's Job")
+    example = registry.DEFAULT_ROOT / "inference" / "examples" / "inference-endpoint.yaml"
+    t0 = time.monotonic()
+    stack.kubectl("apply", "-f", str(example))
+    wait_request_ready(stack, "inferenceendpoints", "flow", DEPARTMENT, timeout=300)
+    print(f"[in cluster] InferenceEndpoint created -> Ready: {time.monotonic() - t0:.1f}s")
+    server = ready_pod(stack, INFERENCE_NAMESPACE, "cityhub.io/department=dept-yingji")
+    assert server["spec"]["nodeName"] == NODE_NAME and server["spec"]["containers"][0]["image"] == (
+        image_name("mlserver")
+    )
+    name, took = server["metadata"]["name"], started_seconds(server)
+    print(f"[in cluster] model server {name}: created -> Ready {took:.0f}s")
+
+    pod = app_pod("flow-client", DEPARTMENT, ["python", "-c", INFER_CLIENT], secret="flow-connection")
+    phase, logs, took = run_to_completion(stack, pod)
+    print(f"[in cluster] inference client pod created -> finished: {took:.1f}s\n{logs.strip()}")
+    assert phase == "Succeeded", logs
+    assert "infer 200" in logs and "vehicles per hour" in logs, logs
+    rush = int(logs.split("vehicles per hour ")[1].split()[0])
+    assert 1000 < rush < 2500, f"the morning rush predicted {rush} vehicles per hour"
+    assert "wrong key 401" in logs or "wrong key 403" in logs, logs
+
+
 def test_network_isolation_is_enforced_on_packets(stack: Project) -> None:
     nats = ready_pod(stack, SYSTEM, "cityhub.io/service=messaging")
     maps_labels = {"cityhub.io/service": "maps"}
@@ -326,7 +234,11 @@ def test_network_isolation_is_enforced_on_packets(stack: Project) -> None:
         ports = (MAPS_DOOR, 8080) if name == "maps-door" else PORTS
         stack.apply(server_pod(name, namespace, ports, maps_labels if name == "maps-door" else {}))
     postgis = ready_pod(stack, SYSTEM, "app.kubernetes.io/name=maps-postgis", timeout=300)
+    gateway = ready_pod(stack, SYSTEM, "app.kubernetes.io/name=inference-gateway")
+    # The inference test's model server: in the pool's namespace, the gateway's alone.
+    model_server = ready_pod(stack, INFERENCE_NAMESPACE, "cityhub.io/department=dept-yingji")
     ips = {"nats": nats["status"]["podIP"], "postgis": postgis["status"]["podIP"]}
+    ips |= {"gateway": gateway["status"]["podIP"], "model-server": model_server["status"]["podIP"]}
     for name, namespace in SERVERS.items():
         ips[name] = ready_pod(stack, namespace, f"cityhub.io/np-test={name}", timeout=120)["status"]["podIP"]
     print(f"\n[network] {len(SERVERS)} pods in 5 namespaces Ready in {time.monotonic() - t0:.1f}s")
@@ -334,6 +246,7 @@ def test_network_isolation_is_enforced_on_packets(stack: Project) -> None:
     targets += [("nats", ips["nats"], 4222), ("nats", ips["nats"], 8222)]
     targets += [("maps-door", ips["maps-door"], MAPS_DOOR), ("maps-door", ips["maps-door"], 8080)]
     targets += [("postgis", ips["postgis"], POSTGIS)]
+    targets += [("gateway", ips["gateway"], GATEWAY), ("model-server", ips["model-server"], MODEL_SERVER)]
     wrong, counts = [], {"allowed": 0, "dropped": 0}
     t0 = time.monotonic()
     for source, allowed in ALLOWED.items():

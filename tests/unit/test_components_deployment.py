@@ -167,6 +167,31 @@ def test_stack_deploys_the_backends_and_points_the_operator_at_them() -> None:
     )
 
 
+def test_a_models_image_gives_the_operator_pods_the_catalog() -> None:
+    """A backend's operator_pod reaches the operator's Deployment: inference's init container fills the
+    catalog directory its driver reads, mounted read-only in the operator's container."""
+    raw = stack_raw()
+    raw["operator"] = {"deploy": True}
+    raw["backends"] = {
+        "deploy": ["inference"],
+        "inference": {"modelsImage": "registry.example.gov.cn/cityhub/models:abc", "modelsSize": "1Gi"},
+    }
+    raw["backendsMasterKey"] = "k" * 48
+    created = hub(raw)
+    (operator,) = [
+        d for d in of_kind(created, "Deployment") if d.inputs["metadata"]["name"] == "cityhub-operator"
+    ]
+    pod = operator.inputs["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    assert init["image"] == "registry.example.gov.cn/cityhub/models:abc"
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    catalog = env["CITYHUB_INFERENCE_MODELS_DIR"]
+    assert {"name": init["name"], "mountPath": catalog, "readOnly": True} in container["volumeMounts"]
+    assert init["volumeMounts"][0]["mountPath"] == catalog
+    assert {v["name"] for v in pod["volumes"]} >= {init["name"], "backend-inference"}
+
+
 def test_every_front_door_selects_its_backends_pods_on_their_port() -> None:
     """Names are derived from the registry, not repeated: each type's front-door Service selects pods of its
     own backend (in the same namespace) that expose the Service's target port."""

@@ -176,3 +176,78 @@ def test_pool_namespace_may_be_an_output() -> None:
     created, env = deploy(args(pools={labels.GPU_POOL: pulumi.Output.from_input(POOL)}))  # type: ignore[dict-item]
     find(created, "NetworkPolicy", MODEL_SERVERS_POLICY, POOL)
     assert env["CITYHUB_INFERENCE_NAMESPACE"] == POOL
+
+
+REAL_NODE = {
+    "nodeSelector": {"cityhub.io/node": "real"},
+    "tolerations": [{"key": "cityhub.io/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def test_the_models_image_fills_the_store_and_gives_the_operator_its_catalog() -> None:
+    """Nothing filled the model store's volume: with modelsImage a Job copies the image's store into it as
+    the model servers' user (restricted, where the model servers run), and the operator's pods get the
+    catalog from the same image through an init container, the driver pointed at it."""
+    image = "registry.cityhub.local/cityhub/models:0123456789ab"
+    backend_args = args(modelsImage=image, modelsAccessMode="ReadWriteOnce", serverPlacement=REAL_NODE)
+    pod_parts: list[Any] = []
+
+    def program() -> None:
+        backend = Backend("inference", backend_args)
+        pod_parts.append(backend.operator_pod)
+
+    created = run(program)
+    [job] = of_kind(created, "Job")
+    assert job.inputs["metadata"]["namespace"] == POOL  # beside the model servers, whose volume it fills
+    pod = job.inputs["spec"]["template"]["spec"]
+    [copy] = pod["containers"]
+    assert copy["image"] == image and copy["command"] == ["cp", "-R", "/models/.", naming.MODELS_MOUNT]
+    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": naming.MODELS_PVC}}]
+    assert pod["securityContext"]["runAsUser"] == 1000 and pod["securityContext"]["runAsNonRoot"] is True
+    assert copy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["nodeSelector"] == REAL_NODE["nodeSelector"] and pod["tolerations"] == REAL_NODE["tolerations"]
+    claim = find(created, "PersistentVolumeClaim", naming.MODELS_PVC, POOL).inputs
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+    [parts] = pod_parts
+    [init] = parts.init_containers
+    assert init["image"] == image and init["command"][:2] == ["sh", "-c"]
+    assert parts.mounts[0]["mountPath"] == naming.CATALOG_MOUNT and parts.mounts[0]["readOnly"] is True
+    _, env = deploy(backend_args)
+    assert env["CITYHUB_INFERENCE_MODELS_DIR"] == naming.CATALOG_MOUNT
+    settings = InferenceSettings.from_env({k: v for k, v in env.items() if not k.endswith("_SECRET_FILE")})
+    assert settings.kubernetes.cpu_scheduling == REAL_NODE  # CPU plans' model servers go there too
+
+
+def test_without_a_models_image_nothing_is_copied_and_the_operator_is_unchanged() -> None:
+    created, env = deploy(args())
+    assert not of_kind(created, "Job")
+    assert "CITYHUB_INFERENCE_MODELS_DIR" not in env and "CITYHUB_INFERENCE_CPU_SCHEDULING" not in env
+    claim = find(created, "PersistentVolumeClaim", naming.MODELS_PVC, POOL).inputs
+    assert claim["spec"]["accessModes"] == ["ReadOnlyMany"]  # as before: an existing claim is not replaced
+
+
+def test_the_gateway_runs_where_the_system_placement_says() -> None:
+    backend_args = BackendArgs(
+        ctype=INFERENCE,
+        namespace=SYSTEM,
+        master_key=MASTER,
+        operator_image="cityhub/operator:dev",
+        pools={labels.GPU_POOL: POOL},
+        placement=REAL_NODE,
+    )
+    created, _ = deploy(backend_args)
+    pod = find(created, "Deployment", naming.GATEWAY, SYSTEM).inputs["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == REAL_NODE["nodeSelector"] and pod["tolerations"] == REAL_NODE["tolerations"]
+
+
+def test_a_bad_cpu_placement_names_the_variable() -> None:
+    import pytest
+
+    from cityhub_api.settings import SettingError
+
+    bad = {"CITYHUB_INFERENCE_CPU_SCHEDULING": '{"nodeSelector": ["real"]}'}
+    with pytest.raises(SettingError, match=r"Invalid CITYHUB_INFERENCE_CPU_SCHEDULING=.*nodeSelector"):
+        InferenceSettings.from_env(bad)
+    default = InferenceSettings.from_env({}).kubernetes.cpu_scheduling
+    assert default == {"nodeSelector": {labels.POOL: labels.CPU_POOL}, "tolerations": []}

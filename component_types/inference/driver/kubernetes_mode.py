@@ -50,7 +50,6 @@ GPU_SCHEDULING = {
 }
 """What components/gpu_pool.py publishes by default; its ConfigMap gpu-scheduling, when present, wins."""
 GPU_SCHEDULING_CONFIGMAP = "gpu-scheduling"
-CPU_SCHEDULING: dict[str, Any] = {"nodeSelector": {labels.POOL: labels.CPU_POOL}, "tolerations": []}
 
 _api: client.ApiClient | None = None
 
@@ -128,7 +127,7 @@ class KubernetesMode:
 
     async def scheduling(self, pool: str) -> dict[str, Any]:
         if pool != labels.GPU_POOL:
-            return CPU_SCHEDULING
+            return dict(self.settings.cpu_scheduling)
         core = client.CoreV1Api(api())
         try:
             cm = await self._run(

@@ -11,8 +11,9 @@ and a request only fails (BackendUnavailable, retried) when a setting it needs i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cityhub_api.settings import Env, SettingError, cache_dir
 from component_types.inference import naming
@@ -84,6 +85,10 @@ class KubernetesSettings:
     /mnt/models; `none`: the image holds the model store at /mnt/models."""
     storage_uri: str = f"pvc://{naming.MODELS_PVC}"
     """CITYHUB_INFERENCE_STORAGE_URI: with KServe: the storageUri prefix of the model store."""
+    cpu_scheduling: Mapping[str, Any] = field(default_factory=lambda: dict(naming.CPU_SCHEDULING))
+    """CITYHUB_INFERENCE_CPU_SCHEDULING: where model servers of CPU plans run, as pod spec fields (JSON
+    {"nodeSelector": {…}, "tolerations": […]}; the stack's cityhub:backends.inference.serverPlacement);
+    default the CPU pool (cityhub.io/pool=cpu). GPU plans follow the pool's ConfigMap gpu-scheduling."""
 
     @classmethod
     def from_env(cls, env: Env) -> KubernetesSettings:
@@ -96,7 +101,24 @@ class KubernetesSettings:
             image=env.text(f"{PREFIX}IMAGE", cls.image),
             models_pvc="" if pvc == "none" else pvc,
             storage_uri=env.text(f"{PREFIX}STORAGE_URI", cls.storage_uri).rstrip("/"),
+            cpu_scheduling=cpu_scheduling(env),
         )
+
+
+def cpu_scheduling(env: Env) -> dict[str, Any]:
+    name = f"{PREFIX}CPU_SCHEDULING"
+    needs = 'with only "nodeSelector" (an object of strings) and "tolerations" (a list of objects)'
+    value = env.json_object(name, naming.CPU_SCHEDULING, needs=needs)
+    selector, tolerations = value.get("nodeSelector", {}), value.get("tolerations", [])
+    if (
+        set(value) - {"nodeSelector", "tolerations"}
+        or not isinstance(selector, dict)
+        or not all(isinstance(v, str) for v in selector.values())
+        or not isinstance(tolerations, list)
+        or not all(isinstance(t, dict) for t in tolerations)
+    ):
+        raise SettingError(f"Invalid {name}={env.raw(name)}: needs to be a JSON object {needs}")
+    return {"nodeSelector": dict(selector), "tolerations": list(tolerations)}
 
 
 @dataclass(frozen=True)
