@@ -11,6 +11,8 @@ from cityhub.embedded_cluster.real_node_config import TAINT_KEY, image_name
 from tests.integration.test_hub_stack import Project
 
 SYSTEM = "cityhub-system"
+INFERENCE = "cityhub-inference"
+"""The GPU inference pool's namespace (components/gpu_pool.py): the model servers' home."""
 PORTS = (443, 8080)
 MAPS_DOOR = 3000
 """The maps front door's target port: a stand-in pod carries its selector (one with the busybox server)."""
@@ -31,6 +33,7 @@ SERVERS = {
     "dashuju": "dept-dashuju",
     "jiaotong": "dept-jiaotong",
     "maps-door": SYSTEM,
+    "pool": INFERENCE,
 }
 ALLOWED = {
     # source: the (target, port) flows that must connect; every other flow in the matrix must be dropped
@@ -64,6 +67,9 @@ ALLOWED = {
     # nowhere (it is not a zone, and its addresses are private, so not "outside" for the public zone either).
     # The model servers' namespace admits only the gateway, not the hub's other pods.
     "maps-door": {("nats", 4222), ("nats", 8222), ("postgis", 5432), ("gateway", GATEWAY)},
+    # A pod of the inference pool's namespace (a model server taken over) reaches nothing: no zone admits
+    # it, the hub's namespace admits only its own pods and the zones, and its own namespace denies ingress.
+    "pool": set(),
 }
 
 
