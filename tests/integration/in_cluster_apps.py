@@ -22,7 +22,11 @@ def app_pod(
         "name": "app",
         "image": image_name("operator"),
         "command": command,
-        "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}},
+        # Small requests: the real node has 2 CPUs and the hub's own pods request most of them.
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {"cpu": "200m", "memory": "128Mi"},
+        },
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},

@@ -100,7 +100,10 @@ def server_pod(name: str, namespace: str, ports: tuple[int, ...], labels: dict[s
                     # images must still collect the test suite (and skip these tests).
                     "image": image_name("busybox"),
                     "command": ["sh", "-c", f"echo ok > /w/index.html && {listen} && exec sleep 86400"],
-                    "resources": {"limits": {"cpu": "50m", "memory": "16Mi"}},
+                    "resources": {
+                        "requests": {"cpu": "5m", "memory": "8Mi"},
+                        "limits": {"cpu": "50m", "memory": "16Mi"},
+                    },
                     "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                     "volumeMounts": [{"name": "w", "mountPath": "/w"}],
                 }
