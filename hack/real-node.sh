@@ -12,7 +12,10 @@
 #   <cache>/real-node/images/<name>.oci.tar   OCI image archives built offline: the pod sandbox (pause, from
 #                          kubernetes' build/pause/linux/pause.c, gcc -static) and busybox (Debian's
 #                          busybox-static); imported into the node's containerd by `cluster up`
-#   <cache>/real-node/images/{operator,nats}.oci.tar   the components' images (hack/images.sh)
+#   <cache>/real-node/images/{operator,nats,…}.oci.tar   the components' images (hack/images.sh)
+#   <cache>/bin/docker-registry   Debian's docker-registry (CNCF distribution), unpacked: the registry the test
+#                          of the README's push (skopeo copy … docker://<registry>/…) pushes to and the node
+#                          pulls from (tests/integration/test_real_node.py)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,10 +59,11 @@ debian_package() {
 
 # Host packages the node needs on PATH (not relocatable: they load shared libraries and kernel modules):
 # iptables (nf_tables backend) for the CNI portmap plugin and kubelet's canary chains, later kube-proxy and the
-# NetworkPolicy engine; ipset and conntrack for those too. Installed with apt-get only when missing.
+# NetworkPolicy engine; ipset and conntrack for those too; skopeo, which pushes the image archives to a
+# registry (README). Installed with apt-get only when missing.
 host_packages() {
   local missing=() cmd pkg
-  for cmd in iptables:iptables ipset:ipset conntrack:conntrack; do
+  for cmd in iptables:iptables ipset:ipset conntrack:conntrack skopeo:skopeo; do
     command -v "${cmd%%:*}" >/dev/null || missing+=("${cmd#*:}")
   done
   [ ${#missing[@]} = 0 ] && return 0
@@ -183,8 +187,19 @@ build_images() {
   fi
 }
 
+# The registry of the push test: Debian's docker-registry unpacked (its package would start a service).
+build_registry() {
+  local root version
+  root=$(debian_package docker-registry) || { fail "registry: apt-get download docker-registry"; return 1; }
+  version="docker-registry $(cat "$WORK/deb/docker-registry/.version")"
+  stamp_ok "$BIN/docker-registry" "$version" && return 0
+  log "registry: $version"
+  cp "$root/usr/bin/docker-registry" "$BIN/docker-registry" && stamp "$BIN/docker-registry" "$version" \
+    || { fail "registry: copy docker-registry"; return 1; }
+}
+
 if [ "${1:-}" = "--versions" ]; then
-  for t in kubelet kube-proxy coredns containerd containerd-shim-runc-v2 ctr runc crictl; do
+  for t in kubelet kube-proxy coredns containerd containerd-shim-runc-v2 ctr runc crictl docker-registry; do
     printf '%-28s %s\n' "$t" "$(cat "$BIN/.$t.version" 2>/dev/null || echo 'not built')"
   done
   printf '%-28s %s\n' "cni plugins" "$(cat "$CNI_BIN/.bridge.version" 2>/dev/null || echo 'not built')"
@@ -203,6 +218,7 @@ build_runc
 build_crictl
 build_cni_plugins
 build_images
+build_registry
 bash "$ROOT/hack/images.sh" || fail "component images (hack/images.sh)"
 log "done in $((SECONDS - t0))s"
 bash "$0" --versions

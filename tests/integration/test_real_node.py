@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from cityhub.embedded_cluster.real_node_config import (
     NODE_NAME,
     TAINT_KEY,
     NodePaths,
+    archive,
     image_name,
     missing_parts,
 )
@@ -211,6 +214,58 @@ def test_pods_talk_over_the_bridge(cluster: Cluster) -> None:
     result = kubectl(cluster.kubeconfig, "-n", ns, "exec", "client", "--", "sh", "-c", request, check=False)
     assert result.returncode == 0, result.stderr
     assert "200 OK" in result.stdout and "pong" in result.stdout, result.stdout
+
+
+REGISTRY_CONFIG = """version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def test_an_image_pushed_to_a_registry_is_pulled_by_the_node(cluster: Cluster, tmp_path: Path) -> None:
+    """The README's way to a city's cluster, on this node: the offline-built archive pushed to a registry
+    with skopeo, as the README says, and a pod naming the registry's reference: the node pulls it (nothing
+    is imported under that name; imagePullPolicy Always). The registry is Debian's docker-registry (CNCF
+    distribution) on a loopback port, which containerd reaches over plain HTTP as it does any localhost
+    registry; a city's registry has TLS."""
+    skopeo = shutil.which("skopeo")
+    try:
+        registry = paths.tool("docker-registry")
+    except paths.ToolMissingError as e:
+        pytest.skip(f"{e} (hack/real-node.sh)")
+    if skopeo is None:
+        pytest.skip("skopeo is not installed: run bash hack/real-node.sh (apt-get install skopeo)")
+    port = supervisor.free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=tmp_path / "blobs", port=port))
+    rec = supervisor.spawn("registry", [str(registry), "serve", str(config)], log=tmp_path / "registry.log")
+    try:
+        supervisor.wait_ready(rec, lambda: supervisor.http_ok(f"http://127.0.0.1:{port}/v2/"), timeout=20)
+        reference = f"127.0.0.1:{port}/cityhub/busybox:pushed"
+        t0 = time.monotonic()
+        source, target = f"oci-archive:{archive('busybox')}", f"docker://{reference}"
+        pushed = subprocess.run(
+            [skopeo, "copy", "--dest-tls-verify=false", source, target], capture_output=True, text=True
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        print(f"\n[real node] skopeo copy {source} {target}: {time.monotonic() - t0:.1f}s")
+        ns = fresh_namespace(cluster.kubeconfig)
+        pod = restricted_pod("pulled", ns, "echo pulled from the registry; sleep 3600")
+        pod["spec"]["containers"][0] |= {"image": reference, "imagePullPolicy": "Always"}
+        took, got = run_pod(cluster.kubeconfig, pod)
+        print(f"[real node] pod of the pushed image (pulled by the node) created -> Ready: {took:.1f}s")
+        [status] = got["status"]["containerStatuses"]
+        assert status["image"] == reference
+        assert status["imageID"].startswith(f"127.0.0.1:{port}/cityhub/busybox@sha256:"), status
+        events = kubectl(cluster.kubeconfig, "-n", ns, "get", "events", "-o", "json").stdout
+        assert "Successfully pulled image" in events, events[-2000:]
+    finally:
+        supervisor.stop(rec)
 
 
 def test_down_removes_everything_and_up_works_again(cluster: Cluster) -> None:
