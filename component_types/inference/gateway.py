@@ -39,6 +39,7 @@ from aiohttp import web
 from yarl import URL
 
 from cityhub_api import units
+from component_types.inference import naming
 from component_types.inference.gateway_limits import Concurrency, Full, GatewayLimits, RateLimiter
 from component_types.inference.gateway_paths import Call, PathRefused, parse
 from component_types.inference.routes import Route, RouteFiles, key_hash
@@ -134,7 +135,8 @@ class Gateway:
         endpoint = call.endpoint
         route = self.routes.get(endpoint)
         if route is None:
-            return _error(404, f"no inference endpoint {endpoint!r}; endpoints are named <department>.<name>")
+            unknown = f"{naming.UNKNOWN_ENDPOINT} {endpoint!r}; endpoints are named <department>.<name>"
+            return _error(404, unknown)
         key = presented_key(request)
         if key is None:
             return _error(

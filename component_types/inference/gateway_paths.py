@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from component_types.inference import naming
+
 ENDPOINT = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?")
 """<namespace>.<name>: a DNS label (no dots), a dot, a DNS subdomain (the request's metadata.name)."""
 VERSION = re.compile(r"[0-9A-Za-z][-_.0-9A-Za-z]{0,31}")
@@ -103,7 +105,7 @@ def parse(method: str, raw: str, decoded: str | None = None) -> Call:
         raise PathRefused(
             404,
             "endpoint-name",
-            f"no inference endpoint {endpoint!r}; endpoints are named <department>.<name>",
+            f"{naming.UNKNOWN_ENDPOINT} {endpoint!r}; endpoints are named <department>.<name>",
         )
     version = ""
     if rest[:1] == ["versions"] and len(rest) >= 2:

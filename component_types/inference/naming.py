@@ -39,6 +39,8 @@ CATALOG_MOUNT = "/var/lib/cityhub/inference-models"
 """The operator's copy of the store's catalog (the model.json files) from the models image."""
 CPU_SCHEDULING = {"nodeSelector": {labels.POOL: labels.CPU_POOL}, "tolerations": []}
 """Where model servers of CPU plans run unless serverPlacement says otherwise: the CPU pool."""
+UNKNOWN_ENDPOINT = "no inference endpoint"
+"""How the gateway's 404 for an endpoint without a route begins; the driver waits on it (confirm_route)."""
 SECRET_KEY = "secret"
 """The backend Secret's key holding the master secret API keys derive from (<mount>/secret)."""
 MANAGED_LABELS = {labels.MANAGED_BY: "cityhub-operator", labels.COMPONENT: COMPONENT}

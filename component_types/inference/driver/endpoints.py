@@ -45,6 +45,9 @@ from component_types.inference.driver.quota import Allowance, DepartmentQuota, R
 from component_types.inference.driver.settings import EMBEDDED, KUBERNETES, InferenceSettings
 from component_types.inference.routes import Route, api_key, endpoint_name, key_hash, route_file
 
+ROUTE_WAIT = 20.0
+"""Seconds ensure() waits in one go for the gateway to serve a new route before it retries (confirm_route)."""
+
 
 class InferenceDriver:
     def __init__(self, settings: InferenceSettings) -> None:
@@ -157,6 +160,7 @@ class InferenceDriver:
                 requests_per_minute=plan.requests_per_minute,
             )
         )
+        await self.confirm_route(plan, key)
         return Result(
             endpoints={
                 "url": url,
@@ -195,6 +199,20 @@ class InferenceDriver:
     async def probe(self, request: Request, secret: Mapping[str, str]) -> None:
         """A real infer call through the gateway with the department's key (zeros of the model's input)."""
         plan = self.plan(request)
+        # The URL from the driver's own settings, never from the Secret: whoever can write the department's
+        # Secret must not steer the operator's connections (SSRF). The Secret gives the key only.
+        url = f"{self.gateway_url()}/v2/models/{plan.endpoint}/infer"
+        try:
+            status, text = await self._infer(plan, secret.get("apiKey", ""))
+        except UNREACHABLE as e:
+            raise TemporaryBackendError(f"inference gateway {url} unreachable: {type(e).__name__}") from e
+        if status >= 500 or status == 429:
+            raise TemporaryBackendError(f"infer call to {plan.endpoint}: HTTP {status} {text[:200]}")
+        if status != 200:
+            raise BackendError(f"infer call to {plan.endpoint}: HTTP {status} {text[:200]}")
+
+    async def _infer(self, plan: Plan, key: str) -> tuple[int, str]:
+        """POST zeros of the model's inputs to the endpoint through the gateway: (HTTP status, body)."""
         meta = models.catalog(self.settings.models_dir).get(plan.model.model, {})
         inputs = []
         for spec in meta.get("inputs") or [{"name": "input-0", "datatype": "FP32", "shape": [-1, 1]}]:
@@ -205,16 +223,30 @@ class InferenceDriver:
             inputs.append(
                 {"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": [0] * size}
             )
-        # The URL from the driver's own settings, never from the Secret: whoever can write the department's
-        # Secret must not steer the operator's connections (SSRF). The Secret gives the key only.
         url = f"{self.gateway_url()}/v2/models/{plan.endpoint}/infer"
-        headers = {"Authorization": f"Bearer {secret.get('apiKey', '')}"}
-        try:
-            async with (await self.session()).post(url, json={"inputs": inputs}, headers=headers) as resp:
-                text = await resp.text()
-        except UNREACHABLE as e:
-            raise TemporaryBackendError(f"inference gateway {url} unreachable: {type(e).__name__}") from e
-        if resp.status >= 500 or resp.status == 429:
-            raise TemporaryBackendError(f"infer call to {plan.endpoint}: HTTP {resp.status} {text[:200]}")
-        if resp.status != 200:
-            raise BackendError(f"infer call to {plan.endpoint}: HTTP {resp.status} {text[:200]}")
+        headers = {"Authorization": f"Bearer {key}"}
+        async with (await self.session()).post(url, json={"inputs": inputs}, headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    async def confirm_route(self, plan: Plan, key: str) -> None:
+        """Ready only once the gateway serves the endpoint. In kubernetes mode the route reaches the gateway's
+        pods through their ConfigMap volume, at the kubelet's next sync of the pod (up to about a minute):
+        seen in pods, Ready came 15 s after creation while the department's calls got 404 for a minute more.
+        An operator that cannot reach the gateway at all (run outside the cluster, in development) does not
+        wait: its probes say whether the endpoint works."""
+        if self.settings.mode != KUBERNETES:
+            return  # embedded: the gateway reads the route files the driver just wrote
+        deadline = asyncio.get_running_loop().time() + ROUTE_WAIT
+        while True:
+            try:
+                status, text = await self._infer(plan, key)
+            except UNREACHABLE:
+                return
+            if status != 404 or naming.UNKNOWN_ENDPOINT not in text:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TemporaryBackendError(
+                    f"the inference gateway does not serve {plan.endpoint} yet: its routes ConfigMap reaches "
+                    "the gateway's pods at the kubelet's next sync (about a minute); retrying"
+                )
+            await asyncio.sleep(1.0)
