@@ -45,8 +45,11 @@ from component_types.inference.driver.quota import Allowance, DepartmentQuota, R
 from component_types.inference.driver.settings import EMBEDDED, KUBERNETES, InferenceSettings
 from component_types.inference.routes import Route, api_key, endpoint_name, key_hash, route_file
 
-ROUTE_WAIT = 20.0
-"""Seconds ensure() waits in one go for the gateway to serve a new route before it retries (confirm_route)."""
+ROUTE_WAIT = 90.0
+"""Seconds ensure() waits in one go for the gateway to serve a new route before it retries (confirm_route):
+longer than the kubelet's default pod sync (1 min), which brings the routes ConfigMap to the gateway's pods,
+so one call usually covers it (with 20 s, the retry's backoff made Ready take 107 s in pods). An async
+sleep: other requests are handled meanwhile."""
 
 
 class InferenceDriver:
