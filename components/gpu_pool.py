@@ -34,9 +34,13 @@ class GpuInferencePoolArgs:
 
 class GpuInferencePool(pulumi.ComponentResource):
     """Namespace cityhub-inference with a ResourceQuota on `nvidia.com/gpu` (the pool's size) and the GPU
-    nodes' scheduling constraints (node selector, tolerations) published for the operator in a ConfigMap
-    and as namespace annotations, which clusters running the PodNodeSelector and PodTolerationRestriction
-    admission plugins apply to every pod."""
+    nodes' scheduling constraints (node selector, tolerations) published for the operator in a ConfigMap; the
+    operator puts them on the GPU model servers it makes.
+
+    Not as the namespace's `scheduler.alpha.kubernetes.io/node-selector` / `defaultTolerations` annotations:
+    the namespace also holds the gateway, the CPU model servers and the model store's Job, and on a cluster
+    running the PodNodeSelector admission plugin every one of them would be bound to the GPU nodes (or
+    refused for a conflicting nodeSelector)."""
 
     namespace_name: pulumi.Output[str]
     scheduling: dict[str, object]
@@ -48,16 +52,11 @@ class GpuInferencePool(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tolerations = toleration_dicts(args.pool)
         self.scheduling = {"nodeSelector": dict(args.pool.node_selector), "tolerations": tolerations}
-        selector = ",".join(f"{k}={v}" for k, v in sorted(args.pool.node_selector.items()))
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=GPU_NAMESPACE,
                 labels={**labels.common(), "cityhub.io/pool": "gpu-inference"},
-                annotations={
-                    "scheduler.alpha.kubernetes.io/node-selector": selector,
-                    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(tolerations),
-                },
             ),
             opts=child,
         )
