@@ -85,6 +85,16 @@ ROUTES_RULES: list[dict[str, Any]] = [
         "verbs": ["get", "update", "patch"],
     },
 ]
+GATEWAY_RULES: list[dict[str, Any]] = [
+    # The gateway watches its routes (gateway_routes.py) and reads nothing else: a list/watch narrowed by
+    # fieldSelector metadata.name is authorized against resourceNames.
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": [naming.ROUTES_CONFIGMAP],
+        "verbs": ["get", "list", "watch"],
+    },
+]
 
 
 class Backend(pulumi.ComponentResource):
@@ -175,6 +185,7 @@ class Backend(pulumi.ComponentResource):
 
     def _gateway(self, name: str, args: BackendArgs, replicas: int) -> None:
         port = args.ctype.front_door.target_port
+        account = self._gateway_account(name, args)
         container = k8s.core.v1.ContainerArgs(
             name="gateway",
             image=args.operator_image,
@@ -186,6 +197,8 @@ class Backend(pulumi.ComponentResource):
                 f"0.0.0.0:{port}",
                 "--routes",
                 naming.ROUTES_MOUNT,
+                "--routes-configmap",
+                pulumi.Output.concat(args.namespace, "/", naming.ROUTES_CONFIGMAP),
                 *GatewayLimits(replicas=replicas).argv(),
             ],
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=port)],
@@ -218,7 +231,9 @@ class Backend(pulumi.ComponentResource):
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=args.pod_labels(naming.GATEWAY)),
                     spec=k8s.core.v1.PodSpecArgs(
-                        automount_service_account_token=False,
+                        service_account_name=account,
+                        # Its token reads the routes' ConfigMap and nothing else (GATEWAY_RULES).
+                        automount_service_account_token=True,
                         security_context=k8s.core.v1.PodSecurityContextArgs(
                             run_as_non_root=True,
                             run_as_user=GATEWAY_UID,
@@ -359,6 +374,24 @@ class Backend(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+    def _gateway_account(self, name: str, args: BackendArgs) -> pulumi.Output[str]:
+        """The gateway's own ServiceAccount, allowed GATEWAY_RULES in the system namespace."""
+        meta = {"name": naming.GATEWAY, "namespace": args.namespace, "labels": args.labels(naming.GATEWAY)}
+        child = pulumi.ResourceOptions(parent=self)
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-gateway", metadata=meta, automount_service_account_token=False, opts=child
+        )
+        role = k8s.rbac.v1.Role(f"{name}-gateway", metadata=meta, rules=GATEWAY_RULES, opts=child)
+        binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-gateway",
+            metadata=meta,
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
+            subjects=[{"kind": "ServiceAccount", "name": naming.GATEWAY, "namespace": args.namespace}],
+            opts=child,
+        )
+        # The Deployment waits for the binding too: its pods' first watch is then allowed.
+        return pulumi.Output.all(account.metadata.name, binding.metadata.name).apply(lambda names: names[0])
 
     def _operator_role(
         self,

@@ -1,6 +1,7 @@
 """The inference gateway: authenticates departments, enforces their limits, proxies KServe V2 calls.
 
-    python -m component_types.inference.gateway --listen HOST:PORT --routes DIR [--upstream URL]
+    python -m component_types.inference.gateway --listen HOST:PORT --routes DIR [--routes-configmap NS/NAME]
+        [--upstream URL]
         [--max-body 4Mi] [--max-concurrent 256] [--max-concurrent-department 32]
         [--max-concurrent-endpoint 16] [--timeout 30] [--connect-timeout 5] [--body-timeout 30] [--replicas 1]
 
@@ -20,7 +21,9 @@ dot segments, backslashes or empty segments — else 400 naming the rule; other 
   5. reads the body within --body-timeout (408) and calls the route's server at a URL it builds itself from
      the route's model name (never the client's path), within --timeout (504; unreachable: 502).
 /v2/health/live and /v2/health/ready need no key (ready: the --upstream server, if given, is ready).
-Route files are re-read when their directory changes, so new endpoints work without a restart.
+Route files are re-read when their directory changes, so new endpoints work without a restart; in a pod,
+--routes-configmap watches the routes' ConfigMap instead (gateway_routes.py: a change takes effect in about a
+second, not at the kubelet's next rewrite of the mounted files).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from cityhub_api import units
 from component_types.inference import naming
 from component_types.inference.gateway_limits import Concurrency, Full, GatewayLimits, RateLimiter
 from component_types.inference.gateway_paths import Call, PathRefused, parse
-from component_types.inference.routes import Route, RouteFiles, key_hash
+from component_types.inference.gateway_routes import ApiServer, ConfigMapRoutes
+from component_types.inference.routes import Route, RouteFiles, RouteSource, key_hash
 
 log = logging.getLogger("component_types.inference.gateway")
 FORWARDED_HEADERS = {"content-type"}
@@ -57,9 +61,9 @@ def _error(status: int, message: str, rule: str | None = None, **headers: str) -
 
 
 class RouteTable:
-    def __init__(self, files: RouteFiles) -> None:
+    def __init__(self, files: RouteSource) -> None:
         self.files = files
-        self._version = -2.0
+        self._version: object = None
         self._routes: dict[str, Route] = {}
 
     def get(self, endpoint: str) -> Route | None:
@@ -78,7 +82,7 @@ def presented_key(request: web.Request) -> str | None:
 
 class Gateway:
     def __init__(
-        self, routes: RouteFiles, upstream: str | None = None, limits: GatewayLimits | None = None
+        self, routes: RouteSource, upstream: str | None = None, limits: GatewayLimits | None = None
     ) -> None:
         self.routes = RouteTable(routes)
         self.upstream = upstream.rstrip("/") if upstream else None
@@ -229,6 +233,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Gatew
     parser = argparse.ArgumentParser(prog="python -m component_types.inference.gateway")
     parser.add_argument("--listen", required=True, help="host:port, e.g. 0.0.0.0:8090")
     parser.add_argument("--routes", required=True, type=Path, help="directory of route files")
+    parser.add_argument(
+        "--routes-configmap",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="watch this ConfigMap through the API server (in a pod); --routes until it answers",
+    )
     parser.add_argument("--upstream", default=None, help="V2 server whose readiness /v2/health/ready reports")
     add = parser.add_argument
     add("--max-body", type=positive("quantity"), default=d.max_body, help="bytes of a body, e.g. 4Mi")
@@ -257,9 +267,23 @@ def main(argv: list[str] | None = None) -> int:
     args, limits = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     host, _, port = args.listen.rpartition(":")
-    gateway = Gateway(RouteFiles(args.routes), args.upstream, limits)
-    log.info("inference gateway on %s, routes %s, %s", args.listen, json.dumps(str(args.routes)), limits)
-    web.run_app(gateway.app(), host=host or "0.0.0.0", port=int(port), access_log=None, print=None)
+    source: RouteSource = RouteFiles(args.routes)
+    watch: ConfigMapRoutes | None = None
+    if args.routes_configmap:
+        api = ApiServer.in_cluster()
+        if api is None:
+            log.warning("--routes-configmap: no ServiceAccount token here; routes from %s", args.routes)
+        else:
+            namespace, name = ConfigMapRoutes.parse_target(args.routes_configmap)
+            source = watch = ConfigMapRoutes(RouteFiles(args.routes), api, namespace, name)
+    gateway = Gateway(source, args.upstream, limits)
+    app = gateway.app()
+    if watch is not None:
+        app.on_startup.append(watch.start)
+        app.on_cleanup.append(watch.stop)
+    where = args.routes_configmap or str(args.routes)
+    log.info("inference gateway on %s, routes %s, %s", args.listen, json.dumps(where), limits)
+    web.run_app(app, host=host or "0.0.0.0", port=int(port), access_log=None, print=None)
     return 0
 
 

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from component_types.inference import naming
 
@@ -80,6 +80,32 @@ class Route:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
+class RouteSource(Protocol):
+    """What the gateway reads routes from: files (RouteFiles) or a watched ConfigMap (gateway_routes.py)."""
+
+    def version(self) -> object:
+        """Changes whenever a route is added, replaced or removed."""
+        ...
+
+    def all(self) -> dict[str, Route]: ...
+
+
+def parse_routes(texts: dict[str, str]) -> dict[str, Route]:
+    """Endpoint → route, of the files (ConfigMap keys) → texts whose name follows from the route they hold;
+    anything else (malformed, planted, renamed) is ignored."""
+    out: dict[str, Route] = {}
+    for file, text in texts.items():
+        if file.startswith(".") or not file.endswith(SUFFIX):
+            continue
+        try:
+            route = Route.from_json(text)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if route.name and route.file == file:
+            out[route.endpoint] = route
+    return out
+
+
 class RouteFiles:
     """Routes as files in `directory` (embedded mode, and what the gateway reads), named by `route_file`."""
 
@@ -104,20 +130,16 @@ class RouteFiles:
 
     def all(self) -> dict[str, Route]:
         """Endpoint → route, of the files whose name follows from the route they hold."""
-        out: dict[str, Route] = {}
         if not self.directory.is_dir():
-            return out
+            return {}
+        texts: dict[str, str] = {}
         for path in self.directory.iterdir():
             # ConfigMap mounts hold ..data/ and dot-files; only <object name>.json are routes.
             if path.name.startswith(".") or not path.name.endswith(SUFFIX):
                 continue
-            try:
-                route = Route.from_json(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if route.name and route.file == path.name:
-                out[route.endpoint] = route
-        return out
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                texts[path.name] = path.read_text(encoding="utf-8")
+        return parse_routes(texts)
 
     def version(self) -> float:
         """Changes whenever a route is added, replaced or removed (renames touch the directory)."""

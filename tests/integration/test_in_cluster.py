@@ -208,6 +208,11 @@ def test_an_inference_endpoint_is_ready_and_a_workload_pod_calls_the_model(stack
     stack.kubectl("apply", "-f", str(example))
     wait_request_ready(stack, "inferenceendpoints", "flow", DEPARTMENT, timeout=300)
     print(f"[in cluster] InferenceEndpoint created -> Ready: {time.monotonic() - t0:.1f}s")
+    # The gateway read the route through its watch of the routes' ConfigMap (its account may: resourceNames
+    # with a metadata.name field selector), not from the mounted files a minute later.
+    for replica in stack.get("pods", "-n", SYSTEM, "-l", "app.kubernetes.io/name=inference-gateway")["items"]:
+        logs = stack.kubectl("-n", SYSTEM, "logs", replica["metadata"]["name"], ok=False).stdout
+        assert "routes: watching ConfigMap" in logs, logs[-2000:]
     server = ready_pod(stack, INFERENCE, "cityhub.io/department=dept-yingji")
     assert server["spec"]["nodeName"] == NODE_NAME and server["spec"]["containers"][0]["image"] == (
         image_name("mlserver")

@@ -84,7 +84,32 @@ def test_gateway_meets_pod_security_restricted() -> None:
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    assert pod["automountServiceAccountToken"] is False
+
+
+def test_the_gateway_watches_its_routes_with_an_account_that_reads_only_them() -> None:
+    """A route takes effect when the operator writes it, not at the kubelet's next rewrite of the mounted
+    ConfigMap (up to a minute later): the gateway watches the ConfigMap with its own account, allowed that
+    one ConfigMap and nothing else; the mount stays its fallback."""
+    created, _ = deploy(args())
+    pod = find(created, "Deployment", naming.GATEWAY, SYSTEM).inputs["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == naming.GATEWAY
+    assert pod["automountServiceAccountToken"] is True
+    argv = pod["containers"][0]["args"]
+    assert argv[argv.index("--routes-configmap") + 1] == f"{SYSTEM}/{naming.ROUTES_CONFIGMAP}"
+    assert argv[argv.index("--routes") + 1] == naming.ROUTES_MOUNT
+    account = find(created, "ServiceAccount", naming.GATEWAY, SYSTEM).inputs
+    assert account["automountServiceAccountToken"] is False
+    assert find(created, "Role", naming.GATEWAY, SYSTEM).inputs["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [naming.ROUTES_CONFIGMAP],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    binding = find(created, "RoleBinding", naming.GATEWAY, SYSTEM).inputs
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": naming.GATEWAY, "namespace": SYSTEM}]
+    assert binding["roleRef"]["name"] == naming.GATEWAY
 
 
 def test_model_servers_namespace_denies_ingress_and_enforces_restricted() -> None:

@@ -46,10 +46,11 @@ from component_types.inference.driver.settings import EMBEDDED, KUBERNETES, Infe
 from component_types.inference.routes import Route, api_key, endpoint_name, key_hash, route_file
 
 ROUTE_WAIT = 90.0
-"""Seconds ensure() waits in one go for the gateway to serve a new route before it retries (confirm_route):
-longer than the kubelet's default pod sync (1 min), which brings the routes ConfigMap to the gateway's pods,
-so one call usually covers it (with 20 s, the retry's backoff made Ready take 107 s in pods). An async
-sleep: other requests are handled meanwhile."""
+"""Seconds ensure() waits in one go for the gateway to serve a new route before it retries (confirm_route).
+The gateway watches its routes' ConfigMap (about a second); where its account may not, it falls back to the
+mounted ConfigMap, which the kubelet rewrites at its next pod sync (1 min by default): 90 s covers that in
+one call (with 20 s, the retry's backoff made Ready take 107 s in pods). An async sleep: other requests are
+handled meanwhile."""
 
 
 class InferenceDriver:
@@ -233,8 +234,9 @@ class InferenceDriver:
 
     async def confirm_route(self, plan: Plan, key: str) -> None:
         """Ready only once the gateway serves the endpoint. In kubernetes mode the route reaches the gateway's
-        pods through their ConfigMap volume, at the kubelet's next sync of the pod (up to about a minute):
-        seen in pods, Ready came 15 s after creation while the department's calls got 404 for a minute more.
+        pods through the ConfigMap they watch (about a second), or through their ConfigMap volume at the
+        kubelet's next sync of the pod when they cannot watch it (up to about a minute: seen in pods, before
+        the watch, Ready came 15 s after creation while the department's calls got 404 for a minute more).
         An operator that cannot reach the gateway at all (run outside the cluster, in development) does not
         wait: its probes say whether the endpoint works."""
         if self.settings.mode != KUBERNETES:
@@ -249,7 +251,7 @@ class InferenceDriver:
                 return
             if asyncio.get_running_loop().time() > deadline:
                 raise TemporaryBackendError(
-                    f"the inference gateway does not serve {plan.endpoint} yet: its routes ConfigMap reaches "
-                    "the gateway's pods at the kubelet's next sync (about a minute); retrying"
+                    f"the inference gateway does not serve {plan.endpoint} yet (its pods read the routes "
+                    "ConfigMap through the API server, or when the kubelet next syncs them); retrying"
                 )
             await asyncio.sleep(1.0)
