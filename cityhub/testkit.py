@@ -138,6 +138,35 @@ def list_requests(api_client: client.ApiClient, plural: str = "messagingchannels
     return list(out["items"])
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process `pid` (Linux /proc); 0 when it is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tcp_peers(pid: int) -> list[int]:
+    """The remote ports of process `pid`'s established TCP connections (Linux /proc: its socket inodes
+    looked up in its network namespace's tables)."""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    ports: list[int] = []
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "01" and cols[9] in inodes:  # 01: ESTABLISHED
+                    ports.append(int(cols[2].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -201,10 +230,7 @@ class OperatorProcess:
 
     def rss_bytes(self) -> int:
         """Resident memory of the operator process (Linux /proc)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return rss_bytes(self.pid)
 
     def health(self, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
         """GET /healthz: (status, JSON body); (0, {}) when nothing answers (needs CITYHUB_HEALTH_PORT)."""

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ from nats.aio.client import Client, RawCredentials
 
 from cityhub import paths
 from cityhub.local_prometheus import Prometheus
-from cityhub.testkit import kubectl, settled
+from cityhub.supervisor import Record
+from cityhub.testkit import kubectl, rss_bytes, settled, tcp_peers
 from components import monitoring_rules
 from components.monitoring_rules import RuleParams
 
@@ -55,6 +57,37 @@ def force_delete(kubeconfig: Path, namespace: str, *kinds: str) -> None:
         kubectl(kubeconfig, "delete", kind, "-n", namespace, *gone, check=False)
         patch = '{"metadata":{"finalizers":null}}'
         kubectl(kubeconfig, "patch", kind, "-n", namespace, "--type=merge", "-p", patch, check=False)
+
+
+def api_port(kubeconfig: Path) -> int:
+    server = json.loads(kubectl(kubeconfig, "config", "view", "--raw", "-o", "json").stdout)
+    return int(urllib.parse.urlsplit(server["clusters"][0]["cluster"]["server"]).port or 443)
+
+
+def footprint(records: dict[str, Record], edge: str, api_ports: dict[str, int]) -> str:
+    """What serving an edge costs the hub's machine (issue 18's operator cost, for the 200-edge model): the
+    resident memory of the edge's operator and nats-server beside the hub's, and the edge operator's
+    connections by what they reach."""
+    ours = [name for name in records if name.startswith(("operator", "messaging-nats"))]
+    mib = {name: rss_bytes(records[name].pid) / 2**20 for name in ours}
+    hub_nats = records["messaging-nats-server"].ports
+    names = {
+        api_ports["hub"]: "hub API",
+        api_ports[edge]: "edge API",
+        records["messaging-nats-server"].port: "hub NATS",
+        hub_nats.get("leafnode", -1): "hub leafnode",
+        records[f"messaging-nats-server-{edge}"].port: "edge NATS",
+    }
+    reached: dict[str, int] = {}
+    for port in tcp_peers(records[f"operator@{edge}"].pid):
+        reached[names.get(port, "other")] = reached.get(names.get(port, "other"), 0) + 1
+    leaf = tcp_peers(records[f"messaging-nats-server-{edge}"].pid).count(hub_nats.get("leafnode", -1))
+    return (
+        f"RSS MiB: hub operator {mib['operator']:.0f}, edge operator {mib[f'operator@{edge}']:.0f}, "
+        f"hub nats-server {mib['messaging-nats-server']:.0f}, edge nats-server "
+        f"{mib[f'messaging-nats-server-{edge}']:.0f}; edge operator's connections {json.dumps(reached)}; "
+        f"edge leaf connections to the hub {leaf}"
+    )
 
 
 class UplinkWatch:

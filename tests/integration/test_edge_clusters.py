@@ -34,7 +34,15 @@ from cityhub.embedded_cluster.layout import layout
 from cityhub.embedded_cluster.state import load_state
 from cityhub.supervisor import Supervisor
 from cityhub.testkit import apply, kubectl, wait_for
-from tests.integration.edge_apps import Journey, UplinkWatch, cityhub, force_delete, secret_of
+from tests.integration.edge_apps import (
+    Journey,
+    UplinkWatch,
+    api_port,
+    cityhub,
+    footprint,
+    force_delete,
+    secret_of,
+)
 from tests.integration.test_hub_stack import Project, new_project
 
 pytestmark = pytest.mark.integration
@@ -246,6 +254,8 @@ def test_a_street_office_publishes_on_its_edge_through_a_60s_uplink_cut_and_the_
 
         wait_for(lambda: uplink().endswith(" 1.0"), 60, "cityhub_edge_uplink_up of the edge reported up")
         assert f'edge="{EDGE}"' in uplink()
+        ports = {"hub": api_port(kubeconfig), EDGE: api_port(edge)}
+        print(f"[edge] serving {EDGE} with 1 channel: {footprint(records, EDGE, ports)}")
         bureau = secret_of(kubeconfig, BUREAU, "messagingchannel", "flood-desk")
         journey = Journey(STREET, "water-level", EDGE, office, bureau)
         if os.geteuid() != 0:  # cutting the uplink takes a firewall rule
