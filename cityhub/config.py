@@ -84,6 +84,8 @@ def load_config(raw: dict[str, Any]) -> HubConfig:
 
 
 MASTER_KEY = "backendsMasterKey"
+STREET_CODE_LENGTH = 9
+"""A street's (乡级, GB/T 10114) division code: its district's 6 digits and 3 more."""
 
 
 def _master_key_problems(raw: dict[str, Any], key: object) -> list[ConfigProblem]:
@@ -144,6 +146,8 @@ def rule_problems(raw: dict[str, Any]) -> list[ConfigProblem]:
         code = cluster.get("divisionCode")
         if code and not code.startswith(city_prefix):
             problems.append(_outside_city(["clusters", i, "divisionCode"], code, raw["divisionCode"]))
+        elif code and len(code) == STREET_CODE_LENGTH and districts and code[:6] not in districts:
+            problems.append(_street_outside_districts(["clusters", i, "divisionCode"], code, districts))
         elif code and cluster.get("role") == "edge":
             # One edge per division: two would split its departments' defaults and alerts between them.
             if code in claimed:
@@ -281,12 +285,33 @@ def _outside_city(at: list[str | int], code: str, city: str) -> ConfigProblem:
     )
 
 
+def _street_outside_districts(at: list[str | int], code: str, districts: set[str]) -> ConfigProblem:
+    return ConfigProblem(
+        key_path(at),
+        f"street code {code!r} starts with {code[:6]!r}, not a district under cityhub:districts "
+        f"({', '.join(sorted(districts))}); a street's 9-digit code begins with its district's 6 digits",
+    )
+
+
 def _division(
     dept: dict[str, Any], city: str, districts: set[str], at: list[str | int]
 ) -> list[ConfigProblem]:
     code, level, path = dept["divisionCode"], dept["level"], [*at, "divisionCode"]
     if not code.startswith(city[:4]):
         return [_outside_city(path, code, city)]
+    if len(code) == STREET_CODE_LENGTH:
+        if level != "街道":
+            return [
+                ConfigProblem(
+                    key_path(path),
+                    f"{code!r} is a street's 9-digit code: only a street (街道) department may use one; "
+                    f"a {level}-level department uses "
+                    + (f"the city's code {city}" if level == "市" else f"its district's code {code[:6]!r}"),
+                )
+            ]
+        if districts and code[:6] not in districts:
+            return [_street_outside_districts(path, code, districts)]
+        return []
     if level == "市" and code != city:
         return [
             ConfigProblem(
@@ -382,9 +407,12 @@ def default_cluster(clusters: tuple[Cluster, ...], dept: dict[str, Any]) -> str:
     cluster claiming its division, when there is one (中枢与末梢: close to where the work happens); every
     other department on the first cluster (the hub)."""
     if dept["level"] != "市":
-        for c in clusters:
-            if c.role == "edge" and c.division_code == dept["divisionCode"]:
-                return c.name
+        code = dept["divisionCode"]
+        edges = {c.division_code: c.name for c in clusters if c.role == "edge" and c.division_code}
+        # A street office with its own 9-digit code: its street's edge, else its district's (市—区—街道).
+        for claimed in (code, code[:6]):
+            if claimed in edges:
+                return edges[claimed]
     return clusters[0].name
 
 

@@ -68,6 +68,16 @@ class Topology:
         return {f"dept-{slug}": c.name for c in self.clusters for slug in c.departments}
 
 
+
+def place_name(places: dict[str, str], code: str | None) -> str | None:
+    """The city's or a district's name; a street's (9-digit code) is shown under its district's."""
+    if not code:
+        return None
+    if code in places:
+        return places[code]
+    district = places.get(code[:6])
+    return f"{district} 街道 {code}" if district else None
+
 def topology(stack: str) -> Topology:
     """The clusters of `stack` and their departments; Topology(error=…) when the config cannot tell."""
     path = stack_config.readable(stack)
@@ -92,7 +102,7 @@ def topology(stack: str) -> Topology:
                 name=c.name,
                 role=c.role,
                 division_code=c.division_code,
-                division_name=places.get(c.division_code or ""),
+                division_name=place_name(places, c.division_code),
                 kubeconfig=c.kubeconfig,
                 context=c.context,
                 departments=tuple(d.slug for d in hub.departments_on(c.name)),

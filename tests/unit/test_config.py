@@ -344,3 +344,41 @@ def test_a_street_office_defaults_to_the_edge_of_its_division(raw: dict[str, Any
     assert placed["dongcheng-yingji"] == "hub"  # 区 of 330102: no edge claims it
     dept(raw, "xihu-hubin")["cluster"] = "hub"  # an explicit choice wins
     assert {d.slug: d.cluster for d in load_config(raw).departments}["xihu-hubin"] == "hub"
+
+
+def test_a_street_office_with_its_own_code_lands_on_its_streets_edge_else_its_districts(
+    raw: dict[str, Any],
+) -> None:
+    """市—区—街道: a city of ~150 street offices gives a street its own small edge by the street's 9-digit
+    code (GB/T 10114); a street without one stays with its district's edge."""
+    raw["clusters"] = [
+        {"name": "hub"},
+        {"name": "xihu-edge", "role": "edge", "divisionCode": "330106", "context": "xihu"},
+        {"name": "hubin-edge", "role": "edge", "divisionCode": "330106001", "context": "hubin"},
+    ]
+    dept(raw, "xihu-hubin")["divisionCode"] = "330106001"  # 湖滨街道
+    assert {d.slug: d.cluster for d in load_config(raw).departments}["xihu-hubin"] == "hubin-edge"
+    dept(raw, "xihu-hubin")["divisionCode"] = "330106002"  # 北山街道: no edge of its own
+    assert {d.slug: d.cluster for d in load_config(raw).departments}["xihu-hubin"] == "xihu-edge"
+
+
+def test_street_codes_belong_to_a_district_and_to_street_offices(raw: dict[str, Any]) -> None:
+    raw["clusters"] = [
+        {"name": "hub"},
+        {"name": "stray-edge", "role": "edge", "divisionCode": "330199001", "context": "stray"},
+    ]
+    dept(raw, "dongcheng-yingji")["divisionCode"] = "330102001"  # a district's department
+    dept(raw, "xihu-hubin")["divisionCode"] = "330107001"  # no such district
+    found = problems(raw)
+    assert (
+        "cityhub:clusters[1].divisionCode: street code '330199001' starts with '330199', not a district "
+        "under cityhub:districts" in found
+    )
+    assert (
+        "cityhub:departments[4].divisionCode: '330102001' is a street's 9-digit code: only a street (街道) "
+        "department may use one; a 区-level department uses its district's code '330102'" in found
+    )
+    assert "cityhub:departments[5].divisionCode: street code '330107001' starts with '330107'" in found
+    raw["clusters"][1]["divisionCode"] = "33010600"
+    hint = "must be a 6-digit administrative division code (GB/T 2260), or a street's 9-digit code"
+    assert f'cityhub:clusters[1].divisionCode: "33010600" {hint}' in problems(raw)
