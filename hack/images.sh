@@ -37,6 +37,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=hack/versions.env
 source "$ROOT/hack/versions.env"
+export APT_CONFIG=${APT_CONFIG:-$ROOT/hack/apt.conf}  # wait for the dpkg lock (hack/apt.conf)
 CACHE=${CITYHUB_CACHE:-$HOME/.cache/cityhub}
 BIN=$CACHE/bin
 IMAGES=$CACHE/real-node/images
