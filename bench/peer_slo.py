@@ -105,9 +105,7 @@ def cost(work: Path, cityhub_groups_fn: Any, sloth: list[dict], opts: dict[str, 
         live.write_config(prom_dir, [], opts["interval"])
         prom.start(timeout=120.0)
         blocks = work / "rule-blocks"
-        live._promtool("tsdb", "create-blocks-from", "rules", "-q", f"--url={prom.url}", f"--start={int(t0)}",
-                       f"--end={int(end)}", f"--output-dir={blocks}", "--eval-interval=60s",
-                       str(work / "sloth-5m.rules.yaml"))
+        live.blocks_from_rules(prom.url, t0, end, blocks, work / "sloth-5m.rules.yaml")
         prom.stop()
         for block in blocks.iterdir():
             shutil.move(str(block), data / block.name)

@@ -95,10 +95,28 @@ def backfill_raw(data: Path, work: Path, series: list[Pair], t0: float, end: flo
     return samples
 
 
-def _promtool(*args: str) -> None:
+def _promtool(*args: str) -> str:
+    """Run promtool; its output (it logs query errors there and still exits 0)."""
     run = subprocess.run([str(paths.tool("promtool")), *args], capture_output=True, text=True, timeout=1800)
     if run.returncode != 0:
         raise RuntimeError(f"promtool {' '.join(args[:3])} failed: {run.stdout[-1500:]}{run.stderr[-1500:]}")
+    return run.stdout + run.stderr
+
+
+def blocks_from_rules(url: str, t0: float, end: float, blocks: Path, rule_file: Path, tries: int = 3) -> None:
+    """Record `rule_file`'s rules over [t0, end] into `blocks` from the Prometheus at `url`. promtool exits 0
+    having written nothing when its range queries fail (seen on a loaded machine, from a fresh clone): try
+    again, then say what it logged."""
+    logged = ""
+    for attempt in range(tries):
+        logged = _promtool(
+            "tsdb", "create-blocks-from", "rules", "-q", f"--url={url}", f"--start={int(t0)}",
+            f"--end={int(end)}", f"--output-dir={blocks}", "--eval-interval=60s", str(rule_file),
+        )
+        if blocks.is_dir() and any(blocks.iterdir()):
+            return
+        time.sleep(5.0 * (attempt + 1))
+    raise RuntimeError(f"promtool wrote no blocks from {rule_file.name} in {tries} tries: {logged[-1500:]}")
 
 
 class _Exporter(http.server.BaseHTTPRequestHandler):
