@@ -90,12 +90,8 @@ def street_office(i: int, code: str) -> dict[str, Any]:
 
 def one(edges: int) -> dict[str, Any]:
     """Run the program for `edges` edges under mocks, in this process."""
-    import pulumi
-
     from cityhub.config import load_config
-    from cityhub_api.catalog import load_offerings
-    from components.hub import city_hubs
-    from tests.unit.test_edge_deployment import EdgeRecorder
+    from tests.unit.test_edge_deployment import city as run_program
 
     raw = city(edges)
     config_bytes = len(
@@ -103,19 +99,9 @@ def one(edges: int) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     config = load_config(raw)
-    offerings = tuple(load_offerings(config.operator.catalog, config.operator.components))
     validated = time.perf_counter() - t0
-    servers = {c.name: c.api_server or "" for c in config.clusters if c.role == "edge"}
-    recorder = EdgeRecorder()
-    pulumi.runtime.set_mocks(recorder, preview=True)
-
-    @pulumi.runtime.test
-    def program() -> None:
-        city_hubs(config, offerings, servers)
-
-    program()
+    created = run_program(raw)  # validates again (a fraction of a second) and runs city_hubs under mocks
     took = time.perf_counter() - t0
-    created = recorder.created
     per_edge = [sum(1 for r in created if f"edge-{i + 1}-cluster" in r.provider) for i in range(edges)]
     hub = len(created) - sum(per_edge)
     on_edges = [d for d in config.departments if d.cluster != "hub"]
